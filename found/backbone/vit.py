@@ -1,0 +1,154 @@
+"""DINO-compatible Vision Transformer with a FOUND-specific last-block path.
+
+Parameter names match facebookresearch/dino's ``VisionTransformer`` so that its checkpoints load
+with ``strict=True``. Inputs must already be padded to a multiple of the patch size
+(see :func:`found.preprocess.pad_to_multiple`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Block, PatchEmbed
+
+
+@dataclass
+class FoundFeatures:
+    """What FOUND reads from the last block of the backbone."""
+
+    cls_attention: torch.Tensor  # [B, heads, N] CLS→patch attention (softmax over N+1 tokens)
+    keys: torch.Tensor  # [B, N, D] patch keys, heads concatenated
+    grid_hw: tuple[int, int]  # (h, w) patch grid, N = h * w
+
+    @property
+    def num_heads(self) -> int:
+        return self.cls_attention.shape[1]
+
+    def key_map(self) -> torch.Tensor:
+        """Keys as a feature map [B, D, h, w] (the input of FOUND's 1×1 conv head)."""
+        b, _, d = self.keys.shape
+        return self.keys.transpose(1, 2).reshape(b, d, *self.grid_hw)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(
+        self,
+        patch_size: int = 8,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        img_size: int = 224,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        grid = img_size // patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    # ------------------------------------------------------------------ tokens
+    def interpolate_pos_encoding(self, h: int, w: int) -> torch.Tensor:
+        """Positional encoding [1, h*w + 1, D] for an h×w patch grid, exactly as DINO computes it
+        (bicubic with ``scale_factor=(g+0.1)/g0``; unchanged only for the native square grid)."""
+        pos = self.pos_embed
+        n0 = pos.shape[1] - 1
+        g0 = int(math.sqrt(n0))
+        if h * w == n0 and h == w:
+            return pos
+        key = (h, w, pos.device, pos.dtype, pos._version)
+        if not torch.is_grad_enabled() and key in self._pos_cache:
+            return self._pos_cache[key]
+        patch_pos = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
+        patch_pos = F.interpolate(patch_pos, scale_factor=((h + 0.1) / g0, (w + 0.1) / g0), mode="bicubic")
+        if patch_pos.shape[-2:] != (h, w):
+            raise RuntimeError(f"position embedding interpolated to {tuple(patch_pos.shape[-2:])}, expected {(h, w)}")
+        patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        out = torch.cat([pos[:, :1], patch_pos], dim=1)
+        if not torch.is_grad_enabled():
+            if len(self._pos_cache) > 32:
+                self._pos_cache.clear()
+            self._pos_cache[key] = out
+        return out
+
+    def grid_size(self, x: torch.Tensor) -> tuple[int, int]:
+        h, w = x.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"input {h}x{w} is not a multiple of the patch size {p}; pad it first")
+        return h // p, w // p
+
+    def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch-embed, prepend CLS, add (interpolated) positional encoding: [B, N+1, D]."""
+        h, w = self.grid_size(x)
+        tokens = self.patch_embed(x)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1)
+        return tokens + self.interpolate_pos_encoding(h, w).to(tokens.dtype)
+
+    # ------------------------------------------------------------------ forwards
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the final LayerNorm [B, N+1, D] (DINO's ``get_intermediate_layers(x, 1)[0]``)."""
+        t = self.prepare_tokens(x)
+        for blk in self.blocks:
+            t = blk(t)
+        return self.norm(t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """CLS embedding [B, D], as DINO's ``VisionTransformer.forward`` (head = identity)."""
+        return self.forward_tokens(x)[:, 0]
+
+    def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
+        """Full last-block attention [B, heads, N+1, N+1] (materialised; for inspection only)."""
+        t = self.prepare_tokens(x)
+        for blk in self.blocks[:-1]:
+            t = blk(t)
+        return self.blocks[-1].attn.forward_materialized(self.blocks[-1].norm1(t))[1]
+
+    def found_features(self, x: torch.Tensor) -> FoundFeatures:
+        """FOUND's inputs from the last block: CLS→patch attention and patch keys.
+
+        The last block's N×N attention, its value/projection and its MLP are never computed.
+        """
+        grid = self.grid_size(x)
+        t = self.prepare_tokens(x)
+        for blk in self.blocks[:-1]:
+            t = blk(t)
+        last = self.blocks[-1]
+        attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
+        return FoundFeatures(cls_attention=attn[:, :, 1:], keys=keys[:, 1:], grid_hw=grid)
+
+    def found_features_reference(self, x: torch.Tensor) -> FoundFeatures:
+        """The same outputs computed the way DINO + FOUND's hook do it: eager attention in every
+        block, full N×N attention in the last one. Baseline for benchmarks and tests."""
+        grid = self.grid_size(x)
+        t = self.prepare_tokens(x)
+        for blk in self.blocks[:-1]:
+            t, _ = blk.forward_materialized(t)
+        last = self.blocks[-1]
+        y = last.norm1(t)
+        qkv = last.attn.qkv(y)
+        _, attn = last.attn.forward_materialized(y)
+        _ = t + last.mlp(last.norm2(t + _project(last, attn, qkv)))  # DINO runs the whole block
+        d = self.embed_dim
+        return FoundFeatures(cls_attention=attn[:, :, 0, 1:], keys=qkv[:, 1:, d : 2 * d], grid_hw=grid)
+
+
+def _project(block: Block, attn: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
+    b, n, _ = qkv.shape
+    a = block.attn
+    v = qkv.reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)[2]
+    return a.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))

@@ -1,0 +1,60 @@
+"""Step 2 of FOUND: the 1×1 convolution that maps patch keys to an object logit."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class FoundHead(nn.Module):
+    """``Conv2d(D, 1, 1)`` on the key map [B, D, h, w] → logits [B, 1, h, w] (385 parameters for ViT-S)."""
+
+    def __init__(self, in_dim: int = 384) -> None:
+        super().__init__()
+        self.decoder = nn.Conv2d(in_dim, 1, kernel_size=1)
+
+    @property
+    def in_dim(self) -> int:
+        return self.decoder.in_channels
+
+    def forward(self, key_map: torch.Tensor) -> torch.Tensor:
+        return self.decoder(key_map)
+
+    def state_for_saving(self) -> dict:
+        """The authors' file format: ``{"decoder": {"weight": [1,D,1,1], "bias": [1]}}`` on CPU."""
+        return {"decoder": {k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()}}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save in the authors' format, atomically (temporary file, then rename)."""
+        from .hub import atomic_torch_save
+
+        atomic_torch_save(self.state_for_saving(), Path(path))
+
+    def load_state(self, state: dict) -> None:
+        """Load the authors' format (or a plain ``{"weight", "bias"}`` dict), checking shapes."""
+        if "decoder" in state and isinstance(state["decoder"], dict):
+            state = state["decoder"]
+        state = {k.removeprefix("decoder."): v for k, v in state.items()}
+        missing = {"weight", "bias"} - set(state)
+        if missing:
+            raise ValueError(f"head checkpoint lacks {sorted(missing)} (keys: {sorted(state)[:5]})")
+        w, b = state["weight"], state["bias"]
+        if tuple(w.shape) != (1, self.in_dim, 1, 1) or tuple(b.shape) != (1,):
+            raise ValueError(
+                f"head checkpoint has weight {tuple(w.shape)} / bias {tuple(b.shape)}, "
+                f"expected (1, {self.in_dim}, 1, 1) / (1,) for this backbone"
+            )
+        self.decoder.load_state_dict({"weight": w.float(), "bias": b.float()})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, in_dim: int | None = None) -> "FoundHead":
+        from .hub import load_checkpoint
+
+        state = load_checkpoint(Path(path))
+        inner = state.get("decoder", state)
+        dim = in_dim if in_dim is not None else int(inner["weight"].shape[1]) if "weight" in inner else 384
+        head = cls(dim)
+        head.load_state(state)
+        return head

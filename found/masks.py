@@ -1,0 +1,62 @@
+"""From head logits to masks and boxes, following the authors' evaluation code exactly."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+
+def upsample_logits(logits: torch.Tensor, patch: int, image_hw: tuple[int, int]) -> torch.Tensor:
+    """[B, 1, h, w] logits → bilinear ×patch (align_corners=False) → cropped to the image [B, 1, H, W]."""
+    up = F.interpolate(logits, scale_factor=patch, mode="bilinear", align_corners=False)
+    return up[..., : image_hw[0], : image_hw[1]]
+
+
+def single_component(binary: np.ndarray) -> np.ndarray:
+    """The authors' 'single' rule: among the 4-connected components of ``binary``, drop the label
+    that overlaps the background most, keep the most populous remaining one. An empty mask stays empty."""
+    binary = np.asarray(binary, dtype=bool)
+    labeled, n = ndimage.label(binary)
+    if n == 0:
+        return binary.copy()
+    counts = np.bincount(labeled.ravel(), minlength=n + 1)
+    order = np.argsort(counts)
+    # overlap of each label (in `order`) with the background; argmax gives the position to drop
+    bg_overlap = np.bincount(labeled[~binary].ravel(), minlength=n + 1)[order]
+    order = np.delete(order, int(np.argmax(bg_overlap)))
+    return labeled == order[-1]
+
+
+def largest_component_box(pred: np.ndarray, image_hw: tuple[int, int], patch: int) -> np.ndarray:
+    """Box (x1, y1, x2, y2; max exclusive) of the largest 4-connected component of a binary
+    prediction, scaled by ``patch`` unless the prediction already has the image size; only x2/y2
+    are clipped to the image (as the authors). Ties go to the component met first in raster order.
+
+    Raises ValueError on an all-zero prediction.
+    """
+    pred = np.asarray(pred)
+    labeled, n = ndimage.label(pred)
+    if n == 0:
+        raise ValueError("no foreground in the prediction: no box")
+    largest = int(np.argmax(np.bincount(labeled.ravel())[1:])) + 1
+    ys, xs = np.nonzero(labeled == largest)
+    y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    scale = 1 if tuple(pred.shape) == tuple(image_hw) else patch
+    box = [x1 * scale, y1 * scale, x2 * scale, y2 * scale]
+    box[2] = min(box[2], int(image_hw[1]))
+    box[3] = min(box[3], int(image_hw[0]))
+    return np.asarray(box, dtype=np.int64)
+
+
+def box_iou(box: np.ndarray | torch.Tensor, boxes: np.ndarray | torch.Tensor, eps: float = 1e-7) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with K boxes, float32, with the authors' eps placement."""
+    b1 = torch.as_tensor(np.asarray(box)).float().reshape(4)
+    b2 = torch.as_tensor(np.asarray(boxes)).float().reshape(-1, 4)
+    iw = (torch.minimum(b1[2], b2[:, 2]) - torch.maximum(b1[0], b2[:, 0])).clamp(min=0)
+    ih = (torch.minimum(b1[3], b2[:, 3]) - torch.maximum(b1[1], b2[:, 1])).clamp(min=0)
+    inter = iw * ih
+    w1, h1 = b1[2] - b1[0], b1[3] - b1[1] + eps
+    w2, h2 = b2[:, 2] - b2[:, 0], b2[:, 3] - b2[:, 1] + eps
+    union = w1 * h1 + w2 * h2 - inter + eps
+    return (inter / union).numpy()

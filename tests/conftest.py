@@ -1,0 +1,57 @@
+"""Shared fixtures: the parity folder (``$FOUND_PARITY_DIR``, default ``../shared/parity``) and test images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def parity_dir() -> Path:
+    env = os.environ.get("FOUND_PARITY_DIR")
+    if env:
+        return Path(env)
+    local = REPO / "tests" / "fixtures" / "parity"
+    return local if local.is_dir() else SHARED / "parity"
+
+
+def load_parity(name: str) -> dict:
+    """Load ``name`` from the parity folder; a missing file is a failure, never a skip."""
+    path = parity_dir() / name
+    if not path.is_file():
+        pytest.fail(f"parity fixture {path} is missing (FOUND_PARITY_DIR={os.environ.get('FOUND_PARITY_DIR')!r})")
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+def case_names(d: dict) -> list[str]:
+    names = d["case_names"]
+    return [str(n) for n in np.atleast_1d(names)] if names.dtype.kind in "UO" else list(names)
+
+
+def n_cases(d: dict) -> int:
+    return len({k.split("_", 1)[0] for k in d if k[0] == "c" and k.split("_", 1)[0][1:].isdigit()})
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    d = REPO / "tests" / "data" / "images"
+    if not d.is_dir():
+        pytest.fail(f"test images folder {d} is missing")
+    return d
+
+
+def tiny_vit():
+    """The parity tiny ViT (96-d, 3 blocks, 6 heads, patch 8) with the fixture's weights."""
+    import torch
+
+    from found.backbone import VisionTransformer
+
+    d = load_parity("vit_tiny.npz")
+    vit = VisionTransformer(patch_size=8, embed_dim=96, depth=3, num_heads=6)
+    vit.load_state_dict({k: torch.from_numpy(v) for k, v in d.items() if k != "meta_json"}, strict=True)
+    return vit.eval()
