@@ -1,0 +1,33 @@
+"""FOUND (Siméoni et al., CVPR 2023): unsupervised object localization by observing the background.
+
+Quick use::
+
+    import found
+    model = found.build_found()             # DINO ViT-S/8 + the authors' head (downloaded once)
+    pred = model.predict("photo.jpg")[0]     # pred.mask, pred.soft, pred.box
+"""
+from .background import Background, discover_background, head_weights
+from .backbone import FoundFeatures, VisionTransformer
+from .build import build_found, load_backbone, load_head
+from .head import FoundHead
+from .predictor import Found, Prediction
+from .registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models
+
+__version__ = "0.1.0"
+__all__ = [
+    "Background",
+    "DEFAULT_MODEL",
+    "Found",
+    "FoundFeatures",
+    "FoundHead",
+    "MODELS",
+    "Prediction",
+    "VisionTransformer",
+    "build_found",
+    "discover_background",
+    "get_model_spec",
+    "head_weights",
+    "list_models",
+    "load_backbone",
+    "load_head",
+]

@@ -1,0 +1,89 @@
+"""Construct backbones, heads and the `Found` predictor from registry names or local files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import hub
+from .backbone import VisionTransformer
+from .head import FoundHead
+from .registry import DEFAULT_MODEL, Arch, get_model_spec
+
+
+def build_vit(arch: Arch) -> VisionTransformer:
+    return VisionTransformer(
+        patch_size=arch.patch_size,
+        embed_dim=arch.embed_dim,
+        depth=arch.depth,
+        num_heads=arch.num_heads,
+        mlp_ratio=arch.mlp_ratio,
+        img_size=arch.img_size,
+    )
+
+
+def load_backbone(
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    num_heads: int | None = None,
+    progress: bool = True,
+) -> VisionTransformer:
+    """A DINO ViT with weights: registered ``model`` (downloaded unless ``weights`` is given) or
+    ``model="auto"`` with a local ``weights`` file whose size is read off the checkpoint."""
+    if model == "auto":
+        if weights is None and not os.environ.get(hub.ENV_BACKBONE):
+            raise hub.WeightsError(f"--model auto needs a backbone file: pass --weights PATH or set {hub.ENV_BACKBONE}=PATH")
+        path = Path(weights or os.environ[hub.ENV_BACKBONE]).expanduser()
+        if not path.is_file():
+            raise hub.WeightsError(f"weight file {path} does not exist")
+        state = hub.backbone_state(hub.load_checkpoint(path))
+        arch = hub.infer_arch(state, num_heads)
+    else:
+        spec = get_model_spec(model)
+        path = hub.resolve(spec.backbone, weights, hub.ENV_BACKBONE, "--weights", progress=progress)
+        state = hub.backbone_state(hub.load_checkpoint(path))
+        arch = spec.arch
+    vit = build_vit(arch)
+    hub.load_backbone_state(vit, state, str(path))
+    return vit.eval().requires_grad_(False)
+
+
+def load_head(model: str = DEFAULT_MODEL, head: str | os.PathLike | None = None, in_dim: int = 384, progress: bool = True) -> FoundHead:
+    """The trained 1×1 conv: a local file, or the registered model's published head."""
+    if head is None and not os.environ.get(hub.ENV_HEAD):
+        spec = None if model == "auto" else get_model_spec(model)
+        if spec is None or spec.head is None:
+            raise hub.WeightsError(
+                f"model {model!r} has no published FOUND head: pass --head PATH (train one with `found train`) "
+                f"or set {hub.ENV_HEAD}=PATH, or use --coarse for step-1 masks"
+            )
+        path = hub.resolve(spec.head, None, hub.ENV_HEAD, "--head", progress=progress)
+    else:
+        path = Path(head or os.environ[hub.ENV_HEAD]).expanduser()
+        if not path.is_file():
+            raise hub.WeightsError(f"head file {path} does not exist")
+    h = FoundHead(in_dim)
+    try:
+        h.load_state(hub.load_checkpoint(path))
+    except ValueError as e:
+        raise hub.WeightsError(f"{path}: {e}") from None
+    return h.eval().requires_grad_(False)
+
+
+def build_found(
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    head: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    coarse: bool = False,
+    num_heads: int | None = None,
+    progress: bool = True,
+    **kwargs,
+):
+    """The FOUND predictor ready to use; ``coarse=True`` needs no trained head (step-1 masks)."""
+    from .predictor import Found
+
+    vit = load_backbone(model, weights, num_heads=num_heads, progress=progress)
+    h = None if coarse else load_head(model, head, in_dim=vit.embed_dim, progress=progress)
+    return Found(vit, h, device=device, **kwargs)

@@ -1,0 +1,1 @@
+"""Command-line interface: ``found segment | evaluate | train | download | bench``."""
