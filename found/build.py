@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
@@ -34,9 +33,7 @@ def load_backbone(
     if model == "auto":
         if weights is None and not os.environ.get(hub.ENV_BACKBONE):
             raise hub.WeightsError(f"--model auto needs a backbone file: pass --weights PATH or set {hub.ENV_BACKBONE}=PATH")
-        path = Path(weights or os.environ[hub.ENV_BACKBONE]).expanduser()
-        if not path.is_file():
-            raise hub.WeightsError(f"weight file {path} does not exist")
+        path = hub.existing_file(weights or os.environ[hub.ENV_BACKBONE], "--weights / " + hub.ENV_BACKBONE)
         state = hub.backbone_state(hub.load_checkpoint(path))
         arch = hub.infer_arch(state, num_heads)
     else:
@@ -60,14 +57,13 @@ def load_head(model: str = DEFAULT_MODEL, head: str | os.PathLike | None = None,
             )
         path = hub.resolve(spec.head, None, hub.ENV_HEAD, "--head", progress=progress)
     else:
-        path = Path(head or os.environ[hub.ENV_HEAD]).expanduser()
-        if not path.is_file():
-            raise hub.WeightsError(f"head file {path} does not exist")
+        path = hub.existing_file(head or os.environ[hub.ENV_HEAD], "--head / " + hub.ENV_HEAD)
     h = FoundHead(in_dim)
+    state = hub.load_checkpoint(path)
     try:
-        h.load_state(hub.load_checkpoint(path))
-    except ValueError as e:
-        raise hub.WeightsError(f"{path}: {e}") from None
+        h.load_state(state)
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise hub.WeightsError(f"{path}: not a FOUND head for this backbone ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
     return h.eval().requires_grad_(False)
 
 

@@ -1,20 +1,33 @@
-"""Atomic file writes: outputs appear whole or not at all."""
+"""Atomic file writes: outputs appear whole or not at all.
+
+Every file is written under a hidden temporary name in its destination folder (``.NAME.XXXX.part``)
+and renamed onto its final name only once complete, so a crash, Ctrl-C or a full disk never leaves
+a half-written output under the real name; the temporary file is removed on any error.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+#: errno values meaning "the output location itself is unusable": a batch should stop, not go on.
+FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _tmp_beside(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _tmp_beside(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -22,6 +35,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+class AtomicGroup:
+    """Several outputs of one item, committed together: all temporaries are written first and only
+    renamed when every one succeeded; on error none of them appears (used for an image's outputs)."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike) -> Path:
+        """A temporary path that will become ``final`` on commit (creates the parent folder)."""
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_beside(final)
+        self._pending.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self._pending:
+            os.replace(tmp, final)
+        self._pending.clear()
+
+    def abort(self) -> None:
+        for tmp, _ in self._pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[AtomicGroup]:
+    """``with atomic_group() as g: write(g.path(a)); write(g.path(b))`` — both appear, or neither."""
+    group = AtomicGroup()
+    try:
+        yield group
+        group.commit()
+    except BaseException:
+        group.abort()
+        raise
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise the OSError a real write would (permissions, read-only or full file system) by creating
+    and removing a temporary file; ``os.access`` alone is wrong for root and for read-only mounts."""
+    tmp = _tmp_beside(Path(folder) / "write-test")
+    tmp.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

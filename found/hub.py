@@ -6,12 +6,15 @@ temporary name and renamed only when complete and verified, and are loaded with
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -23,7 +26,10 @@ from .registry import Arch, Weights
 #: Environment variables that point at local weight files (same role as --weights / --head).
 ENV_BACKBONE = "FOUND_BACKBONE_WEIGHTS"
 ENV_HEAD = "FOUND_HEAD_WEIGHTS"
-DOWNLOAD_TIMEOUT_S = 15
+#: Set to 1 to never touch the network: a missing file fails at once with where to put it.
+ENV_OFFLINE = "FOUND_OFFLINE"
+#: Seconds for connecting and for each read (so an unreachable host fails within seconds).
+DOWNLOAD_TIMEOUT_S = 10
 
 
 class WeightsError(RuntimeError):
@@ -42,34 +48,60 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _offline() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def download(weights: Weights, dest: Path, progress: bool = True, hint: str = "") -> Path:
-    """Download ``weights.url`` to ``dest`` (temporary file, sha256 check, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Download ``weights.url`` to ``dest``: temporary file, size/sha256 (or loadability) check,
+    then rename — an interrupted or bad download never leaves a file under ``dest``."""
+    hint = hint or "pass its path"
+    if _offline():
+        raise WeightsError(f"{weights.filename} is not cached and {ENV_OFFLINE} is set; fetch {weights.url} by hand and {hint}, or place it at {dest}")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             req = urllib.request.Request(weights.url, headers={"User-Agent": "found"})
             with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
                 from tqdm.auto import tqdm
 
+                got = 0
                 with tqdm(total=total, unit="B", unit_scale=True, desc=weights.filename, disable=not progress) as bar:
                     while block := resp.read(1 << 20):
                         out.write(block)
+                        got += len(block)
                         bar.update(len(block))
+                if total is not None and got != total:
+                    raise ConnectionError(f"download interrupted: got {got} of {total} bytes")
             if weights.sha256 is not None:
-                got = sha256_of(tmp)
-                if got != weights.sha256:
+                digest = sha256_of(tmp)
+                if digest != weights.sha256:
                     raise WeightsError(
-                        f"downloaded {weights.filename} has sha256 {got[:12]}…, expected {weights.sha256[:12]}…; "
-                        "the file was removed — try again or fetch it by hand"
+                        f"downloaded {weights.url} has sha256 {digest[:12]}…, expected {weights.sha256[:12]}…; "
+                        f"the file was removed (nothing kept at {dest}) — try again, or fetch it by hand and {hint}"
                     )
+            else:  # no published hash: at least make sure it is a checkpoint, not an error page
+                try:
+                    load_checkpoint(tmp)
+                except WeightsError as e:
+                    raise WeightsError(f"downloaded {weights.url} is not a usable checkpoint and was removed: {str(e).split(': ', 1)[-1]}") from None
     except WeightsError:
         raise
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", None) or e
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        local = isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and (
+            e.filename is not None or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM))
+        if local:
+            raise WeightsError(
+                f"cannot save {weights.filename} to {dest.parent} ({e.strerror or e}); nothing was kept — "
+                f"free space or set TORCH_HOME to a writable folder, or fetch {weights.url} by hand and {hint}"
+            ) from None
+        if isinstance(e, http.client.IncompleteRead):
+            reason = "download interrupted: the connection closed before the end"
+        else:
+            reason = getattr(e, "reason", None) or e
         raise WeightsError(
-            f"cannot download {weights.url} ({reason}); fetch it by hand and {hint or 'pass its path'}, "
-            f"or place it at {dest}"
+            f"cannot download {weights.url} ({reason}); fetch it by hand and {hint}, or place it at {dest}"
         ) from None
     return dest
 
@@ -79,29 +111,57 @@ def resolve(weights: Weights, local: str | os.PathLike | None, env_var: str, fla
     hint = f"pass {flag} PATH or set {env_var}=PATH"
     explicit = local if local is not None else os.environ.get(env_var) or None
     if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weight file {path} does not exist ({weights.filename} expected; {hint})")
-        return path
+        return existing_file(explicit, f"{weights.filename} expected; {hint}")
     dest = cache_dir() / weights.filename
     if dest.is_file():
         if weights.sha256 is not None and sha256_of(dest) != weights.sha256:
             dest.unlink()
-            raise WeightsError(f"cached {dest} did not match its sha256 and was removed; run again to re-download")
+            raise WeightsError(f"cached {dest} did not match its sha256 and was removed; run again to download {weights.url}")
         return dest
     return download(weights, dest, progress=progress, hint=hint)
 
 
+def existing_file(path: str | os.PathLike, hint: str = "") -> Path:
+    """``path`` as a Path if it is a regular file, else a one-line WeightsError saying what it is."""
+    p = Path(path).expanduser()
+    what = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file" if not p.is_file() else ""
+    if what:
+        raise WeightsError(f"weight file {p} {what}" + (f" ({hint})" if hint else ""))
+    return p
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
 def load_checkpoint(path: Path) -> dict:
     """``torch.load(weights_only=True)`` on CPU, with one-line errors for unsafe or broken files."""
+    in_cache = Path(path).parent == cache_dir() and not Path(path).name.endswith(".part")
+    fix = "; delete it to download it again" if in_cache else ""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not magic:
+        raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint{fix}")
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle){fix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: refused, the file needs more than weights_only=True to load ({first[:160]})") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): {msg[:160]}") from None
+        detail = str(e).split("WeightsUnpickler error:", 1)[-1].strip()
+        first = detail.splitlines()[0].strip() if detail else _first_line(e)
+        if "global" in first.lower():
+            raise WeightsError(f"{path}: refused, the file needs more than weights_only=True to load, i.e. it "
+                               f"would run code from the file ({first[:160]}); only plain tensors are accepted") from None
+        raise WeightsError(f"{path}: refused, cannot be loaded with weights_only=True (corrupt, or a pickle of "
+                           f"arbitrary Python objects: {first[:120]}){fix}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
+        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): {_first_line(e)}{fix}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return obj
@@ -131,12 +191,19 @@ def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None) -> 
         pos = state["pos_embed"]
         fc1 = state["blocks.0.mlp.fc1.weight"]
     except KeyError as e:
-        raise WeightsError(f"not a DINO ViT checkpoint: missing {e.args[0]!r}") from None
-    dim, patch = int(w.shape[0]), int(w.shape[-1])
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    grid = int(round((pos.shape[1] - 1) ** 0.5))
+        found = ", ".join(list(state)[:4]) or "no tensors"
+        raise WeightsError(f"not a DINO ViT checkpoint: missing {e.args[0]!r} (found {found}{' …' if len(state) > 4 else ''})") from None
+    try:
+        dim, patch = int(w.shape[0]), int(w.shape[-1])
+        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        grid = int(round((pos.shape[1] - 1) ** 0.5))
+        mlp_ratio = fc1.shape[0] / dim
+    except (IndexError, ValueError, ZeroDivisionError) as e:
+        raise WeightsError(f"not a DINO ViT checkpoint: unexpected tensor shapes ({_first_line(e)})") from None
     heads = num_heads or max(1, dim // 64)
-    return Arch(patch, dim, depth, heads, mlp_ratio=fc1.shape[0] / dim, img_size=grid * patch)
+    if dim % heads:
+        raise WeightsError(f"the checkpoint's embed dim {dim} is not divisible by {heads} attention heads (--num-heads)")
+    return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch)
 
 
 def load_backbone_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -155,9 +222,14 @@ def load_backbone_state(model: torch.nn.Module, state: dict[str, torch.Tensor], 
 
 
 def copy_into_cache(path: Path, weights: Weights) -> Path:
-    """Install a file fetched by hand into the cache under its expected name (sha256-checked)."""
-    if weights.sha256 is not None and sha256_of(path) != weights.sha256:
-        raise WeightsError(f"{path} does not match the published sha256 of {weights.filename}")
+    """Install a file fetched by hand into the cache under its expected name (sha256-checked when
+    a hash is published, else checked to load as a weights-only checkpoint)."""
+    path = existing_file(path)
+    if weights.sha256 is not None:
+        if sha256_of(path) != weights.sha256:
+            raise WeightsError(f"{path} does not match the published sha256 of {weights.filename} ({weights.url}); nothing installed")
+    else:
+        load_checkpoint(path)
     dest = cache_dir() / weights.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:

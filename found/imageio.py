@@ -1,58 +1,237 @@
-"""Reading images from disk into uint8 RGB arrays (EXIF orientation applied, alpha dropped)."""
+"""Reading images from disk into uint8 RGB: every failure is a one-line :class:`InputError`.
+
+Two entry points:
+
+* :func:`load_image` / :func:`open_image` — the whole image at full size (library use).
+* :func:`read_image` — what the CLI uses: the first frame, EXIF orientation applied, any mode
+  turned into RGB (+ alpha kept aside for cut-outs), and a cap on the longer side applied while
+  decoding (JPEG ``draft()``, then ``resize(reducing_gap=…)`` which uses ``reduce()``), so a huge
+  photo is never expanded at full size in memory. Anything worth telling the user (first frame of
+  an animation, downscaling) is returned in ``notes``.
+
+Pillow's decompression-bomb guard stays as Pillow sets it: images above
+``2 * Image.MAX_IMAGE_PIXELS`` (≈179 Mpx by default) are refused; between 1× and 2× they are read
+without a warning since the cap bounds what happens next. See docs/robustness.md.
+"""
 from __future__ import annotations
 
 import os
+import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
+#: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``).
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_TRANSPOSING = {5, 6, 7, 8}
+#: Modes ``resize`` handles with a real filter (``1`` and ``P`` would fall back to nearest).
+_RESIZABLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L", "I;16B", "F"}
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and decode the first frame, EXIF orientation applied; one-line InputError on failure."""
-    path = Path(path)
+
+@dataclass
+class LoadedImage:
+    """An image ready for inference: ``image`` (mode RGB or RGBA) at the processing size."""
+
+    path: Path
+    image: Image.Image
+    original_size: tuple[int, int]  # (width, height) of the file, orientation applied
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+    @property
+    def downscaled(self) -> bool:
+        return self.image.size != self.original_size
+
+    def rgb(self) -> np.ndarray:
+        """uint8 [H, W, 3] pixels (alpha ignored: the backbone sees colours only)."""
+        im = self.image if self.image.mode == "RGB" else self.image.convert("RGB")
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+    def alpha(self) -> np.ndarray | None:
+        """uint8 [H, W] alpha of the file (None when it has none); kept for cut-outs."""
+        if self.image.mode != "RGBA":
+            return None
+        return np.asarray(self.image.getchannel("A"), dtype=np.uint8)
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` with every failure turned into a one-line InputError."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as im:
-            im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return im
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file (device, pipe or socket)")
+        if st.st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: {'broken symbolic link' if path.is_symlink() else 'no such file'}") from None
+    except OSError as e:
+        if e.errno == 40:  # ELOOP
+            raise InputError(f"{path}: symbolic link loop") from None
+        raise InputError(f"{path}: cannot read ({e.strerror or _why(e)})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb warnings (the cap applies) and corrupt-metadata chatter
+            return Image.open(path)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image") from None
+        raise InputError(f"{path}: not an image Pillow can read (unknown format or corrupt header)") from None
     except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: refused, image too large ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{path}: refused, image too large for Pillow's decompression-bomb guard ({e})") from None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to open this image") from None
+    except Exception as e:  # Pillow's plugins raise many types on hostile headers
+        raise InputError(f"{path}: cannot open image ({_why(e)})") from None
+
+
+def _decode_error(path: Path, e: BaseException) -> InputError:
+    if isinstance(e, InputError):
+        return e
+    if isinstance(e, Image.DecompressionBombError):
+        return InputError(f"{path}: refused, image too large for Pillow's decompression-bomb guard ({e})")
+    if isinstance(e, MemoryError):
+        return InputError(f"{path}: not enough memory to decode this image")
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if "truncated" in msg.lower() or isinstance(e, EOFError):
+        return InputError(f"{path}: truncated image file (decoding stopped early)")
+    return InputError(f"{path}: cannot decode image ({_why(e)})")
+
+
+def _frame_note(im: Image.Image) -> str | None:
+    n = getattr(im, "n_frames", 1)
+    if not isinstance(n, int) or n <= 1:
+        return None
+    kind = {"TIFF": "multi-page TIFF", "MPO": "multi-picture JPEG"}.get(im.format or "", f"animated {im.format or 'image'}")
+    unit = "pages" if im.format == "TIFF" else "frames"
+    return f"{kind}: only the first of {n} {unit} was used"
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # unreadable EXIF is ignored, as exif_transpose does
+        return 1
+
+
+def _high_bit_to_l(im: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grey → 8-bit ``L`` (16-bit containers scaled by 255/65535)."""
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.uint32)
+        a = (a * 255 + 32767) // 65535
+    elif im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        peak = 65535 if a.max(initial=0) > 255 else 255
+        a = (np.clip(a, 0, peak) * 255 + peak // 2) // peak
+    else:  # "F": stretch the finite range to 0..255
+        a = np.asarray(im, dtype=np.float32)
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        a = np.zeros(a.shape, np.float32) if hi <= lo else (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
+        a = np.clip(a + 0.5, 0, 255)
+    return Image.fromarray(a.astype(np.uint8), mode="L")
+
+
+def to_working_mode(im: Image.Image) -> Image.Image:
+    """Any Pillow mode → ``RGB``, or ``RGBA`` when the image has alpha or palette transparency."""
+    if im.mode in ("RGB", "RGBA"):
+        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        return _high_bit_to_l(im).convert("RGB")
+    has_alpha = "A" in im.getbands() or (im.mode in ("P", "L", "RGB", "1") and "transparency" in im.info)
+    return im.convert("RGBA" if has_alpha else "RGB")
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode → uint8 [H, W, 3] RGB (16-bit scaled, palette/alpha flattened by dropping alpha)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if a.max(initial=0) > 255 else 255.0
-        a = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = np.nanmin(a), np.nanmax(a)
-        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
-        return np.repeat(np.clip(a + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    """Any Pillow mode → uint8 [H, W, 3] RGB (16-bit scaled down, alpha dropped)."""
+    im = to_working_mode(im)
     if im.mode != "RGB":
-        im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB").convert("RGB")
+        im = im.convert("RGB")
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
+def capped_size(size: tuple[int, int], max_side: int | None, min_side: int = 1) -> tuple[int, int]:
+    """(w, h) scaled so the longer side is at most ``max_side`` (None/0: no cap); the shorter side is
+    kept at least ``min(min_side, its original length)`` so a thin image still spans a patch."""
+    w, h = size
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    s = max_side / max(w, h)
+    return max(min(w, min_side), round(w * s), 1), max(min(h, min_side), round(h * s), 1)
+
+
+def read_image(path: str | os.PathLike, max_side: int | None = None, min_side: int = 1) -> LoadedImage:
+    """First frame of ``path``, oriented, in RGB/RGBA, with its longer side capped at ``max_side``.
+
+    Images whose shorter side is below ``min_side`` (e.g. one patch) are refused with an InputError.
+    JPEGs are decoded at a reduced scale (``draft``) when the cap allows, others reduced right after
+    decoding, so memory stays near the size of the file's pixels, never a float copy of them.
+    """
+    path = Path(path)
+    im = _open(path)
+    notes: list[str] = []
+    try:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            note = _frame_note(im)
+            if note:
+                notes.append(note)
+            im.seek(0)
+            orient = _orientation(im)
+            w0, h0 = im.size
+            orig = (h0, w0) if orient in _TRANSPOSING else (w0, h0)
+            if min(orig) < min_side:
+                raise InputError(f"{path}: image is {orig[0]}×{orig[1]} px, smaller than one {min_side}×{min_side} patch")
+            target = capped_size((w0, h0), max_side, min_side)
+            if target != (w0, h0) and im.format == "JPEG":
+                im.draft(None, target)  # DCT-domain 1/2, 1/4 or 1/8 scale, still at least `target`
+            im.load()
+            out: Image.Image = im
+            if out.size != target and out.mode not in _RESIZABLE:
+                out = to_working_mode(out)
+            if out.size != target:
+                out = out.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+            if orient in _ORIENT:
+                out = out.transpose(_ORIENT[orient])
+            out = to_working_mode(out)
+            if out is im:
+                out = im.copy()  # detach from the file before it is closed
+    except Exception as e:
+        raise _decode_error(path, e) from None
+    if out.size != orig:
+        notes.append(f"downscaled {orig[0]}×{orig[1]} → {out.size[0]}×{out.size[1]} for inference (--max-side {max_side})")
+    return LoadedImage(path, out, orig, notes)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The first frame at full size, EXIF orientation applied (mode as in the file, or RGB/RGBA)."""
+    return read_image(path).image
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels of an image file."""
-    return to_rgb_array(open_image(path))
+    """uint8 [H, W, 3] RGB pixels of an image file at full size."""
+    return read_image(path).rgb()

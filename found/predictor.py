@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -16,11 +17,11 @@ from .background import discover_background
 from .backbone import FoundFeatures, VisionTransformer
 from .head import FoundHead
 from .masks import largest_component_box, single_component, upsample_logits
-from .preprocess import pad_to_multiple, normalize, padded_size, to_chw_float
+from .preprocess import normalize, padded_size, to_chw_float
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
 MODES = ("multi", "single")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass
@@ -73,6 +74,12 @@ class Found:
     """FOUND on a frozen ViT: ``predict`` gives soft/binary masks and boxes for a list of images.
 
     ``head=None`` gives the training-free coarse masks of step 1 (background discovery).
+
+    ``precision``: ``"fp32"`` (exact), ``"bf16"``/``"fp16"`` (autocast; for CUDA, also valid on
+    CPU where it is usually slower), or ``"int8"`` (CPU only: dynamically quantised linear layers,
+    see :mod:`found.backbone.quantize`). ``compile=True`` (or a ``torch.compile`` mode such as
+    ``"reduce-overhead"``, which adds CUDA graphs) compiles the backbone on CUDA; it is ignored,
+    with a warning, on other devices.
     """
 
     def __init__(
@@ -82,14 +89,34 @@ class Found:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         tau: float = 0.3,
+        *,
+        compile: bool | str = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device) if device is not None else default_device()
+        if precision == "int8" and self.device.type != "cpu":
+            raise ValueError(f"precision 'int8' runs on the CPU only (got device {self.device}); use 'bf16' or 'fp16' on GPUs")
         self.backbone = backbone.eval().requires_grad_(False).to(self.device)
         self.head = None if head is None else head.eval().requires_grad_(False).to(self.device)
         self.precision = precision
         self.tau = tau
+        self._net = self.backbone
+        if precision == "int8":
+            from .backbone.quantize import quantize_int8
+
+            self._net = quantize_int8(self.backbone)
+        self._features_fn = self._net.found_features
+        self._cudagraphs = False
+        self.compile_mode: str | None = None
+        if compile:
+            mode = "default" if compile is True else str(compile)
+            if self.device.type != "cuda":
+                warnings.warn(f"compile={compile!r} is only used on CUDA; running eagerly on {self.device}", stacklevel=2)
+            else:
+                self._features_fn = torch.compile(self._net.found_features, mode=None if mode == "default" else mode, dynamic=False)
+                self._cudagraphs = "reduce-overhead" in mode or mode == "max-autotune"
+                self.compile_mode = mode
 
     @property
     def patch_size(self) -> int:
@@ -97,37 +124,99 @@ class Found:
 
     # ------------------------------------------------------------------ tensors
     def _autocast(self):
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            f = self._features_fn(x)
+        att, keys = f.cls_attention.float(), f.keys.float()
+        if self._cudagraphs:  # CUDA-graph outputs are overwritten by the next replay
+            att, keys = att.clone(), keys.clone()
+        return FoundFeatures(att, keys, f.grid_hw)
 
     @torch.inference_mode()
     def features(self, x: torch.Tensor) -> FoundFeatures:
         """Last-block attention and keys (float32) for a normalised, padded batch [B, 3, H, W]."""
         x = x.to(self.device, non_blocking=True)
-        with self._autocast():
-            f = self.backbone.found_features(x)
-        return FoundFeatures(f.cls_attention.float(), f.keys.float(), f.grid_hw)
+        if self.precision == "int8" and x.shape[0] > 1:
+            # one image per call: the activation scales are per call, so batching would couple images
+            parts = [self._backbone_features(x[i : i + 1]) for i in range(x.shape[0])]
+            return FoundFeatures(
+                torch.cat([f.cls_attention for f in parts]), torch.cat([f.keys for f in parts]), parts[0].grid_hw
+            )
+        return self._backbone_features(x)
+
+    def logits_from_features(self, f: FoundFeatures) -> torch.Tensor:
+        """Object logits on the patch grid [B, 1, h, w] (coarse masks give ±1 when there is no head)."""
+        if self.head is None:
+            bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=self.tau)
+            return (bkg.objects.float() * 2 - 1)[:, None]
+        return self.head(f.key_map()).float()
 
     @torch.inference_mode()
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Object logits on the patch grid [B, 1, h, w] (coarse masks give ±1 when there is no head)."""
-        f = self.features(x)
+        return self.logits_from_features(self.features(x))
+
+    def soft_from_logits(self, logits: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Pixel-level object probability [B, H, W]: bilinear ×patch of the logits (nearest ×patch of
+        the coarse mask without a head), cropped to ``image_hw`` (default: the padded size)."""
+        p = self.patch_size
+        hw = tuple(image_hw) if image_hw is not None else (logits.shape[-2] * p, logits.shape[-1] * p)
         if self.head is None:
-            bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=self.tau)
-            return (bkg.objects.float() * 2 - 1)[:, None]
-        return self.head(f.key_map())
+            return F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[:, 0, : hw[0], : hw[1]]
+        return torch.sigmoid(upsample_logits(logits, p, hw))[:, 0]
+
+    @torch.inference_mode()
+    def masks(self, x: torch.Tensor, image_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensor in, masks out, all on the model's device: soft [B, H, W] float32 and binary
+        (soft > 0.5) masks for a normalised, padded batch, cropped to ``image_hw``."""
+        soft = self.soft_from_logits(self.patch_logits(x), image_hw)
+        return soft, soft > 0.5
 
     # ------------------------------------------------------------------ images
     def _batches(self, arrays: Sequence[np.ndarray], batch_size: int) -> Iterable[list[int]]:
         """Indices grouped by padded size (so no extra padding changes a result), in chunks."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, a in enumerate(arrays):
             groups[padded_size(a.shape[0], a.shape[1], self.patch_size)].append(i)
         for idx in groups.values():
             for s in range(0, len(idx), batch_size):
                 yield idx[s : s + batch_size]
+
+    def input_batch(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 [H, W, 3] images of one padded size → normalised, zero-padded batch on the device.
+
+        The uint8 pixels are sent (from pinned memory, asynchronously on CUDA) and normalised on
+        the device; each image is padded on its own, so it gives the same result in any batch.
+        """
+        p = self.patch_size
+        ph, pw = padded_size(arrays[0].shape[0], arrays[0].shape[1], p)
+        sizes = [a.shape[:2] for a in arrays]
+        if any(padded_size(h, w, p) != (ph, pw) for h, w in sizes):
+            raise ValueError("input_batch needs images of one padded size")
+        if all(hw == (ph, pw) for hw in sizes):
+            host = np.stack(arrays)
+        else:
+            host = np.zeros((len(arrays), ph, pw, 3), np.uint8)
+            for i, a in enumerate(arrays):
+                host[i, : a.shape[0], : a.shape[1]] = a
+        t = torch.from_numpy(host)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        x = normalize(to_chw_float(t))
+        for i, (h, w) in enumerate(sizes):
+            if (h, w) != (ph, pw):  # zeros in normalised space, as pad_to_multiple
+                x[i, :, h:, :] = 0
+                x[i, :, :, w:] = 0
+        return x
 
     @torch.inference_mode()
     def predict(
@@ -141,6 +230,7 @@ class Found:
 
         ``mode='multi'`` keeps the whole mask, ``'single'`` its main component (the authors'
         evaluation rule). ``refine=True`` applies the bilateral solver, kept only if IoU > 0.5.
+        Images are batched by padded size; results do not depend on the batching.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -149,21 +239,16 @@ class Found:
         )
         arrays = [as_rgb_array(im) for im in ([images] if single_input else images)]
         out: list[Prediction | None] = [None] * len(arrays)
-        p = self.patch_size
         for idx in self._batches(arrays, batch_size):
-            x = pad_to_multiple(normalize(to_chw_float(np.stack([arrays[i] for i in idx]))), p)
-            logits = self.patch_logits(x).float()
-            h, w = arrays[idx[0]].shape[:2]
-            if self.head is None:
-                soft = F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[..., :h, :w]
-            else:
-                soft = torch.sigmoid(upsample_logits(logits, p, (h, w)))
+            logits = self.patch_logits(self.input_batch([arrays[i] for i in idx]))
+            soft = self.soft_from_logits(logits)
             probs = torch.sigmoid(logits) if self.head is not None else logits.gt(0).float()
-            soft_np = soft[:, 0].cpu().numpy()
+            soft_np = soft.cpu().numpy()
             patch_np = logits[:, 0].gt(0).cpu().numpy()
             probs_np = probs[:, 0].cpu().numpy()
             for j, i in enumerate(idx):
-                out[i] = self._finish(arrays[i], soft_np[j], patch_np[j], probs_np[j], mode, refine)
+                h, w = arrays[i].shape[:2]
+                out[i] = self._finish(arrays[i], soft_np[j, :h, :w], patch_np[j], probs_np[j], mode, refine)
         return out  # type: ignore[return-value]
 
     def _finish(self, image, soft, patch_mask, probs, mode, refine) -> Prediction:
@@ -172,10 +257,12 @@ class Found:
         if refine:
             from .refine import refine_masks
 
+            # As the authors: refine the full binary mask; 'single' keeps one component, 'multi' all.
             r = refine_masks([image], [mask.astype(np.float32)], keep="single" if mode == "single" else "all")[0]
             refined = bool(r.accepted)
-            mask = np.asarray(r.mask, dtype=bool)
-        if mode == "single":
+            if refined:
+                mask = np.asarray(r.binary, dtype=bool)
+        if mode == "single" and not refined:
             mask = single_component(mask)
         box, score = None, 0.0
         if patch_mask.any():

@@ -132,23 +132,17 @@ class VisionTransformer(nn.Module):
         return FoundFeatures(cls_attention=attn[:, :, 1:], keys=keys[:, 1:], grid_hw=grid)
 
     def found_features_reference(self, x: torch.Tensor) -> FoundFeatures:
-        """The same outputs computed the way DINO + FOUND's hook do it: eager attention in every
-        block, full N×N attention in the last one. Baseline for benchmarks and tests."""
+        """The same outputs computed the way DINO + FOUND's hook do it (the benchmark baseline).
+
+        Eager attention materialising the N×N map in every block; in the last block DINO's
+        ``get_last_selfattention`` runs the whole attention (incl. ``attn @ v`` and ``proj``) and
+        stops before the MLP, and FOUND's hook takes the keys from the ``qkv`` output.
+        """
         grid = self.grid_size(x)
         t = self.prepare_tokens(x)
         for blk in self.blocks[:-1]:
             t, _ = blk.forward_materialized(t)
         last = self.blocks[-1]
-        y = last.norm1(t)
-        qkv = last.attn.qkv(y)
-        _, attn = last.attn.forward_materialized(y)
-        _ = t + last.mlp(last.norm2(t + _project(last, attn, qkv)))  # DINO runs the whole block
+        _, attn, qkv = last.attn.forward_eager(last.norm1(t))
         d = self.embed_dim
         return FoundFeatures(cls_attention=attn[:, :, 0, 1:], keys=qkv[:, 1:, d : 2 * d], grid_hw=grid)
-
-
-def _project(block: Block, attn: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
-    b, n, _ = qkv.shape
-    a = block.attn
-    v = qkv.reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)[2]
-    return a.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))

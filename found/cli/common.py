@@ -20,10 +20,38 @@ def add_model_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
+def check_model_args(args: argparse.Namespace) -> None:
+    """Reject an unknown model name or an unusable device as usage errors (before any loading)."""
+    import torch
+
+    from ..errors import FoundError
+    from ..registry import get_model_spec
+
+    if args.model != "auto":
+        try:
+            get_model_spec(args.model)
+        except KeyError as e:
+            raise FoundError(f"{e.args[0]} (or 'auto' with --weights)") from None
+    if getattr(args, "num_heads", None) is not None and args.num_heads < 1:
+        raise FoundError("--num-heads must be at least 1")
+    if args.device:
+        try:
+            dev = torch.device(args.device)
+        except (RuntimeError, ValueError):
+            raise FoundError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+        if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+            raise FoundError(f"--device {args.device}: CUDA device not available on this machine")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise FoundError(f"--device {args.device}: Apple MPS not available on this machine")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise FoundError(f"--device {args.device}: unsupported device type (use cpu, cuda or mps)")
+
+
 def model_from_args(args: argparse.Namespace):
     """Build the :class:`found.Found` predictor described by the parsed options."""
     from ..build import build_found
 
+    check_model_args(args)
     return build_found(
         model=args.model,
         weights=args.weights,

@@ -7,7 +7,9 @@ sets ``func`` (``args -> int`` exit code). User errors print one line and exit n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from ..errors import FoundError
@@ -29,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # sub-command not built in this version
             raise
         module.add_parser(sub)
+    for name, subparser in sub.choices.items():  # `found segment … --debug` works too
+        try:
+            subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        except argparse.ArgumentError:
+            pass  # the sub-command defines its own --debug
     return parser
 
 
@@ -41,18 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         print("found: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `found download --list | head`: the reader left, stop quietly
+        with contextlib.suppress(Exception):  # keep the interpreter's final flush from failing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (FoundError, WeightsError) as e:
         if args.debug:
             raise
-        print(f"found: error: {e}", file=sys.stderr)
+        print(f"found: error: {one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except (MemoryError, OSError) as e:
         if args.debug:
             raise
-        print(f"found: error: {type(e).__name__}: {e}", file=sys.stderr)
+        what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else one_line(e)
+        print(f"found: error: {type(e).__name__}: {what} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (user errors are meant to be read, not scrolled)."""
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 if __name__ == "__main__":

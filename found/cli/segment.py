@@ -1,4 +1,11 @@
-"""``found segment INPUT... -o OUTDIR``: masks, cut-outs, overlays and boxes for images on disk."""
+"""``found segment INPUT... -o OUTDIR``: masks, cut-outs, overlays and boxes for images on disk.
+
+A batch never stops at a bad image: each failure is recorded and the run ends with a summary
+(ok / skipped / failed with reasons, plus notices such as "first frame of an animated GIF").
+Exit code 0 when every image succeeded, 1 when some failed, 2 for usage errors. Every output is
+written under a temporary name and renamed once all outputs of that image are complete.
+See docs/robustness.md for the behaviour on each kind of bad input.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,16 +13,16 @@ import glob
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import FoundError, InputError
-from ..fileio import atomic_path, atomic_write_text
-from ..imageio import IMAGE_SUFFIXES, open_image, to_rgb_array
-from .common import add_model_args, model_from_args
+from ..fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text, check_writable
+from ..imageio import IMAGE_SUFFIXES, LoadedImage, read_image
+from .common import add_model_args, check_model_args, model_from_args
 
 OUTPUTS = {
     "mask": "_mask.png",
@@ -43,8 +50,10 @@ def add_parser(sub) -> None:
     p.add_argument("--refine", action="store_true", help="bilateral-solver refinement (kept only if IoU with the mask > 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images are batched)")
-    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                   help=f"downscale images whose longer side exceeds this for inference, masks are scaled back (default {DEFAULT_MAX_SIDE}; 0 = never)")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
+                   help=f"decode and process images whose longer side exceeds PX at that size (bounded memory); "
+                        f"masks are scaled back to the full size, cut-outs/overlays stay at the reduced size "
+                        f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -55,14 +64,26 @@ class Job:
     rel: Path  # output stem relative to OUTDIR (without suffix)
 
 
+def _key(path: Path) -> Path:
+    """Identity of an input for de-duplication (a symlink loop cannot be resolved: keep it as is)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
 def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Expand files, folders and globs into jobs; unusable arguments are returned as failures."""
+    """Expand files, folders and globs into jobs; unusable arguments are returned as failures.
+
+    Folders are scanned for files with an image suffix (hidden files skipped; sub-folders only with
+    ``recursive``, symbolic links to folders never followed, so link loops cannot recurse).
+    """
     jobs: list[Job] = []
     failures: list[tuple[str, str]] = []
     seen: set[Path] = set()
 
     def add(path: Path, rel: Path) -> None:
-        key = path.resolve()
+        key = _key(path)
         if key not in seen:
             seen.add(key)
             jobs.append(Job(path, rel))
@@ -70,13 +91,28 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            walker = os.walk(p, followlinks=False) if recursive else [(str(p), [], os.listdir(p))]
+            errors: list[OSError] = []
+            if recursive:
+                walker = os.walk(p, followlinks=False, onerror=errors.append)
+            else:
+                try:
+                    walker = [(str(p), [], os.listdir(p))]
+                except OSError as e:
+                    errors.append(e)
+                    walker = []
+            n_before = len(jobs)
             for root, dirs, files in walker:
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     f = Path(root) / name
-                    if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir():
-                        add(f, f.relative_to(p).with_suffix(""))
+                    if name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir():
+                        continue
+                    add(f, f.relative_to(p).with_suffix(""))
+            for e in errors:
+                failures.append((str(e.filename or p), f"cannot list folder ({e.strerror or e})"))
+            if len(jobs) == n_before and not errors:
+                hint = " (add -r for sub-folders)" if not recursive and any(c.is_dir() for c in p.iterdir()) else ""
+                failures.append((arg, f"no images found in this folder{hint}"))
         elif p.exists() or p.is_symlink():
             add(p, Path(p.stem))
         elif any(ch in arg for ch in "*?["):
@@ -85,7 +121,9 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[
                 failures.append((arg, "no file matches this pattern"))
             for m in matches:
                 mp = Path(m)
-                if mp.is_file():
+                if mp.is_dir():
+                    failures.append((m, "is a directory, not an image (give the folder itself to scan it)"))
+                else:
                     add(mp, Path(mp.stem))
         else:
             failures.append((arg, "no such file or folder"))
@@ -97,12 +135,6 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[
         if n:
             j.rel = j.rel.with_name(f"{j.rel.name}_{n}")
     return jobs, failures
-
-
-def _save_png(path: Path, image: Image.Image) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def overlay_image(rgb: np.ndarray, mask: np.ndarray, box) -> Image.Image:
@@ -119,39 +151,90 @@ def overlay_image(rgb: np.ndarray, mask: np.ndarray, box) -> Image.Image:
     return im
 
 
+@dataclass
+class Report:
+    """What happened to each input, printed at the end of the run (the run report)."""
+
+    ok: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    downscaled: list[str] = field(default_factory=list)
+    stopped: str = ""
+    not_processed: int = 0
+
+    def fail(self, path: object, why: str) -> None:
+        self.failures.append((str(path), why.removeprefix(f"{path}: ")))
+
+    def print(self, max_side: int) -> None:
+        err = sys.stderr
+        line = f"found segment: {self.ok} ok, {self.skipped} skipped (outputs exist), {len(self.failures)} failed"
+        if self.not_processed:
+            line += f", {self.not_processed} not processed"
+        print(line, file=err)
+        for path, why in self.failures:
+            print(f"  failed: {path}: {why}", file=err)
+        for path, note in self.notes:
+            print(f"  note: {path}: {note}", file=err)
+        if self.downscaled:
+            n = len(self.downscaled)
+            print(f"  note: {n} image{'s' if n > 1 else ''} larger than --max-side {max_side} processed at reduced size "
+                  f"(masks scaled back to full size; cut-outs/overlays at the reduced size; --max-side 0 disables)", file=err)
+            for path in self.downscaled[:10]:
+                print(f"    downscaled: {path}", file=err)
+            if n > 10:
+                print(f"    … and {n - 10} more (see 'downscaled' in {BOXES_FILE} with --boxes)", file=err)
+        if self.stopped:
+            print(f"  stopped: {self.stopped}; finished outputs are kept, rerun the same command to resume", file=err)
+
+
+def _refine_available() -> bool:
+    try:
+        from ..refine import refine_masks  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    debug = bool(getattr(args, "debug", False))
     wanted = [k for k in OUTPUTS if getattr(args, k) or args.all]
     want_boxes = args.boxes or args.all
     if not wanted and not want_boxes:
         wanted = ["mask"]
     if args.batch_size < 1:
         raise FoundError("--batch-size must be at least 1")
+    if args.max_side < 0:
+        raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
+    if args.refine and not _refine_available():
+        raise FoundError("--refine is not available in this installation (found.refine is missing)")
+    check_model_args(args)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise FoundError(f"output {outdir} exists and is not a folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
+        check_writable(outdir)
     except OSError as e:
-        raise FoundError(f"cannot create output folder {outdir}: {e.strerror or e}") from None
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise FoundError(f"output folder {outdir} is not writable")
+        raise FoundError(f"output folder {outdir} is not usable: {e.strerror or e}") from None
 
-    jobs, failures = collect_inputs(args.inputs, args.recursive)
-    inputs = {j.path.resolve() for j in jobs}
+    jobs, input_failures = collect_inputs(args.inputs, args.recursive)
+    inputs = {_key(j.path) for j in jobs}
     for j in jobs:
         for k in wanted:
-            if (outdir / (str(j.rel) + OUTPUTS[k])).resolve() in inputs:
-                raise FoundError(f"output {outdir / (str(j.rel) + OUTPUTS[k])} would overwrite an input; choose another -o")
+            out = outdir / (str(j.rel) + OUTPUTS[k])
+            if _key(out) in inputs:
+                raise FoundError(f"output {out} would overwrite an input; choose another -o")
     boxes_path = outdir / BOXES_FILE
-    if want_boxes and boxes_path.resolve() in inputs:
+    if want_boxes and _key(boxes_path) in inputs:
         raise FoundError(f"{boxes_path} is an input; choose another -o")
     old_boxes: dict[str, dict] = {}
     if want_boxes and boxes_path.is_file() and not args.overwrite:
         try:
-            old_boxes = {e["file"]: e for e in json.loads(boxes_path.read_text())["images"]}
-        except (ValueError, KeyError, TypeError):
+            old_boxes = {e["file"]: e for e in json.loads(boxes_path.read_text(encoding="utf-8"))["images"]}
+        except (ValueError, KeyError, TypeError, OSError):
             old_boxes = {}
 
     def done(j: Job) -> bool:
@@ -161,88 +244,148 @@ def run(args: argparse.Namespace) -> int:
         return files_done and (not want_boxes or str(j.path) in old_boxes)
 
     todo = [j for j in jobs if not done(j)]
-    skipped = len(jobs) - len(todo)
-    if not jobs and failures:
-        for arg, why in failures:
-            print(f"found: {arg}: {why}", file=sys.stderr)
-        return 1
-    model = model_from_args(args) if todo else None
+    report = Report(skipped=len(jobs) - len(todo))
+    for arg, why in input_failures:
+        report.fail(arg, why)
+    if not todo:
+        report.print(args.max_side)
+        return 1 if report.failures else 0
+    model = model_from_args(args)
+    patch = int(model.patch_size)
+    if args.max_side and args.max_side < patch:
+        raise FoundError(f"--max-side {args.max_side} is smaller than one {patch}-px patch")
 
     records: dict[str, dict] = dict(old_boxes)
-    ok = 0
     bar = tqdm(total=len(todo), unit="img", desc="segment", disable=not args.progress)
-    for s in range(0, len(todo), args.batch_size):
-        chunk = todo[s : s + args.batch_size]
-        loaded = []
-        for j in chunk:
-            try:
-                im = open_image(j.path)
-                loaded.append((j, im, to_rgb_array(im)))
-            except InputError as e:
-                failures.append((str(j.path), str(e).split(": ", 1)[-1]))
+    pos = 0
+    n_before = len(report.failures)
+    try:
+        while pos < len(todo) and not report.stopped:
+            chunk = todo[pos : pos + args.batch_size]
+            loaded: list[tuple[Job, LoadedImage]] = []
+            for j in chunk:
+                try:
+                    loaded.append((j, read_image(j.path, max_side=args.max_side or None, min_side=patch)))
+                except InputError as e:
+                    report.fail(j.path, str(e))
+                    bar.update(1)
+            for (j, li), pred in zip(loaded, _predict(model, [li for _, li in loaded], args, debug)):
+                if isinstance(pred, BaseException):
+                    report.fail(j.path, f"inference failed ({_why(pred)})")
+                elif not report.stopped:
+                    _save_one(outdir, j, li, pred, wanted, records, report, debug)
                 bar.update(1)
-        if not loaded:
-            continue
-        small = [_downscale(rgb, args.max_side) for _, _, rgb in loaded]
-        try:
-            preds = model.predict([a for a, _ in small], mode=args.mode, refine=args.refine, batch_size=args.batch_size)
-        except (RuntimeError, ValueError) as e:
-            if "out of memory" not in str(e).lower() and not isinstance(e, ValueError):
-                raise
-            for j, _, _ in loaded:
-                failures.append((str(j.path), str(e).splitlines()[0]))
-            bar.update(len(loaded))
-            continue
-        for (j, im, rgb), (_, scale), pred in zip(loaded, small, preds):
-            try:
-                rec = _write_outputs(outdir, j, im, rgb, pred, scale, wanted)
-                records[str(j.path)] = rec
-                ok += 1
-            except OSError as e:
-                failures.append((str(j.path), f"cannot write outputs: {e.strerror or e}"))
-            bar.update(1)
+            pos += len(chunk)
+    except KeyboardInterrupt:
+        report.stopped = "interrupted (Ctrl-C)"
+        interrupted = True
+    else:
+        interrupted = False
     bar.close()
+    report.not_processed = len(todo) - report.ok - (len(report.failures) - n_before)
     if want_boxes:
         entries = [records[k] for k in sorted(records)]
-        atomic_write_text(boxes_path, json.dumps({"box_format": {"xyxy": "x1, y1, x2, y2 (max exclusive)", "xywh": "COCO x, y, width, height"},
-                                                   "mode": args.mode, "images": entries}, indent=1))
-    print(f"found segment: {ok} ok, {skipped} skipped (outputs exist), {len(failures)} failed", file=sys.stderr)
-    for path, why in failures:
-        print(f"  failed: {path}: {why}", file=sys.stderr)
-    return 1 if failures else 0
+        doc = {"box_format": {"xyxy": "x1, y1, x2, y2 (max exclusive)", "xywh": "COCO x, y, width, height"}, "mode": args.mode, "images": entries}
+        try:
+            atomic_write_text(boxes_path, json.dumps(doc, indent=1))
+        except OSError as e:
+            report.fail(boxes_path, f"cannot write ({e.strerror or e}); previous content kept")
+    report.print(args.max_side)
+    if interrupted:
+        return 130
+    return 1 if report.failures or report.not_processed else 0
 
 
-def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    h, w = rgb.shape[:2]
-    if not max_side or max(h, w) <= max_side:
-        return rgb, 1.0
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC)), s
+def _why(e: BaseException) -> str:
+    text = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _write_outputs(outdir: Path, job: Job, im: Image.Image, rgb: np.ndarray, pred, scale: float, wanted: list[str]) -> dict:
-    h, w = rgb.shape[:2]
-    soft, mask, box = pred.soft, pred.mask, pred.box
-    if scale != 1.0:  # bring the masks back to the input's size
-        soft = np.asarray(Image.fromarray(soft).resize((w, h), Image.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)) > 127
-        if box is not None:
-            box = np.array([min(w, round(box[0] / scale)), min(h, round(box[1] / scale)), min(w, round(box[2] / scale)), min(h, round(box[3] / scale))])
-    base = outdir / str(job.rel)
-    if "mask" in wanted:
-        _save_png(Path(str(base) + OUTPUTS["mask"]), Image.fromarray(mask.astype(np.uint8) * 255))
-    if "soft" in wanted:
-        _save_png(Path(str(base) + OUTPUTS["soft"]), Image.fromarray(np.clip(soft * 255 + 0.5, 0, 255).astype(np.uint8)))
-    if "cutout" in wanted:
-        alpha = mask.astype(np.uint8) * 255
-        if "A" in im.getbands():
-            alpha = np.minimum(alpha, np.asarray(im.getchannel("A").convert("L")))
-        _save_png(Path(str(base) + OUTPUTS["cutout"]), Image.fromarray(np.dstack([rgb, alpha])))
-    if "overlay" in wanted:
-        _save_png(Path(str(base) + OUTPUTS["overlay"]), overlay_image(rgb, mask, box))
-    rec = {"file": str(job.path), "width": w, "height": h, "score": round(float(pred.score), 6), "refined": bool(pred.refined),
-           "downscaled": scale != 1.0, "box_xyxy": None, "box_xywh": None}
+def _predict(model, images: list[LoadedImage], args: argparse.Namespace, debug: bool) -> list:
+    """Predictions for ``images``; if the batch fails (e.g. out of memory) each image is retried
+    alone, and an image that still fails gets its exception in place of a prediction."""
+    if not images:
+        return []
+    arrays = [li.rgb() for li in images]
+    try:
+        return model.predict(arrays, mode=args.mode, refine=args.refine, batch_size=args.batch_size)
+    except Exception as e:
+        if len(arrays) == 1:
+            if debug:
+                raise
+            return [e]
+    out: list = []
+    for a in arrays:
+        try:
+            out.extend(model.predict([a], mode=args.mode, refine=args.refine, batch_size=1))
+        except Exception as e:
+            if debug:
+                raise
+            out.append(e)
+    return out
+
+
+def _save_one(outdir: Path, job: Job, li: LoadedImage, pred, wanted: list[str], records: dict, report: Report, debug: bool) -> None:
+    """Write one image's outputs (all or none) and record the outcome in ``report``."""
+    try:
+        rec = _write_outputs(outdir, job, li, pred, wanted)
+    except OSError as e:
+        why = e.strerror or str(e)
+        report.fail(job.path, f"cannot write outputs: {why} (nothing written for this image)")
+        if e.errno in FATAL_WRITE_ERRNOS:
+            report.stopped = f"{why} in {outdir}"
+        return
+    except Exception as e:  # a bug on an odd image must not lose the rest of the batch
+        if debug:
+            raise
+        report.fail(job.path, f"unexpected error while writing outputs ({_why(e)}); rerun with --debug for the traceback")
+        return
+    records[str(job.path)] = rec
+    report.ok += 1
+    report.notes.extend((str(job.path), n) for n in li.notes if not n.startswith("downscaled"))
+    if li.downscaled:
+        report.downscaled.append(f"{job.path} ({li.original_size[0]}×{li.original_size[1]} → {li.size[0]}×{li.size[1]})")
+
+
+def _write_outputs(outdir: Path, job: Job, li: LoadedImage, pred, wanted: list[str]) -> dict:
+    """Masks at the file's full size (scaled back with uint8 resizes, one at a time, never a
+    full-size float), cut-out/overlay at the processed size; the box in full-size pixel coordinates."""
+    w, h = li.size
+    W, H = li.original_size
+    box = pred.box
+    if (w, h) != (W, H) and box is not None:
+        sx, sy = W / w, H / h
+        box = np.array([min(W, round(box[0] * sx)), min(H, round(box[1] * sy)), min(W, round(box[2] * sx)), min(H, round(box[3] * sy))])
+    base = str(outdir / str(job.rel))
+    with atomic_group() as group:
+        if "mask" in wanted:
+            mask = Image.fromarray(pred.mask.astype(np.uint8) * 255)
+            if (w, h) != (W, H):
+                mask = mask.resize((W, H), Image.Resampling.BILINEAR).point(lambda v: 255 if v > 127 else 0)
+            mask.save(group.path(base + OUTPUTS["mask"]), format="PNG")
+            del mask
+        if "soft" in wanted:
+            soft = Image.fromarray(np.clip(pred.soft * 255 + 0.5, 0, 255).astype(np.uint8))
+            if (w, h) != (W, H):
+                soft = soft.resize((W, H), Image.Resampling.BILINEAR)
+            soft.save(group.path(base + OUTPUTS["soft"]), format="PNG")
+            del soft
+        if "cutout" in wanted or "overlay" in wanted:
+            rgb = li.rgb()
+            if "cutout" in wanted:
+                alpha = pred.mask.astype(np.uint8) * 255
+                file_alpha = li.alpha()
+                if file_alpha is not None:  # keep the file's own transparency
+                    alpha = np.minimum(alpha, file_alpha)
+                Image.fromarray(np.dstack([rgb, alpha])).save(group.path(base + OUTPUTS["cutout"]), format="PNG")
+            if "overlay" in wanted:
+                overlay_image(rgb, pred.mask, pred.box).save(group.path(base + OUTPUTS["overlay"]), format="PNG")
+    rec = {"file": str(job.path), "width": W, "height": H, "score": round(float(pred.score), 6), "refined": bool(pred.refined),
+           "downscaled": li.downscaled, "box_xyxy": None, "box_xywh": None}
+    if li.downscaled:
+        rec["processed_size"] = [w, h]
+    if li.notes:
+        rec["notes"] = list(li.notes)
     if box is not None:
         x1, y1, x2, y2 = (int(v) for v in box)
         rec["box_xyxy"] = [x1, y1, x2, y2]

@@ -39,11 +39,37 @@ class Attention(nn.Module):
 
         Used as the baseline in benchmarks and to obtain the full [B, heads, N, N] map on demand.
         """
+        out, attn, _ = self.forward_eager(x)
+        return out, attn
+
+    def forward_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """DINO's ``Attention.forward`` line by line: (output, attention [B, heads, N, N], qkv [B, N, 3D]).
+
+        ``qkv`` is the output of the ``qkv`` layer, i.e. what FOUND's forward hook captures.
+        """
         b, n, d = x.shape
-        q, k, v = self._split_qkv(x)
+        qkv_out = self.qkv(x)
+        qkv = qkv_out.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        return self.proj(out), attn
+        return self.proj(out), attn, qkv_out
+
+    def _query_and_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLS query [B, 1, D] and all keys [B, N, D]; only the q and k rows of ``qkv`` are applied.
+
+        A quantised copy (see :mod:`found.backbone.quantize`) carries separate ``q_proj``/``k_proj``
+        layers, since its ``qkv`` weight cannot be sliced.
+        """
+        d = x.shape[-1]
+        q_proj = getattr(self, "q_proj", None)
+        if q_proj is not None:
+            return q_proj(x[:, :1]), self.k_proj(x)
+        w_q, w_k = self.qkv.weight[:d], self.qkv.weight[d : 2 * d]
+        bias = self.qkv.bias
+        q_cls = F.linear(x[:, :1], w_q, None if bias is None else bias[:d])
+        keys = F.linear(x, w_k, None if bias is None else bias[d : 2 * d])
+        return q_cls, keys
 
     def cls_attention_and_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLS→token attention [B, heads, N] (softmax over all N tokens, CLS included) and the
@@ -52,10 +78,7 @@ class Attention(nn.Module):
         Only the CLS query is formed, so the cost is O(N·D) instead of O(N²·D).
         """
         b, n, d = x.shape
-        w_q, w_k = self.qkv.weight[:d], self.qkv.weight[d : 2 * d]
-        bias = self.qkv.bias
-        q_cls = F.linear(x[:, :1], w_q, None if bias is None else bias[:d])  # [B, 1, D]
-        keys = F.linear(x, w_k, None if bias is None else bias[d : 2 * d])  # [B, N, D]
+        q_cls, keys = self._query_and_keys(x)  # [B, 1, D], [B, N, D]
         qh = q_cls.reshape(b, self.num_heads, 1, self.head_dim)
         kh = keys.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         logits = (qh * self.scale) @ kh.transpose(-2, -1)  # [B, heads, 1, N]

@@ -1,0 +1,203 @@
+"""``found evaluate saliency | discovery | retrieval``: the paper's three benchmarks, one command each.
+
+See docs/evaluation.md for the protocols, the paper's numbers and every known deviation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import FoundError
+from .common import add_model_args, model_from_args
+
+SALIENCY_DATASETS = ("ECSSD", "DUTS-TE", "DUT-OMRON")
+DISCOVERY_DATASETS = ("VOC07", "VOC12", "COCO20k")
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", metavar="DIR", help="where results are written (default: found-eval/<task>-<dataset>…)")
+    p.add_argument("--limit", type=_positive, metavar="N", help="only the first N images (quick check; not comparable with the paper)")
+    add_model_args(p)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="run the paper's benchmarks: saliency, discovery (CorLoc), retrieval")
+    tasks = p.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+
+    s = tasks.add_parser("saliency", help="unsupervised saliency detection (ECSSD, DUTS-TE, DUT-OMRON)",
+                         description="Per-image Acc, IoU, max F (authors' code: effective β²=0.09) averaged over images, "
+                         "plus the standard SOD metrics (pysodmetrics, β²=0.3). Full-resolution inference.")
+    s.add_argument("--dataset", choices=SALIENCY_DATASETS, help="official layout under --data-dir")
+    s.add_argument("--data-dir", metavar="DIR", help="dataset folder (or its parent)")
+    s.add_argument("--images", metavar="DIR", help="generic layout: image folder (with --masks)")
+    s.add_argument("--masks", metavar="DIR", help="generic layout: mask folder, masks named like the images")
+    s.add_argument("--mode", choices=["single", "multi"], default="single", help="'single': main component only (default, as the authors' script); 'multi': whole soft map")
+    s.add_argument("--refine", action="store_true", help="apply the bilateral solver (the paper's '+BS' rows)")
+    s.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw curves.png")
+    _common(s)
+    s.set_defaults(func=run_saliency)
+
+    d = tasks.add_parser("discovery", help="single-object discovery CorLoc (VOC07, VOC12, COCO20k)",
+                         description="CorLoc: share of images whose predicted box (largest component of the patch-level mask) "
+                         "has IoU >= 0.5 with a ground-truth box.")
+    d.add_argument("--dataset", choices=DISCOVERY_DATASETS, required=True)
+    d.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (VOC07/VOC12) or the COCO root holding train2014/ (COCO20k)")
+    d.add_argument("--split", default="trainval", help="VOC split file under ImageSets/Main (default trainval, as the paper)")
+    d.add_argument("--coco20k-list", metavar="PATH", help="coco_20k_filenames.txt (default: downloaded once into the torch hub cache, sha256-checked)")
+    d.add_argument("--coco-annotations", metavar="PATH", help="instances_train2014.json (default: <data-dir>/annotations/instances_train2014.json)")
+    d.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (same-size images only are batched)")
+    _common(d)
+    d.set_defaults(func=run_discovery)
+
+    r = tasks.add_parser("retrieval", help="unsupervised semantic-segmentation retrieval on VOC12 (MaskContrast protocol)",
+                         description="Memory bank of salient-region prototypes from VOC12 train, nearest neighbour for each "
+                         "val image, mIoU over 21 classes and over MaskContrast's 7 classes.")
+    r.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (with VOC2012/SegmentationClass)")
+    r.add_argument("--classes", nargs="+", choices=["21", "7"], default=["21", "7"], help="class settings to report (default both)")
+    r.add_argument("--size", type=_positive, default=512, help="images and labels resized to SIZE×SIZE (MaskContrast: 512)")
+    r.add_argument("--features", choices=["keys", "tokens"], default="keys", help="patch features pooled into prototypes: last-block keys (FOUND's head input, default) or final tokens")
+    r.add_argument("--train-limit", type=_positive, metavar="N", help="only the first N train images in the memory bank")
+    _common(r)
+    r.set_defaults(func=run_retrieval)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _out_dir(args, default: str) -> Path:
+    return Path(args.output_dir).expanduser() if args.output_dir else Path("found-eval") / default
+
+
+def _model_info(args) -> dict:
+    from .. import __version__
+
+    return {
+        "found_version": __version__,
+        "model": args.model,
+        "weights": args.weights,
+        "head": getattr(args, "head", None),
+        "coarse": bool(getattr(args, "coarse", False)),
+        "precision": args.precision,
+        "limit": args.limit,
+    }
+
+
+def _limit_note(args) -> list[str]:
+    return [f"--limit {args.limit}: partial run, not comparable with the paper"] if args.limit else []
+
+
+def _write_json(path: Path, obj) -> None:
+    from ..evaluate.saliency import _json_safe
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- saliency
+def run_saliency(args: argparse.Namespace) -> int:
+    from ..evaluate.datasets import saliency_dirs, saliency_samples
+    from ..evaluate.saliency import evaluate_saliency, report_text, write_saliency_outputs
+
+    if args.images or args.masks:
+        if not (args.images and args.masks):
+            raise FoundError("--images and --masks go together")
+        if args.dataset or args.data_dir:
+            raise FoundError("use either --dataset/--data-dir or --images/--masks, not both")
+        img_dir, gt_dir, name = Path(args.images), Path(args.masks), "custom"
+    else:
+        if not (args.dataset and args.data_dir):
+            raise FoundError("give --dataset and --data-dir (or --images and --masks)")
+        img_dir, gt_dir = saliency_dirs(args.dataset, args.data_dir)
+        name = args.dataset
+    samples = saliency_samples(img_dir, gt_dir, limit=args.limit)
+    if args.refine:
+        try:
+            from ..refine import refine_masks  # noqa: F401
+        except ImportError:
+            raise FoundError("--refine needs the bilateral solver (found.refine), which this installation lacks") from None
+    model = model_from_args(args)
+    rep = evaluate_saliency(model, samples, dataset=name, mode=args.mode, refine=args.refine, progress=args.progress)
+    rep.notes.extend(_limit_note(args))
+    out = _out_dir(args, f"saliency-{name}-{args.mode}{'-bs' if args.refine else ''}")
+    extra = {"images": str(img_dir), "masks": str(gt_dir), **_model_info(args)}
+    paths = write_saliency_outputs(rep, out, extra=extra, plot=args.plot)
+    print(report_text(rep))
+    print()
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- discovery
+def run_discovery(args: argparse.Namespace) -> int:
+    from ..evaluate import datasets as ds
+    from ..evaluate.discovery import evaluate_discovery
+    from ..fileio import atomic_write_text
+
+    if args.dataset in ("VOC07", "VOC12"):
+        year = "2007" if args.dataset == "VOC07" else "2012"
+        samples = ds.voc_detection_samples(args.data_dir, year, args.split, limit=args.limit)
+    else:
+        lst = ds.coco20k_list_path(args.coco20k_list, progress=args.progress)
+        samples = ds.coco20k_samples(args.data_dir, lst, args.coco_annotations, limit=args.limit)
+    model = model_from_args(args)
+    res = evaluate_discovery(model, samples, chunk=args.batch_size, progress=args.progress, desc=f"{args.dataset} CorLoc")
+    out = _out_dir(args, f"discovery-{args.dataset}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"task": "discovery", "dataset": args.dataset, **res.summary(), "notes": _limit_note(args), **_model_info(args)}
+    boxes = {
+        r.name: {"image_hw": list(r.image_hw), "box_xyxy": r.box, "gt_boxes_xyxy": r.gt_boxes, "ious": r.ious, "hit": r.hit}
+        for r in res.records
+    }
+    _write_json(out / "boxes.json", boxes)
+    atomic_write_text(out / "misses.txt", "".join(f"{n}\n" for n in res.misses()))
+    _write_json(out / "results.json", summary)
+    s = res.summary()
+    print(f"{args.dataset}: CorLoc {s['corloc_percent']:.2f} ({s['n_hits']}/{s['n_images']}); "
+          f"empty predictions {s['n_empty_predictions']}, images without GT box {s['n_images_without_gt_box']}")
+    for n in summary["notes"]:
+        print(f"note: {n}")
+    for k in ("results.json", "boxes.json", "misses.txt"):
+        print(f"{k.split('.')[0]}: {out / k}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- retrieval
+def run_retrieval(args: argparse.Namespace) -> int:
+    from ..evaluate.datasets import voc_segmentation_samples
+    from ..evaluate.retrieval import evaluate_retrieval
+
+    train = voc_segmentation_samples(args.data_dir, "train", limit=args.train_limit or args.limit)
+    val = voc_segmentation_samples(args.data_dir, "val", limit=args.limit)
+    model = model_from_args(args)
+    classes = tuple(dict.fromkeys(args.classes))
+    res = evaluate_retrieval(model, train, val, size=args.size, features=args.features, class_sets=classes, progress=args.progress)
+    out = _out_dir(args, "retrieval-VOC12")
+    out.mkdir(parents=True, exist_ok=True)
+    notes = _limit_note(args) + ([f"--train-limit {args.train_limit}: partial memory bank"] if args.train_limit else [])
+    summary = {"task": "retrieval", "dataset": "VOC12", "size": args.size, "features": args.features, **res.summary(),
+               "notes": notes, **_model_info(args)}
+    _write_json(out / "results.json", summary)
+    for cs in classes:
+        print(f"VOC12 retrieval, {cs} classes: mIoU {100 * res.miou[cs]:.2f} (memory bank {res.memory_bank_size[cs]} train images, {res.n_val} val images)")
+    for n in notes:
+        print(f"note: {n}")
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .main import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

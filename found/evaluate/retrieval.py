@@ -1,0 +1,256 @@
+"""Unsupervised semantic-segmentation retrieval on PASCAL VOC 2012 (MaskContrast's protocol).
+
+MaskContrast (Van Gansbeke et al., ICCV 2021; ``segmentation/retrieval.py`` and
+``utils/retrieval_utils.py``) evaluates an unsupervised saliency + embedding model this way:
+
+1. images and labels resized to 512×512 (image bicubic, label nearest);
+2. per image, one prototype = Σ_pixels embedding(x) · s(x)·[s(x) > 0.5], L2-normalised, where s is
+   the saliency map and the embedding is bilinearly upsampled to the image;
+3. memory bank from VOC12 ``train``: each image whose salient region exists and contains a
+   labelled class gets the prototype and the **majority class** of the GT pixels inside its
+   salient region (0 = background and 255 = ignore excluded; ties → larger class index);
+4. each ``val`` image gets the class of its nearest prototype (cosine) on its salient pixels,
+   background elsewhere;
+5. IoU per class from TP/FP/FN summed over the whole val set, pixels labelled 255 ignored.
+   21 classes: mean over all 21 (background included). 7 classes: the 13 other classes are
+   mapped to 255 (ignored) in train and val labels, and the mean is over the 7 kept object classes
+   (aeroplane, bottle, bus, car, cat, cow, person), background excluded.
+
+With FOUND, s = FOUND's object probability (sigmoid of the bilinearly upsampled head logits) and the
+embedding = DINO patch features of the last block (the keys FOUND's head reads; ``tokens`` = the
+final LayerNorm outputs). The sum over upsampled pixels is computed exactly, without materialising
+the upsampled features, as Fᵀ·(Bᵀ w) with B the bilinear upsampling operator (:func:`bilinear_adjoint`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FoundError
+from ..masks import upsample_logits
+from ..preprocess import prepare
+from .datasets import VOC_CLASSES
+
+#: MaskContrast's 7-class setting ignores these 13 classes (``retrieval_..._unsupervised_saliency.yml``).
+IGNORED_FOR_7 = (
+    "bicycle", "bird", "boat", "chair", "diningtable", "dog", "horse", "motorbike", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+KEPT_7 = tuple(c for c in VOC_CLASSES[1:] if c not in IGNORED_FOR_7)
+CLASS_SETS = ("21", "7")
+IGNORE = 255
+SALIENCY_THRESHOLD = 0.5
+
+
+# ---------------------------------------------------------------------------- resizing
+def resize_image_bicubic(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] → [size, size, 3], bicubic (A = −0.75, half-pixel centres, no antialias:
+    OpenCV's INTER_CUBIC convention, which MaskContrast uses), rounded and clipped."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    r = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False)
+    return r[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def resize_label_nearest(label: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Class map → [H, W] with OpenCV's INTER_NEAREST rule: source index floor(dst · in/out)."""
+    h, w = label.shape
+    rows = np.minimum(np.floor(np.arange(hw[0]) * (h / hw[0])).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor(np.arange(hw[1]) * (w / hw[1])).astype(np.int64), w - 1)
+    return label[rows[:, None], cols[None, :]]
+
+
+def ignore_classes(label: np.ndarray, class_set: str) -> np.ndarray:
+    """Map the classes left out of ``class_set`` to 255 (MaskContrast's ``ignore_classes``)."""
+    if class_set == "21":
+        return label
+    out = label.copy()
+    for name in IGNORED_FOR_7:
+        out[label == VOC_CLASSES.index(name)] = IGNORE
+    return out
+
+
+# ---------------------------------------------------------------------------- prototypes
+def _linear_basis(n: int, patch: int, out: int) -> torch.Tensor:
+    """[n, out]: row i = 1-D linear ×patch upsampling (align_corners=False) of the unit vector e_i, cropped."""
+    eye = torch.eye(n, dtype=torch.float64)[:, None, :]
+    return F.interpolate(eye, scale_factor=patch, mode="linear", align_corners=False)[:, 0, :out]
+
+
+def bilinear_adjoint(weights: torch.Tensor, grid_hw: tuple[int, int], patch: int) -> torch.Tensor:
+    """Bᵀw [h, w] for B = bilinear ×patch upsampling cropped to ``weights``' size [H, W]:
+    Σ_x up(f)(x)·w(x) = Σ_p f_p·(Bᵀw)_p for any patch map f (bilinear is separable)."""
+    h, w = grid_hw
+    H, W = weights.shape
+    ah = _linear_basis(h, patch, H)  # [h, H]
+    aw = _linear_basis(w, patch, W)  # [w, W]
+    return ah @ weights.to(torch.float64) @ aw.T
+
+
+def salient_prototype(features: torch.Tensor, grid_hw: tuple[int, int], soft: torch.Tensor, patch: int, threshold: float = SALIENCY_THRESHOLD) -> torch.Tensor:
+    """L2-normalised Σ_x up(features)(x)·s(x)·[s(x) > threshold]; ``features`` [N, D] (row-major
+    patch grid), ``soft`` [H, W] saliency. Zero vector when nothing is salient."""
+    s = soft.to(torch.float64)
+    wgt = s * (s > threshold)
+    g = bilinear_adjoint(wgt, grid_hw, patch).reshape(-1)  # [N]
+    proto = g @ features.to(torch.float64)
+    return F.normalize(proto, dim=0).to(torch.float32)
+
+
+def majority_class(label: np.ndarray, salient: np.ndarray) -> int | None:
+    """Most frequent class (not 0, not 255) under the salient mask; ties → the larger class index;
+    None if nothing is salient or only background/ignored pixels are."""
+    if not salient.any():
+        return None
+    counts = np.bincount(label[salient].ravel(), minlength=256)
+    counts[0] = 0
+    counts[IGNORE] = 0
+    if counts.max() == 0:
+        return None
+    best = counts.max()
+    return int(np.nonzero(counts == best)[0].max())
+
+
+class SemsegMeter:
+    """TP/FP/FN per class over all pixels whose label is not 255 (MaskContrast's ``SemsegMeter``)."""
+
+    def __init__(self, n_classes: int = 21) -> None:
+        self.n = n_classes
+        self.tp = np.zeros(n_classes, dtype=np.int64)
+        self.fp = np.zeros(n_classes, dtype=np.int64)
+        self.fn = np.zeros(n_classes, dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        valid = gt != IGNORE
+        p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
+        inside = (p < self.n) & (g < self.n)
+        conf = np.bincount(g[inside] * self.n + p[inside], minlength=self.n * self.n).reshape(self.n, self.n)
+        tp = np.diag(conf)
+        self.tp += tp
+        self.fp += conf.sum(0) - tp + np.bincount(p[~inside & (p < self.n)], minlength=self.n)
+        self.fn += conf.sum(1) - tp + np.bincount(g[~inside & (g < self.n)], minlength=self.n)
+
+    def jaccards(self) -> np.ndarray:
+        return self.tp / np.maximum((self.tp + self.fp + self.fn).astype(np.float64), 1e-8)
+
+
+def mean_iou(jac: np.ndarray, class_set: str) -> float:
+    """21: mean over the 21 classes; 7: mean over the 7 kept object classes (background excluded)."""
+    if class_set == "21":
+        return float(np.mean(jac))
+    return float(np.mean([jac[VOC_CLASSES.index(c)] for c in KEPT_7]))
+
+
+# ---------------------------------------------------------------------------- model
+@torch.inference_mode()
+def forward_saliency_and_features(model, image: np.ndarray, features: str = "keys") -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """FOUND's soft map [H, W] and the patch features [N, D] (CPU, float32) for one uint8 image."""
+    p = model.patch_size
+    x = prepare(image, p).to(model.device)
+    f = model.features(x)
+    H, W = image.shape[:2]
+    if model.head is not None:
+        logits = model.head(f.key_map()).float()
+        soft = torch.sigmoid(upsample_logits(logits, p, (H, W)))[0, 0]
+    else:
+        logits = model.patch_logits(x).float()
+        soft = F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[0, 0, :H, :W]
+    if features == "keys":
+        feats = f.keys[0]
+    elif features == "tokens":
+        feats = model.backbone.forward_tokens(x)[0, 1:].float()
+    else:
+        raise FoundError(f"--features must be 'keys' or 'tokens', got {features!r}")
+    return soft.cpu(), feats.cpu(), f.grid_hw
+
+
+@dataclass
+class RetrievalResult:
+    class_sets: tuple[str, ...]
+    miou: dict[str, float] = field(default_factory=dict)
+    jaccards: dict[str, dict[str, float]] = field(default_factory=dict)
+    memory_bank_size: dict[str, int] = field(default_factory=dict)
+    n_train: int = 0
+    n_val: int = 0
+    n_val_without_salient: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "miou": self.miou,
+            "miou_percent": {k: 100 * v for k, v in self.miou.items()},
+            "per_class_iou": self.jaccards,
+            "memory_bank_size": self.memory_bank_size,
+            "n_train_images": self.n_train,
+            "n_val_images": self.n_val,
+            "n_val_without_salient_pixel": self.n_val_without_salient,
+        }
+
+
+def evaluate_retrieval(
+    model,
+    train: Sequence,
+    val: Sequence,
+    size: int = 512,
+    features: str = "keys",
+    class_sets: Sequence[str] = CLASS_SETS,
+    progress: bool = True,
+) -> RetrievalResult:
+    """MaskContrast retrieval with FOUND masks; ``train``/``val`` are ``SegmentationSample`` lists."""
+    from tqdm.auto import tqdm
+
+    from .datasets import read_label, read_rgb
+
+    for cs in class_sets:
+        if cs not in CLASS_SETS:
+            raise FoundError(f"unknown class set {cs!r}; choose from {', '.join(CLASS_SETS)}")
+    if size % model.patch_size:
+        raise FoundError(f"--size must be a multiple of the patch size {model.patch_size}")
+
+    def load(s):
+        img = read_rgb(s.image)
+        lab = read_label(s.label)
+        if lab.shape != img.shape[:2]:  # MaskContrast resizes the label to the image first
+            lab = resize_label_nearest(lab, img.shape[:2])
+        img = resize_image_bicubic(img, size)
+        lab = resize_label_nearest(lab, (size, size))
+        soft, feats, grid = forward_saliency_and_features(model, img, features)
+        proto = salient_prototype(feats, grid, soft, model.patch_size)
+        return soft > SALIENCY_THRESHOLD, proto, lab
+
+    banks: dict[str, tuple[list[torch.Tensor], list[int]]] = {cs: ([], []) for cs in class_sets}
+    for s in tqdm(train, desc="retrieval: memory bank (train)", disable=not progress, unit="img"):
+        sal, proto, lab = load(s)
+        sal_np = sal.numpy()
+        for cs in class_sets:
+            c = majority_class(ignore_classes(lab, cs), sal_np)
+            if c is not None:
+                banks[cs][0].append(proto)
+                banks[cs][1].append(c)
+    res = RetrievalResult(tuple(class_sets), n_train=len(train), n_val=len(val))
+    mem = {}
+    for cs in class_sets:
+        protos, labels = banks[cs]
+        if not protos:
+            raise FoundError(f"empty memory bank for {cs} classes: no train image has a salient region on a labelled class")
+        mem[cs] = (torch.stack(protos), torch.tensor(labels, dtype=torch.int64))
+        res.memory_bank_size[cs] = len(labels)
+    meters = {cs: SemsegMeter(len(VOC_CLASSES)) for cs in class_sets}
+    for s in tqdm(val, desc="retrieval: val", disable=not progress, unit="img"):
+        sal, proto, lab = load(s)
+        sal_np = sal.numpy()
+        res.n_val_without_salient += int(not sal_np.any())
+        for cs in class_sets:
+            protos, labels = mem[cs]
+            cls = int(labels[int(torch.argmax(protos @ proto))])
+            pred = np.zeros(lab.shape, dtype=np.int64)
+            pred[sal_np] = cls
+            meters[cs].update(pred, ignore_classes(lab, cs))
+    for cs in class_sets:
+        jac = meters[cs].jaccards()
+        res.miou[cs] = mean_iou(jac, cs)
+        names = VOC_CLASSES if cs == "21" else KEPT_7
+        res.jaccards[cs] = {n: float(jac[VOC_CLASSES.index(n)]) for n in names}
+    return res
+

@@ -1,0 +1,80 @@
+"""Shared helpers for the CLI / robustness tests: a tiny random checkpoint and an in-process CLI runner."""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+#: A deliberately small ViT (patch 8, 64-d, 2 blocks): fast on CPU, same code paths as ViT-S/8.
+TINY = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2)
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """Paths of the tiny backbone and head checkpoints."""
+
+    vit: Path
+    head: Path
+
+    def args(self) -> list[str]:
+        """Model options for ``found segment`` that use these files and no network."""
+        return ["--model", "auto", "--weights", str(self.vit), "--head", str(self.head), "--no-progress", "--device", "cpu"]
+
+
+def write_tiny_checkpoint(folder: Path) -> Tiny:
+    """Save a seeded random ViT state dict (torch.save) and a FOUND head into ``folder``."""
+    import torch
+
+    from found.backbone import VisionTransformer
+    from found.head import FoundHead
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    vit = VisionTransformer(**TINY)
+    torch.save(vit.state_dict(), folder / "vit.pth")
+    FoundHead(TINY["embed_dim"]).save(folder / "head.pt")
+    return Tiny(folder / "vit.pth", folder / "head.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ckpt"))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(argv: list[str]) -> CliResult:
+    """``found.cli.main.main(argv)`` in-process with stdout/stderr captured; SystemExit becomes a code."""
+    from found.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def noise_image(w: int, h: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A random image of the given size and mode (a coloured square on noise, so masks are not trivial)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (230, 40, 30)
+    im = Image.fromarray(a)
+    return im if mode == "RGB" else im.convert(mode)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files of atomic writes left anywhere under ``folder`` (there should be none)."""
+    return sorted(p for p in folder.rglob("*") if p.name.endswith(".part"))

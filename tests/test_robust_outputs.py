@@ -1,0 +1,202 @@
+"""Outputs: atomic writes, a full disk or unwritable folder, outputs that would replace inputs, skip/overwrite."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from found.fileio import atomic_group, atomic_path, check_writable
+from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
+
+
+def _images(folder: Path, n: int, size: int = 24) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i}.png"
+        noise_image(size, size, seed=i).save(p)
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------- fileio
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "x.bin"
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert not target.exists() and leftovers(tmp_path) == []
+
+
+def test_atomic_path_keeps_old_content_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"new but partial")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_atomic_group_all_or_nothing(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "sub" / "b.png"
+    with pytest.raises(OSError):
+        with atomic_group() as g:
+            g.path(a).write_bytes(b"complete")
+            g.path(b).write_bytes(b"part")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert not a.exists() and not b.exists() and leftovers(tmp_path) == []
+    with atomic_group() as g:
+        g.path(a).write_bytes(b"A")
+        g.path(b).write_bytes(b"B")
+    assert a.read_bytes() == b"A" and b.read_bytes() == b"B" and leftovers(tmp_path) == []
+
+
+def test_check_writable_raises_the_real_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+    def deny(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("found.fileio.tempfile.mkstemp", deny)
+    with pytest.raises(PermissionError):
+        check_writable(tmp_path)
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_disk_full_stops_cleanly_without_partial_files(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    imgs = _images(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self, fp, *a, **k):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # image 0: mask+soft fine; image 1: disk fills during its first file
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--soft", "--batch-size", "1", *tiny.args()])
+    assert r.code == 1
+    assert "1 ok, 0 skipped (outputs exist), 1 failed, 2 not processed" in r.err
+    assert f"failed: {imgs[1]}: cannot write outputs: No space left on device (nothing written for this image)" in r.err
+    assert "stopped: No space left on device" in r.err and "Traceback" not in r.err
+    assert sorted(p.name for p in out.iterdir()) == ["img0_mask.png", "img0_soft.png"]
+    assert leftovers(out) == []
+    # once space is back, a rerun finishes the rest and skips what is done
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--soft", *tiny.args()])
+    assert r.code == 0 and "3 ok, 1 skipped (outputs exist), 0 failed" in r.err
+
+
+def test_one_image_failing_to_write_does_not_stop_the_batch(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    imgs = _images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    real_save = Image.Image.save
+
+    def save(self, fp, *a, **k):
+        if "img1" in str(fp):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--overlay", *tiny.args()])
+    assert r.code == 1 and "2 ok, 0 skipped (outputs exist), 1 failed" in r.err
+    assert not list(out.glob("img1*")) and leftovers(out) == []
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    imgs = _images(tmp_path / "in", 1)
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = __import__("tempfile").mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr("found.fileio.tempfile.mkstemp", mkstemp)
+    r = run_cli(["segment", str(imgs[0]), "-o", str(out), *tiny.args()])
+    assert r.code == 2
+    assert r.err.strip() == f"found: error: output folder {out} is not usable: Permission denied"
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a mode-555 folder; simulated in the test above")
+def test_unwritable_output_folder_real_chmod(tmp_path: Path, tiny) -> None:
+    imgs = _images(tmp_path / "in", 1)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        r = run_cli(["segment", str(imgs[0]), "-o", str(out), *tiny.args()])
+    finally:
+        out.chmod(0o755)
+    assert r.code == 2 and "is not usable" in r.err
+
+
+def test_output_that_is_a_file_or_under_a_file(tmp_path: Path, tiny) -> None:
+    imgs = _images(tmp_path / "in", 1)
+    r = run_cli(["segment", str(imgs[0]), "-o", str(imgs[0]), *tiny.args()])
+    assert r.code == 2 and "exists and is not a folder" in r.err and "Traceback" not in r.err
+    r = run_cli(["segment", str(imgs[0]), "-o", str(imgs[0] / "sub"), *tiny.args()])
+    assert r.code == 2 and "is not usable" in r.err
+
+
+def test_output_equal_to_an_input_is_refused(tmp_path: Path, tiny) -> None:
+    d = tmp_path / "in"
+    imgs = _images(d, 1)
+    victim = d / "img0_mask.png"
+    noise_image(24, 24, seed=9).save(victim)
+    before = victim.read_bytes()
+    r = run_cli(["segment", str(imgs[0]), str(victim), "-o", str(d), *tiny.args()])
+    assert r.code == 2
+    assert f"output {victim} would overwrite an input" in r.err
+    assert victim.read_bytes() == before and sorted(p.name for p in d.iterdir()) == ["img0.png", "img0_mask.png"]
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, tiny) -> None:
+    imgs = _images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--boxes", *tiny.args()])
+    assert r.code == 0 and "2 ok, 0 skipped" in r.err
+    (out / "img0_mask.png").write_bytes(b"sentinel")
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--boxes", *tiny.args()])
+    assert r.code == 0 and "0 ok, 2 skipped (outputs exist), 0 failed" in r.err
+    assert (out / "img0_mask.png").read_bytes() == b"sentinel"
+    assert len(json.loads((out / "boxes.json").read_text())["images"]) == 2
+    r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--overwrite", *tiny.args()])
+    assert r.code == 0 and "2 ok, 0 skipped" in r.err
+    assert Image.open(out / "img0_mask.png").size == (24, 24)
+
+
+def test_downscaled_outputs_masks_full_size_box_in_file_pixels(tmp_path: Path, tiny) -> None:
+    p = tmp_path / "wide.png"
+    noise_image(200, 100).save(p)
+    out = tmp_path / "out"
+    r = run_cli(["segment", str(p), "-o", str(out), "--all", "--max-side", "64", *tiny.args()])
+    assert r.code == 0, r.err
+    assert "1 image larger than --max-side 64 processed at reduced size" in r.err
+    assert f"downscaled: {p} (200×100 → 64×32)" in r.err
+    assert Image.open(out / "wide_mask.png").size == (200, 100)
+    assert Image.open(out / "wide_soft.png").size == (200, 100)
+    assert Image.open(out / "wide_cutout.png").size == (64, 32)
+    rec = json.loads((out / "boxes.json").read_text())["images"][0]
+    assert rec["width"] == 200 and rec["height"] == 100 and rec["downscaled"] and rec["processed_size"] == [64, 32]
+    if rec["box_xyxy"] is not None:
+        x1, y1, x2, y2 = rec["box_xyxy"]
+        assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 100
+    mask = np.asarray(Image.open(out / "wide_mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
