@@ -7,9 +7,12 @@
 Inputs are crops of the public test photos (tests/data/images) with a noisy elliptical mask, so
 that the grids look like real ones. Both implementations run in the same process on the same
 inputs with the same number of threads (``--threads``, default 1: the CPU is shared, and torch's
-thread pool degrades badly when oversubscribed). The baseline (``scipy_bilateral.py``) solves one
-image at a time, so its per-image time does not depend on the batch size. Every run also checks
-that both give the same soft output (max |Δ| is printed).
+thread pool degrades badly when oversubscribed), interleaved repetition by repetition so that both
+see the same machine load; the best repetition of each is reported. The baseline
+(``scipy_bilateral.py``) solves one image at a time, so its per-image time does not depend on the
+batch size. Every run also checks that both give the same soft output (max |Δ| is printed).
+"table" says whether the cached colour table was used (built during the warm-up of a call with
+at least ``found.refine.bilateral.LUT_MIN_PIXELS`` pixels; its one-off cost is printed last).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="solver dtype of found.refine")
     ap.add_argument("--sizes", default="224x224,320x480", help="comma-separated HxW")
     ap.add_argument("--batches", default="1,50", help="comma-separated batch sizes")
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                    help="wall time, or this process's CPU time (steadier on a shared machine; CPU only)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the scipy baseline")
     return ap.parse_args()
 
@@ -54,7 +59,7 @@ def make_inputs(n: int, hw: tuple[int, int], seed: int):
         img = src[y0:y0 + h, x0:x0 + w]
         if rng.random() < 0.5:
             img = img[:, ::-1]
-        images.append(np.ascontiguousarray(img))
+        images.append(np.array(img, order="C"))  # writable copy
         yy, xx = np.mgrid[:h, :w]
         cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
         ry, rx = rng.uniform(0.15, 0.35) * h, rng.uniform(0.15, 0.35) * w
@@ -64,19 +69,20 @@ def make_inputs(n: int, hw: tuple[int, int], seed: int):
     return images, masks
 
 
-def timed(fn, reps: int) -> float:
-    """Best-of-``reps`` wall time of ``fn()`` in seconds (after one warm-up call)."""
+CLOCK = time.perf_counter
+
+
+def once(fn) -> float:
+    """Time of one call of ``fn()`` in seconds, on ``CLOCK``."""
+    t = CLOCK()
     fn()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return CLOCK() - t
 
 
 def main() -> None:
     args = parse()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     sys.path.insert(0, str(REPO))
@@ -85,7 +91,7 @@ def main() -> None:
     import torch
 
     import scipy_bilateral
-    from found.refine import solve_batch
+    from found.refine import bilateral, clear_caches, solve_batch
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -93,48 +99,60 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
-    reps_small, reps_big = (2, 1) if args.quick else (5, 3)
+    reps = 2 if args.quick else 5
+    n_base = 5 if args.quick else 10
 
-    print(f"found.refine on {device} ({args.dtype}) vs scipy baseline; threads={args.threads}; "
-          f"torch {torch.__version__}, numpy {np.__version__}")
-    print(f"{'size':>9} {'batch':>5} {'found ms/img':>13} {'scipy ms/img':>13} {'speed-up':>9} {'max|Δ|':>9}")
+    print(f"found.refine on {device} ({args.dtype}) vs scipy baseline; threads={args.threads}; clock={args.clock}; "
+          f"torch {torch.__version__}, numpy {np.__version__}; best of {reps}, interleaved")
+    print(f"{'size':>9} {'batch':>5} {'found ms/img':>13} {'scipy ms/img':>13} {'speed-up':>9} {'max|Δ|':>9} {'table':>5}")
     for hw in sizes:
-        n_max = max(batches)
-        images, masks = make_inputs(n_max, hw, seed=hw[0] * 1000 + hw[1])
-        base_ms = None
-        if not args.no_baseline:
-            k = min(n_max, 10 if args.quick else 20)
-            base_ref = [scipy_bilateral.solve(images[i], masks[i])[0] for i in range(k)]
-            t = timed(lambda: [scipy_bilateral.solve(images[i], masks[i]) for i in range(k)], reps_big)
-            base_ms = t / k * 1e3
+        images, masks = make_inputs(max(max(batches), n_base), hw, seed=hw[0] * 1000 + hw[1])
+        base_ref = None if args.no_baseline else scipy_bilateral.solve(images[0], masks[0])[0]
+
+        def baseline():
+            for i in range(n_base):
+                scipy_bilateral.solve(images[i], masks[i])
+
         for bsz in batches:
-            ims = [torch.from_numpy(x).to(device) for x in images[:bsz]]
-            mks = [torch.from_numpy(x).to(device) for x in masks[:bsz]]
-
-            def run():
-                out = solve_batch(ims, mks, dtype=dtype)
-                sync()
-                return out
-
-            if bsz == 1:  # several single-image calls on different images
-                k = min(n_max, 10)
-                single = [([torch.from_numpy(images[i]).to(device)], [torch.from_numpy(masks[i]).to(device)]) for i in range(k)]
-
-                def run():  # noqa: F811
-                    for im, mk in single:
-                        solve_batch(im, mk, dtype=dtype)
-                    sync()
-
-                ms = timed(run, reps_small) / k * 1e3
+            clear_caches()  # batch 1: a cold process (no colour table); large batches build it in warm-up
+            if bsz == 1:  # single-image calls on n_base different images
+                calls = [([torch.from_numpy(images[i]).to(device)], [torch.from_numpy(masks[i]).to(device)])
+                         for i in range(n_base)]
+                n_img = n_base
             else:
-                ms = timed(run, reps_big) / bsz * 1e3
+                calls = [([torch.from_numpy(x).to(device) for x in images[:bsz]],
+                          [torch.from_numpy(x).to(device) for x in masks[:bsz]])]
+                n_img = bsz
+
+            def ours():
+                for ims, mks in calls:
+                    solve_batch(ims, mks, dtype=dtype)
+                sync()
+
+            ours()  # warm-up (and colour-table build for large batches)
+            t_ours, t_base = [], []
+            for _ in range(reps):  # interleaved, so that both see the same machine load
+                t_ours.append(once(ours) / n_img * 1e3)
+                if not args.no_baseline:
+                    t_base.append(once(baseline) / n_base * 1e3)
+            ms = min(t_ours)
+            base_ms = min(t_base) if t_base else None
             err = float("nan")
-            if base_ms is not None:
-                out = solve_batch(ims[:1], mks[:1], dtype=dtype).soft[0].double().cpu().numpy()
-                err = float(np.abs(out - base_ref[0]).max())
+            if base_ref is not None:
+                out = solve_batch(calls[0][0][:1], calls[0][1][:1], dtype=dtype).soft[0].double().cpu().numpy()
+                err = float(np.abs(out - base_ref).max())
             ratio = f"{base_ms / ms:8.1f}x" if base_ms else "      n/a"
             base = f"{base_ms:13.2f}" if base_ms else f"{'—':>13}"
-            print(f"{hw[0]:>4}x{hw[1]:<4} {bsz:>5} {ms:13.2f} {base} {ratio} {err:9.1e}", flush=True)
+            lut = "yes" if bilateral._LUT_CACHE else "no"
+            print(f"{hw[0]:>4}x{hw[1]:<4} {bsz:>5} {ms:13.2f} {base} {ratio} {err:9.1e} {lut:>5}", flush=True)
+    clear_caches()
+    lay = bilateral._layout([(8, 8)], (16.0, 16.0, 8.0))
+    radix = (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2])
+    t = CLOCK()
+    bilateral._colour_lut(16.0, 8.0, radix, device, build=True)
+    sync()
+    print(f"one-off colour-table build (sigma_luma 16, sigma_chroma 8): {(CLOCK() - t) * 1e3:.0f} ms")
+    clear_caches()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Baseline: a straightforward numpy / scipy.sparse bilateral solver, one image at a time.
 
-Same algorithm and parameters as FOUND's ``bilateral_solver.py`` (hash the 5-D grid with
-``np.unique``, CSR splat and blur matrices, bistochastisation, Jacobi-preconditioned
-``scipy.sparse.linalg.cg``), written plainly so that ``bench_bilateral.py`` can time
-``found.refine`` against the usual CPU formulation in the same run, and the tests can cross-check
-inputs the parity fixtures do not cover. Not used by the package.
+Same algorithm, parameters and formulation as FOUND's ``bilateral_solver.py`` (hash the 5-D grid
+with ``np.unique``, a CSR splat matrix and one CSR neighbour matrix per grid dimension, blur as
+``2·dim·x + Σ_d B_d x``, bistochastisation, ``A = λ(D_m − D_n·blur(D_n)) + diag(S w)``,
+Jacobi-preconditioned ``scipy.sparse.linalg.cg``), written plainly (one image at a time) so that
+``bench_bilateral.py`` can time ``found.refine`` against the usual CPU formulation in the same
+run, and the tests can cross-check inputs the parity fixtures do not cover. Not used by the
+package.
 """
 from __future__ import annotations
 
@@ -44,23 +46,29 @@ def grid_matrices(image: np.ndarray, sigma_spatial: float = 16, sigma_luma: floa
     return S, blurs
 
 
+def _blur(blurs, x):
+    """``2·dim·x + Σ_d B_d x``: the [1 2 1] blur, one neighbour matrix per dimension (as the reference)."""
+    out = 2 * len(blurs) * x
+    for bd in blurs:
+        out = out + bd @ x
+    return out
+
+
 def solve(image: np.ndarray, target: np.ndarray, confidence: float = 0.999, *, sigma_spatial: float = 16,
           sigma_luma: float = 16, sigma_chroma: float = 8, lam: float = 256.0, max_iter: int = 25,
           tol: float = 1e-5, a_diag_min: float = 1e-5) -> tuple[np.ndarray, int]:
     """Soft solver output [H, W] (float64) and the number of grid vertices for one uint8 RGB image."""
     S, blurs = grid_matrices(image, sigma_spatial, sigma_luma, sigma_chroma)
-    B = 10 * sparse.identity(S.shape[0], format="csr") + sum(blurs[1:], blurs[0])
-
-    counts = np.asarray(S.sum(axis=1)).ravel()
+    counts = S @ np.ones(S.shape[1])
     n = np.ones(S.shape[0])
     for _ in range(10):
-        n = np.sqrt(n * counts / (B @ n))
-    m = n * (B @ n)
+        n = np.sqrt(n * counts / _blur(blurs, n))
+    m = n * _blur(blurs, n)
     Dn = sparse.diags(n)
     t = target.reshape(-1).astype(np.float64)
     c = np.full(t.shape, float(confidence))
     w_splat = S @ c
-    A = lam * (sparse.diags(m) - Dn @ B @ Dn) + sparse.diags(w_splat)
+    A = lam * (sparse.diags(m) - Dn @ _blur(blurs, Dn)) + sparse.diags(w_splat)
     b = S @ (t * c)
     precond = sparse.diags(1.0 / np.maximum(A.diagonal(), a_diag_min))
     y, _ = cg(A, b, x0=b / w_splat, M=precond, maxiter=max_iter, rtol=tol, atol=0.0)

@@ -22,6 +22,8 @@ from .preprocess import normalize, padded_size, to_chw_float
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
 MODES = ("multi", "single")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: CPU batches are split into backbone calls of at most this many tokens (one 224² image: 785).
+CPU_CHUNK_TOKENS = 1024
 
 
 @dataclass
@@ -129,10 +131,17 @@ class Found:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _no_tf32(self):
+        """fp32 on CUDA stays fp32: cuDNN would otherwise run the patch embedding in TF32."""
+        if self.precision != "fp32" or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        c = torch.backends.cudnn
+        return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=False)
+
     def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
         if self._cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast():
+        with self._autocast(), self._no_tf32():
             f = self._features_fn(x)
         att, keys = f.cls_attention.float(), f.keys.float()
         if self._cudagraphs:  # CUDA-graph outputs are overwritten by the next replay
@@ -143,13 +152,24 @@ class Found:
     def features(self, x: torch.Tensor) -> FoundFeatures:
         """Last-block attention and keys (float32) for a normalised, padded batch [B, 3, H, W]."""
         x = x.to(self.device, non_blocking=True)
-        if self.precision == "int8" and x.shape[0] > 1:
-            # one image per call: the activation scales are per call, so batching would couple images
-            parts = [self._backbone_features(x[i : i + 1]) for i in range(x.shape[0])]
+        chunk = self._cpu_chunk(x)
+        if chunk < x.shape[0]:
+            parts = [self._backbone_features(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
             return FoundFeatures(
                 torch.cat([f.cls_attention for f in parts]), torch.cat([f.keys for f in parts]), parts[0].grid_hw
             )
         return self._backbone_features(x)
+
+    def _cpu_chunk(self, x: torch.Tensor) -> int:
+        """Images per backbone call. On CPU, batches run in chunks of about CPU_CHUNK_TOKENS tokens:
+        the activations then stay in cache, which is faster than one large batch. int8 runs one
+        image per call, since its activation scales are per call (batching would couple images)."""
+        if self.device.type != "cpu":
+            return x.shape[0]
+        if self.precision == "int8":
+            return 1
+        tokens = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size) + 1
+        return max(1, CPU_CHUNK_TOKENS // tokens)
 
     def logits_from_features(self, f: FoundFeatures) -> torch.Tensor:
         """Object logits on the patch grid [B, 1, h, w] (coarse masks give ±1 when there is no head)."""

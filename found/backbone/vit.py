@@ -16,6 +16,12 @@ from torch import nn
 from .layers import Block, PatchEmbed
 
 
+def _compiling() -> bool:
+    """True while torch.compile (Dynamo) traces this code."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 @dataclass
 class FoundFeatures:
     """What FOUND reads from the last block of the backbone."""
@@ -69,16 +75,21 @@ class VisionTransformer(nn.Module):
         g0 = int(math.sqrt(n0))
         if h * w == n0 and h == w:
             return pos
-        key = (h, w, pos.device, pos.dtype, pos._version)
-        if not torch.is_grad_enabled() and key in self._pos_cache:
-            return self._pos_cache[key]
+        # cached for inference; not while torch.compile traces (the graph holds the result anyway)
+        use_cache = not torch.is_grad_enabled() and not _compiling()
+        key = None
+        if use_cache:
+            # inference tensors (a model copied inside inference_mode) have no version counter
+            key = (h, w, pos.device, pos.dtype, pos.data_ptr(), None if pos.is_inference() else pos._version)
+            if key in self._pos_cache:
+                return self._pos_cache[key]
         patch_pos = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
         patch_pos = F.interpolate(patch_pos, scale_factor=((h + 0.1) / g0, (w + 0.1) / g0), mode="bicubic")
         if patch_pos.shape[-2:] != (h, w):
             raise RuntimeError(f"position embedding interpolated to {tuple(patch_pos.shape[-2:])}, expected {(h, w)}")
         patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
         out = torch.cat([pos[:, :1], patch_pos], dim=1)
-        if not torch.is_grad_enabled():
+        if use_cache:
             if len(self._pos_cache) > 32:
                 self._pos_cache.clear()
             self._pos_cache[key] = out

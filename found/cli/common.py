@@ -16,7 +16,8 @@ def add_model_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
         g.add_argument("--coarse", action="store_true", help="no trained head: training-free step-1 masks (background discovery)")
     g.add_argument("--num-heads", type=int, help="attention heads of a --model auto backbone (default: embed dim / 64)")
     g.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: CUDA, then MPS, then CPU)")
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="backbone precision (autocast); fp32 reproduces the paper exactly")
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                   help="backbone precision: fp32 reproduces the paper exactly; bf16/fp16 autocast (for GPUs); int8 = quantised MLPs (CPU only, faster)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
@@ -45,6 +46,11 @@ def check_model_args(args: argparse.Namespace) -> None:
             raise FoundError(f"--device {args.device}: Apple MPS not available on this machine")
         if dev.type not in ("cpu", "cuda", "mps"):
             raise FoundError(f"--device {args.device}: unsupported device type (use cpu, cuda or mps)")
+    if getattr(args, "precision", None) == "int8":
+        from ..predictor import default_device
+
+        if (torch.device(args.device) if args.device else default_device()).type != "cpu":
+            raise FoundError("--precision int8 runs on the CPU only: add --device cpu, or use bf16/fp16 on a GPU")
 
 
 def model_from_args(args: argparse.Namespace):

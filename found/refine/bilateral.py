@@ -1,38 +1,43 @@
 """Batched fast bilateral solver (Barron & Poole, 2016) as FOUND uses it, in torch.
 
-The algorithm follows FOUND's ``bilateral_solver.py`` (itself adapted from TokenCut) step by step so
-that a float64 run reproduces it to ~1e-12:
+The algorithm follows FOUND's ``bilateral_solver.py`` (itself adapted from TokenCut) step by step,
+so that a float64 run reproduces it to ~1e-14 (docs/refinement.md):
 
-* RGB → YUV with the JPEG matrix, computed bit-exactly like ``np.tensordot`` does it (OpenBLAS
-  accumulates the three products with fused multiply-adds; see :func:`rgb_to_yuv`), because the
-  grid coordinates ``trunc(value / sigma)`` flip when a value lands exactly on a cell boundary
-  (every grey pixel has U = V = 128 exactly in real arithmetic, i.e. on a chroma boundary).
-* 5-D grid (x, y, luma, u, v) hashed with the authors' key ``Σ coord_d · 255^d``; vertices are the
-  sorted unique keys, the blur links each vertex to the vertices whose key differs by ``±255^d``
-  (this also reproduces the key's collisions when a coordinate reaches 255, e.g. images wider than
-  255·σ_spatial pixels).
-* Splat / blur / slice, 10 bistochastisation iterations, the system
-  ``A = λ (D_m − D_n B D_n) + diag(S w)``, ``b = S (w·t)`` and Jacobi-preconditioned CG from the
-  flat initialisation ``S(w·t) / S w`` with scipy's stopping rule (``‖r‖ < tol·‖b‖`` checked at
-  the start of each of at most ``max_iter`` iterations; ``b = 0`` returns zeros).
+* RGB → YUV with the JPEG matrix, bit-exactly as the authors' ``np.tensordot`` computes it
+  (OpenBLAS accumulates the three products with fused multiply-adds; see :func:`rgb_to_yuv`):
+  the grid coordinates ``trunc(value / sigma)`` flip when a value lands exactly on a cell
+  boundary (every grey pixel has U = V = 128 in real arithmetic, a chroma boundary).
+* 5-D grid (x, y, luma, u, v) keyed like the authors' ``Σ coord_d · 255^d``: vertices are the
+  sorted unique keys of each image, the blur links vertices whose keys differ by ``±w_d``. A
+  compact mixed-radix key with the same order and neighbours is used when every coordinate is
+  ≤ 253, else the authors' key itself (collisions included).
+* Splat (per-vertex sums in pixel order, as scipy's CSR product), 10 bistochastisation
+  iterations, ``A = λ (D_m − D_n B D_n) + diag(S w)``, ``b = S (w·t)``, and Jacobi-preconditioned
+  CG from ``S(w·t) / S w`` with scipy's stopping rule (``‖r‖ < tol·‖b‖`` tested at the start of
+  each of at most ``max_iter`` iterations; ``b = 0`` returns zeros); slice.
 
-Several images are solved at once: their vertices are laid out as a padded ``[B, V_max]`` block
-system (images never share a vertex), CG runs for all of them with per-image scalars and a
-per-image convergence mask, so the hot path has no Python loop over images or vertices and runs
-on any torch device.
+Several images are solved at once: their vertices form a padded ``[B, V_max]`` block-diagonal
+system (images never share a vertex) and CG runs for all of them with per-image scalars and a
+per-image convergence mask — no Python loop over images or vertices in the hot path, any torch
+device. On CPU the batch is cut into cache-sized chunks and a few index operations use numpy.
 """
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 
-ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
+if TYPE_CHECKING:
+    from PIL import Image as _PILImage
+
+ImageLike = Union[np.ndarray, torch.Tensor, "_PILImage.Image"]
 MaskLike = Union[np.ndarray, torch.Tensor]
 
 #: RGB → YUV (JPEG / BT.601 full range), rows Y, U, V — FOUND's ``RGB_TO_YUV``.
@@ -108,6 +113,13 @@ def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- input normalisation
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory when possible (copied if read-only or non-contiguous)."""
+    if not a.flags.writeable or not a.flags.c_contiguous:
+        a = np.array(a, order="C")
+    return torch.from_numpy(a)
+
+
 def as_rgb_uint8(image: ImageLike, device: torch.device | str | None = None) -> torch.Tensor:
     """Any supported image → uint8 [H, W, 3] tensor (on ``device``, default: where it is).
 
@@ -126,7 +138,7 @@ def as_rgb_uint8(image: ImageLike, device: torch.device | str | None = None) -> 
             image = np.asarray(image.convert("RGB"))
         else:
             raise TypeError(f"unsupported image type {type(image).__name__}: use a numpy array, a torch tensor or a PIL image")
-    t = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    t = _from_numpy(image) if isinstance(image, np.ndarray) else image
     if device is not None:
         t = t.to(device)
     if t.dtype == torch.uint8:
@@ -155,7 +167,7 @@ def as_rgb_uint8(image: ImageLike, device: torch.device | str | None = None) -> 
 
 def as_target(mask: MaskLike, hw: tuple[int, int], device: torch.device, index: int | None = None) -> torch.Tensor:
     """A [H, W] (or [1, H, W]) mask → float64 tensor; its shape must be the image's (H, W)."""
-    t = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else mask
+    t = _from_numpy(mask) if isinstance(mask, np.ndarray) else mask
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"masks must be numpy arrays or torch tensors, got {type(mask).__name__}")
     if t.dim() == 3 and t.shape[0] == 1:
@@ -224,6 +236,8 @@ def _layout(sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]
         math.floor((max_w - 1) / s_spatial), math.floor((max_h - 1) / s_spatial),
         math.floor(255.0 / s_luma) + 1, math.floor(256.0 / s_chroma) + 1, math.floor(256.0 / s_chroma) + 1,
     )
+    if max(bounds) >= 2**31 - 2:
+        raise ValueError(f"sigmas {sigmas} are too small: grid coordinates would overflow")
     if max(bounds) <= HASH_BASE - 2:
         weights, w = [], 1
         for bd in bounds:
@@ -262,14 +276,15 @@ def _spatial_key(sizes: Sequence[tuple[int, int]], s_spatial: float, lay: _Layou
             + (iy.to(torch.float64) / s_spatial).trunc().to(dtype) * wy + offsets[img])
 
 
-def _colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: _Layout, dtype: torch.dtype) -> torch.Tensor:
-    """Per-pixel key part of (luma, u, v) = ``trunc(YUV / σ)``, bit-exact with the authors' numpy.
+def _colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[torch.Tensor]:
+    """Grid coordinates ``trunc(Y/σ_l), trunc(U/σ_c), trunc(V/σ_c)`` (3 × [P] int32) of [P, 3] uint8
+    pixels, bit-exact with the authors' numpy.
 
     A float32 evaluation is within ~2e-4/σ of the reference value, so it can only get a
     coordinate wrong when ``value/σ`` is that close to an integer: those pixels (all grey pixels
-    for U and V, ~1 % of the others) are recomputed with the exact :func:`rgb_to_yuv`.
+    for U and V, ~1 % of the others) are recomputed exactly (:func:`rgb_to_yuv`, or a 256-entry
+    table for grey pixels).
     """
-    wl, wu, wv = lay.weights[2:]
     sigmas = (s_luma, s_chroma, s_chroma)
     r, g, b = (rgb[:, i].float() for i in range(3))
     coords, dev = [], None
@@ -280,27 +295,78 @@ def _colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: _Layout,
         e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
         dev = e if dev is None else torch.maximum(dev, e, out=dev)
     near = dev > 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
-
-    def combine(c: Sequence[torch.Tensor]) -> torch.Tensor:
-        if lay.compact:  # digits < 255: the colour index (< 2^24) fits int32
-            return torch.add(torch.add(c[0], c[1], alpha=wu // wl), c[2], alpha=wv // wl).to(dtype).mul_(wl)
-        return c[0].to(dtype) * wl + c[1].to(dtype) * wu + c[2].to(dtype) * wv
-
-    key = combine(coords)
     idx = torch.nonzero(near).squeeze(1)
     if idx.numel():
         sub = rgb.index_select(0, idx)
         grey = (sub[:, 0] == sub[:, 1]) & (sub[:, 1] == sub[:, 2])
         exact = torch.empty((idx.numel(), 3), dtype=torch.int64, device=rgb.device)
         g_idx = torch.nonzero(grey).squeeze(1)
-        if g_idx.numel():  # grey pixels (U = V = 128 exactly in real arithmetic): exact 256-entry table
+        if g_idx.numel():
             table = _grey_coords(s_luma, s_chroma).to(rgb.device)
             exact.index_copy_(0, g_idx, table.index_select(0, sub.index_select(0, g_idx)[:, 0].long()))
         c_idx = torch.nonzero(~grey).squeeze(1)
         if c_idx.numel():
             exact.index_copy_(0, c_idx, _exact_coords(sub.index_select(0, c_idx), sigmas))
-        key.index_copy_(0, idx, combine(exact.unbind(1)))
-    return key
+        for c in range(3):
+            coords[c].index_copy_(0, idx, exact[:, c].to(torch.int32))
+    return coords
+
+
+def _colour_index(coords: Sequence[torch.Tensor], radix_l: int, radix_lu: int) -> torch.Tensor:
+    """Mixed-radix colour cell ``L + radix_l·U + radix_lu·V`` (int32, < 2^24 in compact layouts)."""
+    return torch.add(torch.add(coords[0], coords[1], alpha=radix_l), coords[2], alpha=radix_lu)
+
+
+#: A colour → cell table over all 2^24 RGB values (64 MiB, int32; ~0.7–1 s to build on one CPU
+#: core) is built once a call has at least this many pixels in total, then reused by every call
+#: with the same sigmas on that device: the per-pixel colour work becomes one gather instead of
+#: ~30 elementwise passes.
+LUT_MIN_PIXELS = 1 << 21
+_LUT_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_LUT_CACHE_SIZE = 2
+
+
+def _colour_lut(s_luma: float, s_chroma: float, radix: tuple[int, int], device: torch.device,
+                build: bool) -> torch.Tensor | None:
+    """The cached cell table for these sigmas on ``device`` (built now if ``build``), else None."""
+    k = (s_luma, s_chroma, radix, str(device))
+    lut = _LUT_CACHE.get(k)
+    if lut is not None:
+        _LUT_CACHE.move_to_end(k)
+        return lut
+    if not build:
+        return None
+    lut = torch.empty(1 << 24, dtype=torch.int32, device=device)
+    step = 1 << 20
+    for lo in range(0, 1 << 24, step):
+        i = torch.arange(lo, lo + step, dtype=torch.int32, device=device)
+        rgb = torch.stack([i & 255, (i >> 8) & 255, i >> 16], 1).to(torch.uint8)
+        lut[lo:lo + step] = _colour_index(_colour_coords(rgb, s_luma, s_chroma), *radix)
+    _LUT_CACHE[k] = lut
+    while len(_LUT_CACHE) > _LUT_CACHE_SIZE:
+        _LUT_CACHE.popitem(last=False)
+    return lut
+
+
+def clear_caches() -> None:
+    """Drop the cached colour tables (e.g. to free memory or to time a cold start)."""
+    _LUT_CACHE.clear()
+
+
+def _colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: _Layout, dtype: torch.dtype) -> torch.Tensor:
+    """Per-pixel key part of the colour coordinates (luma, u, v), bit-exact with the authors' numpy."""
+    wl, wu, wv = lay.weights[2:]
+    if not lay.compact:
+        c = _colour_coords(rgb, s_luma, s_chroma)
+        return c[0].to(dtype) * wl + c[1].to(dtype) * wu + c[2].to(dtype) * wv
+    radix = (wu // wl, wv // wl)
+    lut = _colour_lut(s_luma, s_chroma, radix, rgb.device, build=False)
+    if lut is not None:
+        r, g, b = (rgb[:, i].int() for i in range(3))
+        cell = lut.index_select(0, torch.add(torch.add(r, g, alpha=256), b, alpha=65536))
+    else:
+        cell = _colour_index(_colour_coords(rgb, s_luma, s_chroma), *radix)
+    return cell.to(dtype).mul_(wl)
 
 
 def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
@@ -316,18 +382,35 @@ def _grey_coords(s_luma: float, s_chroma: float) -> torch.Tensor:
     return _exact_coords(v, (s_luma, s_chroma, s_chroma))
 
 
+#: Use numpy for a few index operations on CPU tensors (several times faster there than torch's
+#: kernels); other devices always use the torch implementations. Tests switch it off to run the
+#: device-agnostic torch code path on CPU.
+NUMPY_FAST_PATHS = True
+
+
+def _numpy_ok(t: torch.Tensor) -> bool:
+    return NUMPY_FAST_PATHS and t.device.type == "cpu"
+
+
 def _masked(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``t[mask]`` (numpy's boolean indexing is several times faster on CPU)."""
-    if t.device.type == "cpu":
-        return torch.from_numpy(t.numpy()[mask.numpy()])
+    if _numpy_ok(t):
+        return torch.from_numpy(np.ascontiguousarray(t.numpy()[mask.numpy()]))
     return t[mask]
 
 
 def _search(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """``searchsorted`` (numpy's is ~2× faster on CPU)."""
-    if sorted_keys.device.type == "cpu":
+    if _numpy_ok(sorted_keys):
         return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
     return torch.searchsorted(sorted_keys, queries)
+
+
+def _repeat(values: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
+    """``repeat_interleave`` (numpy's ``repeat`` is ~5× faster on CPU)."""
+    if _numpy_ok(values):
+        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
+    return torch.repeat_interleave(values, counts, output_size=total)
 
 
 def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> _Grid:
@@ -340,7 +423,8 @@ def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[flo
     key += _spatial_key(sizes, sigmas[0], lay, device, kdt)
 
     # unique over runs of equal consecutive keys (≈ 1/3 of the pixels): a smaller sort
-    run_keys, run_of_pixel, run_len = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
+    n_pix = key.numel()
+    run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
     del key
     keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
     n_vert = keys.numel()
@@ -351,7 +435,7 @@ def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[flo
     total = n_img * v_max
     slot = v_img * v_max + (torch.arange(n_vert, device=device) - (torch.cumsum(n_vertices, 0) - n_vertices)[v_img])
     run_slot = slot.index_select(0, run_vertex)
-    pixel_slot = run_slot.index_select(0, run_of_pixel.reshape(-1))
+    pixel_slot = _repeat(run_slot, run_len, n_pix)
     counts = torch.ones(total, dtype=torch.float64, device=device)
     counts[slot] = 0.0
     counts.index_add_(0, run_slot, run_len.to(torch.float64))
@@ -360,25 +444,30 @@ def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[flo
     # vertices are searched (+1 along x is simply the next key); −w_d links are their mirror.
     columns = torch.full((total, 2 * GRID_DIM + 1), -1, dtype=torch.long, device=device)
     columns[:, GRID_DIM] = torch.arange(total, device=device)
-    idx = torch.arange(n_vert, device=device)
-    for d, w in enumerate(lay.weights):
-        want = keys + w
-        if d == 0:
-            pos = (idx + 1).clamp_(max=n_vert - 1)
-        else:
-            pos = _search(keys, want).to(device).clamp_(max=n_vert - 1)
-        hit = keys.index_select(0, pos) == want
-        src, dst = _masked(slot, hit), _masked(slot.index_select(0, pos), hit)
-        columns[src, GRID_DIM + 1 + d] = dst
-        columns[dst, GRID_DIM - 1 - d] = src
+    w = torch.tensor(lay.weights, dtype=keys.dtype, device=device).unsqueeze(1)
+    want = keys.unsqueeze(0) + w  # [5, V]
+    pos = torch.empty(want.shape, dtype=torch.long, device=device)
+    pos[0] = torch.arange(1, n_vert + 1, device=device)
+    pos[1:] = _search(keys, want[1:].reshape(-1)).to(device).view(GRID_DIM - 1, n_vert)
+    pos.clamp_(max=n_vert - 1)
+    hit = keys.index_select(0, pos.view(-1)).view(pos.shape) == want
+    dims = torch.arange(GRID_DIM, device=device).unsqueeze(1).expand(GRID_DIM, n_vert)
+    src = _masked(slot.unsqueeze(0).expand(GRID_DIM, n_vert), hit)
+    dst = _masked(slot.index_select(0, pos.view(-1)).view(pos.shape), hit)
+    d_hit = _masked(dims, hit)
+    flat = columns.view(-1)
+    flat.index_put_((src * (2 * GRID_DIM + 1) + (GRID_DIM + 1) + d_hit,), dst)
+    flat.index_put_((dst * (2 * GRID_DIM + 1) + (GRID_DIM - 1) - d_hit,), src)
     valid = columns >= 0
-    per_row = valid.sum(1)
+    per_row = valid.sum(1, dtype=torch.int32)
     nnz = int(per_row.sum())
     idt = torch.int32 if nnz < 2**31 - 1 else torch.int64
     crow = torch.zeros(total + 1, dtype=idt, device=device)
-    torch.cumsum(per_row, 0, out=crow[1:])
+    crow[1:] = torch.cumsum(per_row, 0)
     col = _masked(columns, valid).to(idt)
-    row = torch.repeat_interleave(torch.arange(total, device=device), per_row)
+    row = torch.zeros(nnz, dtype=torch.long, device=device)  # every row has its diagonal: crow increases
+    row[crow[1:-1].long()] = 1
+    row = torch.cumsum(row, 0)
     diag_pos = crow[:-1].long() + valid[:, :GRID_DIM].sum(1)
     return _Grid(pixel_slot=pixel_slot, n_vertices=n_vertices, v_max=v_max, counts=counts,
                  crow=crow, col=col, row=row, diag_pos=diag_pos)
@@ -397,24 +486,25 @@ class SolveOutput:
 def _check_params(confidence: float, sigmas: Sequence[float], lam: float, max_iter: int, tol: float) -> None:
     """Reject parameters the solver cannot use (with a message naming the parameter)."""
     for name, v in zip(("sigma_spatial", "sigma_luma", "sigma_chroma"), sigmas):
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        if isinstance(v, bool) or not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive number, got {v!r}")
     if not (math.isfinite(confidence) and confidence > 0):
         raise ValueError(f"confidence must be a positive number, got {confidence!r}")
     if not (math.isfinite(lam) and lam > 0):
         raise ValueError(f"lam must be a positive number, got {lam!r}")
-    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 0:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
 
 
 def _sequential_sums(value: float, counts: torch.Tensor) -> torch.Tensor:
-    """``value + value + … `` (k terms, left to right) for every k in ``counts``: what scipy's CSR
-    splat gives for a constant per-pixel value, bit for bit."""
-    kmax = max(int(counts.max()), 1)
-    table = torch.from_numpy(np.cumsum(np.full(kmax, float(value)))).to(counts.device)
-    return table.index_select(0, counts.long() - 1)
+    """``0 + value + value + …`` (k terms, left to right) for every k in ``counts``: what scipy's
+    CSR splat gives for a constant per-pixel value (zeros in between change nothing), bit for bit
+    and independent of the summation order of the device."""
+    kmax = int(counts.max())
+    table = np.concatenate([[0.0], np.cumsum(np.full(kmax, float(value)))])  # add.accumulate: sequential
+    return torch.from_numpy(table).to(counts.device).index_select(0, counts.long())
 
 
 def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, int]], confidence: float,
@@ -430,7 +520,11 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
     # splat, in pixel order per vertex like scipy's CSR (index_add_ is sequential on CPU)
     real = (torch.arange(v_max, device=device) < grid.n_vertices.unsqueeze(1)).reshape(-1)
     w_splat = torch.where(real, _sequential_sums(confidence, grid.counts), torch.ones_like(grid.counts))
-    b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * float(confidence))
+    if bool(((target == 0) | (target == 1)).all()):  # binary target: b from exact foreground counts
+        fg = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target)
+        b = _sequential_sums(confidence, fg)
+    else:  # index_add_ adds in pixel order on CPU (atomics on GPU: order-dependent last bits)
+        b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * confidence)
 
     # bistochastisation; blur = 2·dim·I + Σ_d (shift_−d + shift_+d)
     unit = torch.ones(grid.col.shape, dtype=torch.float64, device=device)
@@ -464,7 +558,7 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
     rho_prev = torch.ones(n_img, dtype=dtype, device=device)
     iterations = torch.zeros(n_img, dtype=torch.long, device=device)
     for _ in range(int(max_iter)):
-        active &= torch.linalg.vector_norm(r, dim=1) >= atol  # scipy: stop when ‖r‖ < atol, tested first
+        active &= ~(torch.linalg.vector_norm(r, dim=1) < atol)  # scipy: stop when ‖r‖ < atol, tested first
         if not bool(active.any()):
             break
         iterations += active
@@ -506,10 +600,9 @@ def solve_batch(
     images, targets = list(images), list(targets)
     if len(images) != len(targets):
         raise ValueError(f"got {len(images)} images but {len(targets)} masks")
-    sigmas = (sigma_spatial, sigma_luma, sigma_chroma)
-    _check_params(confidence, sigmas, lam, max_iter, tol)
-    if dtype not in (torch.float64, torch.float32):
-        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    params = solver_params(confidence, sigma_spatial=sigma_spatial, sigma_luma=sigma_luma, sigma_chroma=sigma_chroma,
+                           lam=lam, max_iter=max_iter, tol=tol, a_diag_min=a_diag_min,
+                           bistochastize_iters=bistochastize_iters, dtype=dtype)
     if not images:
         return SolveOutput([], [], [])
     if device is None:
@@ -517,11 +610,64 @@ def solve_batch(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     rgbs = [as_rgb_uint8(im, device) for im in images]
+    tgts = [as_target(t, r.shape[:2], device, i).reshape(-1) for i, (t, r) in enumerate(zip(targets, rgbs))]
+    return _run(rgbs, tgts, params)
+
+
+def solver_params(confidence: float = 0.999, *, sigma_spatial: float = 16, sigma_luma: float = 16,
+                  sigma_chroma: float = 8, lam: float = 256.0, max_iter: int = 25, tol: float = 1e-5,
+                  a_diag_min: float = 1e-5, bistochastize_iters: int = 10,
+                  dtype: torch.dtype = torch.float64) -> tuple:
+    """Validated solver parameters, in the order :func:`_solve` takes them."""
+    sigmas = (sigma_spatial, sigma_luma, sigma_chroma)
+    _check_params(confidence, sigmas, lam, max_iter, tol)
+    if dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    if isinstance(bistochastize_iters, bool) or not isinstance(bistochastize_iters, numbers.Integral) or bistochastize_iters < 0:
+        raise ValueError(f"bistochastize_iters must be a non-negative integer, got {bistochastize_iters!r}")
+    if not (isinstance(a_diag_min, numbers.Real) and math.isfinite(a_diag_min) and a_diag_min > 0):
+        raise ValueError(f"a_diag_min must be a positive number, got {a_diag_min!r}")
+    return (float(confidence), tuple(float(s) for s in sigmas), float(lam), int(max_iter), float(tol),
+            float(a_diag_min), int(bistochastize_iters), dtype)
+
+
+def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: tuple) -> SolveOutput:
+    """Solve normalised inputs (uint8 [H, W, 3] images, float64 [H·W] targets, one device) in chunks."""
     sizes = [(int(r.shape[0]), int(r.shape[1])) for r in rgbs]
-    tgts = [as_target(t, hw, device, i).reshape(-1) for i, (t, hw) in enumerate(zip(targets, sizes))]
-    rgb = torch.cat([r.reshape(-1, 3) for r in rgbs])
-    return _solve(rgb, torch.cat(tgts), sizes, float(confidence), tuple(float(s) for s in sigmas), float(lam),
-                  int(max_iter), float(tol), float(a_diag_min), int(bistochastize_iters), dtype)
+    device = rgbs[0].device
+    sigmas = params[1]
+    if sum(h * w for h, w in sizes) >= LUT_MIN_PIXELS:
+        lay = _layout(sizes, sigmas)
+        if lay.compact:
+            wl, wu, wv = lay.weights[2:]
+            _colour_lut(sigmas[1], sigmas[2], (wu // wl, wv // wl), device, build=True)
+    out = SolveOutput([], [], [])
+    for lo, hi in _chunks(sizes, device):
+        rgb = torch.cat([r.reshape(-1, 3) for r in rgbs[lo:hi]])
+        part = _solve(rgb, torch.cat(list(targets[lo:hi])), sizes[lo:hi], *params)
+        out.soft += part.soft
+        out.n_vertices += part.n_vertices
+        out.iterations += part.iterations
+    return out
+
+
+#: On CPU, images are solved in groups of about this many pixels: the working set then stays in
+#: cache, which beats one huge system (memory-bound) while keeping Python overhead amortised.
+CPU_CHUNK_PIXELS = 1 << 19
+
+
+def _chunks(sizes: Sequence[tuple[int, int]], device: torch.device) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) groups of images solved together (everything at once off-CPU)."""
+    if device.type != "cpu":
+        return [(0, len(sizes))]
+    groups, lo, acc = [], 0, 0
+    for i, (h, w) in enumerate(sizes):
+        if i > lo and acc + h * w > CPU_CHUNK_PIXELS:
+            groups.append((lo, i))
+            lo, acc = i, 0
+        acc += h * w
+    groups.append((lo, len(sizes)))
+    return groups
 
 
 def bilateral_solve(

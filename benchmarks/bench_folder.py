@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Folder throughput: JPEG files in → PNG masks out, fast pipeline vs a sequential eager loop.
+
+Generates a temporary folder of ~400×300 JPEGs, then runs :func:`found.pipeline.segment_files`
+(decoding/resizing and PNG writing in worker threads, same-size batches, fast backbone) and, in the
+same run, a plain loop (no workers, eager float32 backbone); images are resized to 224² and
+320×480 for inference and the masks written at the original size. Prints img/s, the ratio, peak
+memory (CPU) and whether both wrote identical masks.
+
+    python benchmarks/bench_folder.py --quick
+    python benchmarks/bench_folder.py --device cuda --folder-images 1000 --batch-sizes 64 --precision bf16
+
+Same options as ``found bench``; the model benchmark is off here.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from found.cli.bench import add_arguments, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run_model=False)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

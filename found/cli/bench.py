@@ -1,0 +1,485 @@
+"""``found bench``: throughput of FOUND's fast path against the eager float32 baseline.
+
+Two measurements, each with the baseline run in the same process and interleaved with the
+candidates (medians over repetitions, so that load from other jobs hits both alike):
+
+* model: a normalised tensor in → binary mask out (backbone, head, upsampling), per image size and
+  batch size; also the agreement of the outputs (max |Δ| of CLS attention and keys, mask IoU);
+* folder: JPEG files in → PNG masks out (:func:`found.pipeline.segment_files`), decoding and
+  writing in worker threads, against a plain sequential loop with the eager model.
+
+The backbone is a ViT-S/8 with random weights (same architecture, hence the same compute, as DINO
+ViT-S/8; no download needed) and a random 1×1 head: the masks mean nothing, the timings do.
+The baseline is DINO's code path as FOUND uses it: eager attention materialising the N×N map in
+every block (``softmax(q kᵀ · scale) @ v``), the last block's full attention, keys from ``qkv``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..backbone import FoundFeatures, VisionTransformer
+from ..errors import FoundError
+from ..head import FoundHead
+from ..predictor import PRECISIONS, Found, default_device
+
+WEIGHTS_NOTE = (
+    "weights: random ViT-S/8 (patch 8, 384-d, 12 blocks, 6 heads) + random head: same compute as "
+    "DINO ViT-S/8, masks not meaningful"
+)
+DEFAULT_SIZES = ((224, 224), (320, 480))
+CPU_TARGETS = {"fp32_224": 1.5, "fp32_320x480": 2.0, "reduced_224": 2.5, "reduced_iou": 0.99}
+CUDA_TARGETS = {"batched_224_img_s": 5000.0, "single_320x480_fps": 250.0, "folder_img_s": 1000.0}
+
+
+# ---------------------------------------------------------------------------- models
+def vit_s8(seed: int = 0) -> VisionTransformer:
+    """DINO ViT-S/8's architecture with seeded random weights."""
+    torch.manual_seed(seed)
+    return VisionTransformer(patch_size=8, embed_dim=384, depth=12, num_heads=6).eval()
+
+
+def random_head(dim: int = 384, seed: int = 1) -> FoundHead:
+    torch.manual_seed(seed)
+    return FoundHead(dim).eval()
+
+
+class EagerFound(Found):
+    """The baseline: the same predictor, but the backbone runs DINO's eager float32 path."""
+
+    def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
+        return self.backbone.found_features_reference(x)
+
+    def _cpu_chunk(self, x: torch.Tensor) -> int:
+        return x.shape[0]  # the whole batch in one call, as plain eager code does
+
+
+# ---------------------------------------------------------------------------- measuring
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, reps: int, warmup: int = 1, min_rep_s: float = 0.0
+) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``reps`` rounds, each round calls every function once
+    (or ``n`` times in a row when one call is shorter than ``min_rep_s``), in turn."""
+    calls: dict[str, int] = {k: 1 for k in fns}
+    for name, fn in fns.items():
+        if warmup < 1:
+            continue
+        for _ in range(warmup):
+            fn()  # first calls: compilation, caches, allocator
+        _sync(device)
+        if min_rep_s <= 0:
+            continue
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        one = time.perf_counter() - t0
+        calls[name] = max(1, math.ceil(min_rep_s / one)) if one > 0 else 1
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            _sync(device)
+            out[name].append((time.perf_counter() - t0) / calls[name])
+    return out
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> tuple[float | None, float | None]:
+    """(peak, peak − before) in MiB while ``fn`` runs once: CUDA ``max_memory_allocated``; on CPU
+    the process's peak RSS (VmHWM, reset through /proc/self/clear_refs after returning freed heap
+    memory to the system, so that the working memory of ``fn`` shows). None where unavailable."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return peak / 2**20, (peak - before) / 2**20
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        fn()
+        return None, None
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        fn()
+        return None, None
+    before = _rss_kib("VmRSS")
+    fn()
+    peak = _rss_kib("VmHWM")
+    if before is None or peak is None:
+        return None, None
+    return peak / 1024, (peak - before) / 1024
+
+
+def ratios(base: list[float] | None, ts: list[float]) -> dict:
+    """Speed-up over the baseline: ``ratio`` = median of the per-round ratios (each round times the
+    baseline and the candidate back to back, so a burst of load from other jobs mostly hits both),
+    ``ratio_median`` = ratio of the medians, ``ratio_best`` = ratio of the fastest runs."""
+    if not base:
+        return {"ratio": None, "ratio_median": None, "ratio_best": None}
+    return {
+        "ratio": statistics.median(b / t for b, t in zip(base, ts)),
+        "ratio_median": statistics.median(base) / statistics.median(ts),
+        "ratio_best": min(base) / min(ts),
+    }
+
+
+def _mask(model: Found, f: FoundFeatures) -> torch.Tensor:
+    """The binary mask ``model.masks`` gives for these features (padded size)."""
+    with torch.inference_mode():
+        return model.soft_from_logits(model.logits_from_features(f)) > 0.5
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def _synthetic_images(n: int, hw: tuple[int, int], seed: int) -> list[np.ndarray]:
+    """Smooth backgrounds with one bright ellipse each, plus noise (decodes/encodes like photos)."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for _ in range(n):
+        base = rng.uniform(40, 120, 3)[None, None] + (yy[..., None] / h) * rng.uniform(-40, 40, 3)
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        ry, rx = rng.uniform(0.15, 0.3) * h, rng.uniform(0.15, 0.3) * w
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        img = base + inside[..., None] * rng.uniform(80, 130, 3)[None, None] + rng.normal(0, 6, (h, w, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def baseline_fits(device: torch.device, batch: int, hw: tuple[int, int], patch: int = 8, heads: int = 6) -> bool:
+    """Whether the eager baseline's N×N attention maps (≈3 live copies) fit in half the free GPU memory."""
+    if device.type != "cuda":
+        return True
+    n = (hw[0] // patch) * (hw[1] // patch) + 1
+    need = 3 * batch * heads * n * n * 4
+    free, _ = torch.cuda.mem_get_info(device)
+    return need < free / 2
+
+
+# ---------------------------------------------------------------------------- benchmarks
+def bench_model(
+    device: torch.device,
+    precisions: list[str],
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    reps: int,
+    warmup: int = 1,
+    compile_mode: bool | str = False,
+    memory: bool = True,
+    skip: set[tuple[tuple[int, int], int]] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Tensor in → mask out, eager fp32 baseline vs the fast path in each of ``precisions``."""
+    vit, head = vit_s8(), random_head()
+    base = EagerFound(vit, head, device=device)
+    fast = {p: Found(vit, head, device=device, precision=p, compile=compile_mode if device.type == "cuda" else False) for p in precisions}
+    rows: list[dict] = []
+    min_rep_s = 0.3 if device.type == "cuda" else 0.0
+    for hw in sizes:
+        for b in batches:
+            if skip and (hw, b) in skip:
+                continue
+            x = base.input_batch(_synthetic_images(b, hw, seed=b))
+            fns: dict[str, Callable[[], object]] = {f"fast-{p}": (lambda m=m: m.masks(x)) for p, m in fast.items()}
+            with_base = baseline_fits(device, b, hw)
+            if with_base:
+                fns = {"eager-fp32": lambda: base.masks(x), **fns}
+            # agreement, once (not timed)
+            ref_f = base.features(x) if with_base else fast["fp32"].features(x) if "fp32" in fast else None
+            ref_mask = _mask(base, ref_f) if with_base else None
+            agree: dict[str, dict] = {}
+            for p, m in fast.items():
+                f = m.features(x)
+                a: dict = {}
+                if ref_f is not None:
+                    a["max_abs_attention"] = (f.cls_attention - ref_f.cls_attention).abs().max().item()
+                    a["max_abs_keys"] = (f.keys - ref_f.keys).abs().max().item()
+                if ref_mask is not None:
+                    mk = _mask(m, f)
+                    a["mask_iou"] = _iou(mk, ref_mask)
+                    a["mask_pixels_differing"] = int((mk != ref_mask).sum().item())
+                agree[f"fast-{p}"] = a
+            times = time_interleaved(fns, device, reps, warmup, min_rep_s)
+            mem = {k: peak_memory_mib(fn, device) if memory else (None, None) for k, fn in fns.items()}
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                row = {
+                    "bench": "model", "device": device.type, "size": f"{hw[0]}x{hw[1]}", "batch": b, "path": name,
+                    "ms_per_img": 1e3 * med / b, "img_per_s": b / med, "ms_per_img_best": 1e3 * min(ts) / b,
+                    **ratios(times.get("eager-fp32"), ts),
+                    "peak_mib": mem[name][0], "extra_mib": mem[name][1], "reps": len(ts), **agree.get(name, {}),
+                }
+                rows.append(row)
+                log(format_row(row))
+            if not with_base:
+                log(f"  (eager baseline skipped at {hw[0]}x{hw[1]} batch {b}: its N×N attention would not fit in GPU memory)")
+    return rows
+
+
+def bench_folder(
+    device: torch.device,
+    precisions: list[str],
+    sizes: list[tuple[int, int] | None],
+    batches: list[int],
+    n_images: int | dict,
+    reps: int = 1,
+    workers: int | None = None,
+    compile_mode: bool | str = False,
+    src_hw: tuple[int, int] = (300, 400),
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """JPEG files in → PNG masks out: the threaded pipeline (fast path) vs a sequential eager loop."""
+    from ..pipeline import segment_files
+
+    vit, head = vit_s8(), random_head()
+    base = EagerFound(vit, head, device=device)
+    fast = {p: Found(vit, head, device=device, precision=p, compile=compile_mode if device.type == "cuda" else False) for p in precisions}
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="found-bench-") as tmp:
+        tmp_path = Path(tmp)
+        n_max = max(n_images.values()) if isinstance(n_images, dict) else n_images
+        src = tmp_path / "jpeg"
+        src.mkdir()
+        from PIL import Image
+
+        files = []
+        for i, a in enumerate(_synthetic_images(min(n_max, 64), src_hw, seed=7)):
+            Image.fromarray(a).save(src / f"img{i:04d}.jpg", quality=90)
+        for i in range(n_max):  # more files than distinct pictures: copies (decoding cost is the same)
+            f = src / f"img{i:04d}.jpg"
+            if not f.exists():
+                f.write_bytes((src / f"img{i % 64:04d}.jpg").read_bytes())
+            files.append(f)
+        for hw in sizes:
+            n = n_images.get(hw, n_max) if isinstance(n_images, dict) else n_images
+            for b in batches:
+                fns: dict[str, Callable[[], object]] = {}
+                outs: dict[str, Path] = {}
+                if baseline_fits(device, b, hw or src_hw):
+                    outs["eager-fp32"] = tmp_path / "out-eager"
+                    fns["eager-fp32"] = lambda: segment_files(base, files[:n], outs["eager-fp32"], size=hw, batch_size=b, workers=0)
+                for p, m in fast.items():
+                    outs[f"fast-{p}"] = tmp_path / f"out-{p}"
+                    fns[f"fast-{p}"] = lambda m=m, o=outs[f"fast-{p}"]: segment_files(m, files[:n], o, size=hw, batch_size=b, workers=workers)
+                # warm up on a few files (compilation, caches), then time whole-folder runs
+                for name, fn in fns.items():
+                    segment_files(base if name == "eager-fp32" else fast[name[5:]], files[: min(n, b)], tmp_path / "warm", size=hw, batch_size=b, workers=0)
+                times = time_interleaved(fns, device, reps, warmup=0)
+                mem = {k: peak_memory_mib(fn, device) if device.type == "cpu" else (None, None) for k, fn in fns.items()}
+                ref_dir = outs.get("eager-fp32")
+                label = f"{hw[0]}x{hw[1]}" if hw else f"native {src_hw[0]}x{src_hw[1]}"
+                for name, ts in times.items():
+                    med = statistics.median(ts)
+                    row = {
+                        "bench": "folder", "device": device.type, "size": label, "batch": b, "path": name, "images": n,
+                        "ms_per_img": 1e3 * med / n, "img_per_s": n / med, **ratios(times.get("eager-fp32"), ts),
+                        "peak_mib": mem[name][0], "extra_mib": mem[name][1], "reps": len(ts),
+                        "workers": 0 if name == "eager-fp32" else workers,
+                    }
+                    if ref_dir is not None and name != "eager-fp32":
+                        row["masks_identical"] = _same_pngs(ref_dir, outs[name], files[:n])
+                    rows.append(row)
+                    log(format_row(row))
+    return rows
+
+
+def _same_pngs(a: Path, b: Path, files: list[Path]) -> float:
+    """Share of files whose two PNG masks are pixel-identical."""
+    from PIL import Image
+
+    same = 0
+    for f in files:
+        name = f.stem + "_mask.png"
+        with Image.open(a / name) as x, Image.open(b / name) as y:
+            same += bool(np.array_equal(np.asarray(x), np.asarray(y)))
+    return same / max(1, len(files))
+
+
+# ---------------------------------------------------------------------------- reporting
+def format_row(r: dict) -> str:
+    ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else "  -  "
+    best = f"(medians {r['ratio_median']:.2f}x, best {r['ratio_best']:.2f}x)" if r.get("ratio_best") else ""
+    mem = f"peak {r['peak_mib']:.0f} MiB (+{r['extra_mib']:.0f})" if r.get("peak_mib") is not None else ""
+    extra = []
+    if "max_abs_attention" in r:
+        extra.append(f"|Δatt| {r['max_abs_attention']:.1e} |Δk| {r['max_abs_keys']:.1e}")
+    if "mask_iou" in r:
+        extra.append(f"mask IoU {r['mask_iou']:.4f} ({r['mask_pixels_differing']} px differ)")
+    if "masks_identical" in r:
+        extra.append(f"identical masks {100 * r['masks_identical']:.0f}%")
+    n = f" n={r['images']}" if "images" in r else ""
+    return (f"{r['bench']:6s} {r['size']:>9s} b={r['batch']:<3d}{n} {r['path']:11s} {r['ms_per_img']:9.2f} ms/img "
+            f"{r['img_per_s']:9.1f} img/s  {ratio:>6s} {best:32s} {mem}  {'; '.join(extra)}").rstrip()
+
+
+def check_targets(rows: list[dict], device: torch.device) -> list[tuple[str, float | None, float, bool]]:
+    """(what, measured, target, met) for the project's performance targets that these rows cover."""
+    out: list[tuple[str, float | None, float, bool]] = []
+
+    def pick(bench: str, size: str, path_prefix: str, key: str, batch_pred=lambda b: True) -> list[dict]:
+        return [r for r in rows if r["bench"] == bench and r["size"] == size and r["path"].startswith(path_prefix)
+                and batch_pred(r["batch"]) and r.get(key) is not None]
+
+    if device.type == "cpu":
+        for size, key in (("224x224", "fp32_224"), ("320x480", "fp32_320x480")):
+            for r in pick("model", size, "fast-fp32", "ratio"):
+                ok = r["ratio"] >= CPU_TARGETS[key] and r.get("mask_pixels_differing", 0) == 0
+                out.append((f"CPU fp32 {size} b={r['batch']}: ratio (identical masks)", r["ratio"], CPU_TARGETS[key], ok))
+        for p in ("int8", "bf16", "fp16"):
+            for r in pick("model", "224x224", f"fast-{p}", "ratio"):
+                out.append((f"CPU {p} 224x224 b={r['batch']}: ratio", r["ratio"], CPU_TARGETS["reduced_224"], r["ratio"] >= CPU_TARGETS["reduced_224"]))
+    elif device.type == "cuda":
+        checks = (
+            ("CUDA batched 224x224 img/s", pick("model", "224x224", "fast-", "img_per_s", lambda b: b > 1), "batched_224_img_s"),
+            ("CUDA single 320x480 FPS", pick("model", "320x480", "fast-", "img_per_s", lambda b: b == 1), "single_320x480_fps"),
+            ("CUDA folder img/s", [r for r in rows if r["bench"] == "folder" and r["path"].startswith("fast-")], "folder_img_s"),
+        )
+        for what, found_rows, key in checks:
+            if found_rows:  # only the measurements this run made
+                best = max(r["img_per_s"] for r in found_rows)
+                out.append((what, best, CUDA_TARGETS[key], best >= CUDA_TARGETS[key]))
+    return out
+
+
+def environment() -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cpus": os.cpu_count(), "machine": platform.machine(), "processor": _cpu_name()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    with contextlib.suppress(OSError):
+        env["loadavg"] = os.getloadavg()
+    return env
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+# ---------------------------------------------------------------------------- CLI
+def _list(text: str, conv) -> list:
+    return [conv(t) for t in text.split(",") if t.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``found bench`` (shared by the scripts in benchmarks/)."""
+    from ..pipeline import parse_size
+
+    p.add_argument("--quick", action="store_true", help="a short run (fewer repetitions, smaller batches and folders)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available, else CPU)")
+    p.add_argument("--precision", type=lambda s: _list(s, str), metavar="LIST",
+                   help=f"fast-path precisions to measure, comma-separated from {', '.join(PRECISIONS)} (default: cpu fp32,int8; cuda fp32,bf16)")
+    p.add_argument("--sizes", type=lambda s: _list(s, parse_size), metavar="LIST", help="HxW image sizes (default 224x224,320x480)")
+    p.add_argument("--batch-sizes", type=lambda s: _list(s, int), metavar="LIST", help="batch sizes (default: cpu 1,8 (quick 1,4); cuda 1,64,256)")
+    p.add_argument("--reps", type=int, help="timed repetitions per measurement (default: 5, quick 2)")
+    p.add_argument("--model", dest="run_model", action=argparse.BooleanOptionalAction, default=True, help="model throughput (tensor in → mask out)")
+    p.add_argument("--folder", dest="run_folder", action=argparse.BooleanOptionalAction, default=True, help="folder throughput (JPEG files in → PNG masks out)")
+    p.add_argument("--folder-images", type=int, metavar="N", help="JPEGs in the generated folder (default: cpu 16, quick 4; cuda 1000)")
+    p.add_argument("--workers", type=int, help="decoding/writing threads of the folder pipeline (default: CPUs − 1)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="torch.compile the backbone on CUDA (optional mode, e.g. reduce-overhead for CUDA graphs)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
+    p.add_argument("--json", metavar="PATH", help="also write all results (and the environment) as JSON")
+    p.add_argument("--targets", action="store_true", help="compare with the project's performance targets (exit 1 if one is missed)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure throughput against the eager float32 baseline", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device) if args.device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FoundError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    precisions = args.precision or (["fp32", "bf16"] if cuda else ["fp32", "int8"])
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise FoundError(f"unknown precision {bad[0]!r} (choose from {', '.join(PRECISIONS)})")
+    if "int8" in precisions and device.type != "cpu":
+        raise FoundError("precision int8 runs on the CPU only")
+    sizes = args.sizes or list(DEFAULT_SIZES)
+    batches = args.batch_sizes or ([1, 64, 256] if cuda else [1, 4] if args.quick else [1, 8])
+    reps = args.reps or (2 if args.quick else 5)
+    if reps < 1 or min(batches) < 1:
+        raise FoundError("--reps and batch sizes must be at least 1")
+    # a quick CPU run batches 224x224 only: the eager baseline at 320x480 costs seconds per image
+    skip = {(hw, b) for hw in sizes for b in batches if b > 1 and hw[0] * hw[1] > 224 * 224} if (args.quick and not cuda) else set()
+    print(f"found bench on {device} ({_cpu_name() if not cuda else torch.cuda.get_device_name(device)}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {WEIGHTS_NOTE}")
+    print("baseline 'eager-fp32': DINO's eager attention (N×N softmax) in every block, float32; "
+          "ratio = median over interleaved rounds of baseline time / path time")
+    rows: list[dict] = []
+    if args.run_model:
+        rows += bench_model(device, precisions, sizes, batches, reps, warmup=1, compile_mode=args.compile, memory=args.memory, skip=skip)
+    if args.run_folder:
+        n = args.folder_images or (1000 if cuda else 4 if args.quick else 16)
+        fb = [b for b in batches if b <= n]
+        if args.quick and not cuda:
+            fb = [min(batches), max(batches)] if len(batches) > 1 else batches
+        n_per = {hw: (n if hw[0] * hw[1] <= 224 * 224 or cuda else max(1, n // 2)) for hw in sizes}
+        fsizes = sizes[:1] if args.quick and not cuda else sizes
+        rows += bench_folder(device, precisions, fsizes, sorted(set(fb)), n_per, reps=1 if args.quick or cuda else 2,
+                             workers=args.workers, compile_mode=args.compile)
+    status = 0
+    if args.targets:
+        print("targets:")
+        for what, value, target, ok in check_targets(rows, device):
+            v = "n/a" if value is None else f"{value:.2f}"
+            print(f"  {'MET ' if ok else 'MISS'} {what}: {v} (target ≥ {target:g})")
+            status |= 0 if ok else 1
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"environment": environment(), "note": WEIGHTS_NOTE, "results": rows}, indent=1))
+    return status

@@ -1,0 +1,352 @@
+"""Unit tests of found.refine: exact colour conversion, solver vs a scipy formulation, odd inputs,
+post-processing rules, the inference and training entry points."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from found.refine import (
+    bilateral_solve,
+    clear_caches,
+    mask_iou,
+    postprocess,
+    pseudo_labels,
+    refine_masks,
+    rgb_to_yuv,
+    solve_batch,
+)
+from found.refine import bilateral as bl
+from found.refine.pipeline import downsample_binary
+
+RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+OFFSET = np.array([0.0, 128.0, 128.0])
+
+
+def _scipy_baseline():
+    spec = importlib.util.spec_from_file_location("scipy_bilateral", REPO / "benchmarks" / "scipy_bilateral.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _numpy_yuv(rgb: np.ndarray) -> np.ndarray:
+    """The authors' rgb2yuv (np.tensordot) on [N, 3] uint8."""
+    return np.tensordot(rgb[None], RGB_TO_YUV, ([2], [1]))[0] + OFFSET
+
+
+@functools.lru_cache(maxsize=1)
+def _boundary_colours() -> np.ndarray:
+    """All colours whose Y (σ 16), U or V (σ 8) is exactly on a grid-cell boundary in decimal
+    arithmetic, where the float rounding of the reference decides the coordinate."""
+    c = np.arange(256, dtype=np.int64)
+    r, g, b = (a.ravel() for a in np.meshgrid(c, c, c, indexing="ij"))
+    ny = 299 * r + 587 * g + 114 * b
+    nu = -168736 * r - 331264 * g + 500000 * b + 128_000_000
+    nv = 500000 * r - 418688 * g - 81312 * b + 128_000_000
+    sel = (ny % 16000 == 0) | (nu % 8_000_000 == 0) | (nv % 8_000_000 == 0)
+    return np.stack([r[sel], g[sel], b[sel]], 1).astype(np.uint8)
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random colour image with some flat grey areas (uint8 [h, w, 3])."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    base = np.stack([np.sin(yy / 7 + k) * np.cos(xx / 11 - k) for k in range(3)], -1)
+    img = (base * 90 + 128 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    img[: h // 4, : w // 3] = img[: h // 4, : w // 3, :1]  # grey block
+    return img
+
+
+def _ellipse(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    m = ((yy - h * 0.5) / (h * 0.3)) ** 2 + ((xx - w * 0.45) / (w * 0.25)) ** 2 <= 1
+    return (m ^ (rng.random((h, w)) < 0.03)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- exact colour conversion
+def test_rgb_to_yuv_bit_exact_with_numpy():
+    greys = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)
+    rand = np.random.default_rng(1).integers(0, 256, (200_000, 3)).astype(np.uint8)
+    for rgb in (greys, rand, _boundary_colours()):
+        ours = rgb_to_yuv(torch.from_numpy(rgb)).numpy()
+        assert np.array_equal(ours, _numpy_yuv(rgb))
+
+
+def test_plain_float64_would_not_be_exact():
+    """Guard for the FMA emulation: a naive float64 evaluation differs on boundary colours."""
+    rgb = _boundary_colours()
+    f = rgb.astype(np.float64)
+    naive = (f[:, :1] * RGB_TO_YUV[:, 0] + f[:, 1:2] * RGB_TO_YUV[:, 1]) + f[:, 2:] * RGB_TO_YUV[:, 2] + OFFSET
+    assert not np.array_equal(naive, _numpy_yuv(rgb))
+
+
+@pytest.mark.parametrize("sigmas", [(16.0, 8.0), (4.0, 4.0), (12.5, 3.0), (255.0, 0.7)])
+def test_colour_coordinates_exact(sigmas):
+    s_l, s_c = sigmas
+    rgb = np.concatenate([_boundary_colours(), np.random.default_rng(2).integers(0, 256, (50_000, 3)).astype(np.uint8),
+                          np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)])
+    yuv = _numpy_yuv(rgb)
+    ref = np.stack([(yuv[:, 0] / s_l).astype(int), (yuv[:, 1] / s_c).astype(int), (yuv[:, 2] / s_c).astype(int)], 1)
+    ours = torch.stack(bl._colour_coords(torch.from_numpy(rgb), s_l, s_c), 1).numpy()
+    assert np.array_equal(ours, ref)
+
+
+def test_colour_lut_matches_direct_path(monkeypatch):
+    rgb = torch.from_numpy(np.concatenate([_boundary_colours(),
+                                           np.random.default_rng(3).integers(0, 256, (100_000, 3)).astype(np.uint8)]))
+    lay = bl._layout([(8, 8)], (16.0, 16.0, 8.0))
+    clear_caches()
+    direct = bl._colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    wl, wu, wv = lay.weights[2:]
+    assert bl._colour_lut(16.0, 8.0, (wu // wl, wv // wl), rgb.device, build=True) is not None
+    via_lut = bl._colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    clear_caches()
+    assert np.array_equal(direct.numpy(), via_lut.numpy())
+
+
+# --------------------------------------------------------------------------- solver vs scipy formulation
+@pytest.mark.parametrize(
+    "shape, kw",
+    [
+        ((37, 53), {}),
+        ((64, 48), {"sigma_spatial": 8, "sigma_luma": 4, "sigma_chroma": 4}),
+        ((50, 70), {"sigma_spatial": 12.5, "sigma_luma": 7, "sigma_chroma": 3, "lam": 100.0}),
+        ((40, 300), {"sigma_spatial": 1}),  # x coordinates > 253: the authors' 255-hash itself
+        ((30, 40), {"max_iter": 3}),
+        ((30, 40), {"tol": 0.5}),
+        ((30, 40), {"max_iter": 0}),
+    ],
+)
+def test_matches_scipy_formulation(shape, kw):
+    sb = _scipy_baseline()
+    img, mask = _image(*shape, seed=shape[1]), _ellipse(*shape, seed=shape[0])
+    soft_target = (mask * 0.8 + 0.1).astype(np.float32)  # non-binary target
+    for target in (mask, soft_target):
+        out = solve_batch([img], [target], **kw)
+        ref, n_vert = sb.solve(img, target, **kw)
+        assert out.n_vertices == [n_vert]
+        assert np.abs(out.soft[0].numpy() - ref).max() <= 1e-10
+
+
+def test_authors_hash_collisions_are_reproduced():
+    """With σ_spatial = 1 on a flat 6×300 image the key 'x + 255·y + …' collides ((x, y) ≡ (x − 255,
+    y + 1) for x ≥ 255): the reference merges those 5·45 vertices and so do we."""
+    sb = _scipy_baseline()
+    img = np.full((6, 300, 3), 90, np.uint8)
+    mask = _ellipse(6, 300)
+    out = solve_batch([img], [mask], sigma_spatial=1)
+    assert out.n_vertices == [6 * 300 - 5 * 45]
+    ref, n_vert = sb.solve(img, mask, sigma_spatial=1)
+    assert n_vert == out.n_vertices[0]
+    assert np.abs(out.soft[0].numpy() - ref).max() <= 1e-10
+
+
+def test_iteration_count_and_tolerance_rule():
+    img, mask = _image(40, 40), _ellipse(40, 40)
+    assert solve_batch([img], [mask], max_iter=7).iterations == [7]
+    assert solve_batch([img], [mask], tol=1e9).iterations == [0]  # ‖r0‖ < tol·‖b‖ at the first check
+    flat = solve_batch([img], [mask], max_iter=0).soft[0]
+    assert torch.equal(flat, solve_batch([img], [mask], tol=1e9).soft[0])
+    assert solve_batch([img], [np.zeros((40, 40))]).iterations == [0]  # b = 0
+
+
+def test_batch_composition_does_not_change_results():
+    imgs = [_image(31, 45, 1), _image(64, 64, 2), _image(17, 90, 3)]
+    masks = [_ellipse(31, 45), _ellipse(64, 64), _ellipse(17, 90)]
+    together = bilateral_solve(imgs, masks)
+    for img, mask, soft in zip(imgs, masks, together):
+        alone = bilateral_solve([img], [mask])[0]
+        assert soft.shape == alone.shape
+        assert (soft - alone).abs().max() <= 1e-12
+
+
+def test_cpu_chunking_is_invisible(monkeypatch):
+    imgs = [_image(40, 50, k) for k in range(5)]
+    masks = [_ellipse(40, 50, k) for k in range(5)]
+    ref = bilateral_solve(imgs, masks)
+    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
+    for a, b in zip(ref, bilateral_solve(imgs, masks)):
+        assert (a - b).abs().max() <= 1e-12
+
+
+# --------------------------------------------------------------------------- odd inputs
+def test_mask_shape_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="does not match the image size"):
+        bilateral_solve([_image(20, 30)], [np.zeros((30, 20))])
+    with pytest.raises(ValueError, match="2 images but 1 masks"):
+        bilateral_solve([_image(20, 30)] * 2, [np.zeros((20, 30))])
+
+
+def test_empty_mask():
+    img = _image(24, 32)
+    soft = bilateral_solve([img], [np.zeros((24, 32))])[0]
+    assert torch.count_nonzero(soft) == 0  # b = 0: scipy returns b itself
+    assert postprocess(soft, "single").all()  # nothing labelled → the reference's all-ones fallback
+    assert not postprocess(soft, "all").any()
+    for keep in ("single", "all"):
+        res = refine_masks([img], [np.zeros((24, 32), dtype=bool)], keep=keep)[0]
+        assert not res.accepted and not res.mask.any()
+    assert math.isnan(refine_masks([img], [np.zeros((24, 32))], keep="all")[0].iou)  # 0/0
+
+
+def test_full_mask_returns_background_and_is_rejected():
+    img = _image(24, 32)
+    soft = bilateral_solve([img], [np.ones((24, 32))])[0]
+    assert (soft - 1).abs().max() < 1e-6
+    for keep in ("single", "all"):
+        res = refine_masks([img], [np.ones((24, 32))], keep=keep)[0]
+        assert not res.binary.any()  # the one component is "the background": dropped
+        assert res.iou == 0.0 and not res.accepted
+        assert res.mask.all()  # the input mask is kept
+
+
+@pytest.mark.parametrize("layout", ["hw", "hw1"])
+def test_grayscale_images_are_replicated(layout):
+    grey = _image(20, 28)[..., 0]
+    img = grey if layout == "hw" else grey[..., None]
+    mask = _ellipse(20, 28)
+    ref = bilateral_solve([np.repeat(grey[..., None], 3, 2)], [mask])[0]
+    assert torch.equal(bilateral_solve([img], [mask])[0], ref)
+
+
+def test_float_and_pil_images():
+    from PIL import Image
+
+    img, mask = _image(20, 28), _ellipse(20, 28)
+    ref = bilateral_solve([img], [mask])[0]
+    as_float = torch.from_numpy(img).permute(2, 0, 1).float() / 255  # ToTensor
+    assert torch.equal(bilateral_solve([as_float], [mask])[0], ref)
+    assert torch.equal(bilateral_solve([Image.fromarray(img)], [mask])[0], ref)
+    # float images are truncated like ToPILImage (x·255 → uint8), not rounded
+    assert torch.equal(bl.as_rgb_uint8(torch.full((3, 2, 2), 0.999)), torch.full((2, 2, 3), 254, dtype=torch.uint8))
+
+
+def test_one_pixel_image():
+    for value in (0.0, 0.3, 1.0):
+        soft = bilateral_solve([np.full((1, 1, 3), 77, np.uint8)], [np.full((1, 1), value)])[0]
+        assert soft.shape == (1, 1) and soft.item() == pytest.approx(value, abs=1e-12)
+    res = refine_masks([np.full((1, 1, 3), 77, np.uint8)], [np.ones((1, 1))])[0]
+    assert res.binary.shape == (1, 1) and not res.accepted
+
+
+def test_invalid_inputs():
+    img, mask = _image(10, 10), _ellipse(10, 10)
+    with pytest.raises(TypeError):
+        bilateral_solve([img.astype(np.int64)], [mask])
+    with pytest.raises(ValueError, match="channel"):
+        bilateral_solve([np.zeros((10, 10, 4), np.uint8)], [mask])
+    with pytest.raises(ValueError, match="NaN"):
+        bilateral_solve([img], [np.full((10, 10), np.nan)])
+    with pytest.raises(ValueError, match="sigma_luma"):
+        bilateral_solve([img], [mask], sigma_luma=0)
+    with pytest.raises(ValueError, match="keep"):
+        postprocess(np.zeros((4, 4)), keep="largest")
+    with pytest.raises(ValueError, match="single array"):
+        refine_masks(img, [mask])
+    with pytest.raises(TypeError, match="unknown solver option"):
+        refine_masks([img], [mask], sigma=3)
+    assert bilateral_solve([], []) == []
+
+
+# --------------------------------------------------------------------------- post-processing rules
+def _blobs() -> np.ndarray:
+    soft = np.zeros((20, 20))
+    soft[2:10, 2:10] = 0.9  # 64 px with a hole
+    soft[5:7, 5:7] = 0.1
+    soft[14:17, 14:19] = 0.8  # 15 px
+    soft[0, 19] = 0.5  # exactly 0.5: background (strict >)
+    return soft
+
+
+def test_postprocess_single_and_all():
+    single, every = postprocess(_blobs(), "single"), postprocess(_blobs(), "all")
+    assert single.sum() == 64 and single[5, 5]  # largest component, hole filled
+    assert every.sum() == 64 + 15 and not every[0, 19]
+    assert np.array_equal(postprocess(torch.from_numpy(_blobs()), "all"), every)
+
+
+def test_postprocess_assumes_background_is_largest():
+    soft = np.full((10, 10), 0.9)
+    soft[0, :3] = 0.0  # a foreground of 97 px, background of 3 px
+    assert np.array_equal(postprocess(soft, "single"), soft < 0.5)  # → the background
+    assert np.array_equal(postprocess(soft, "all"), soft < 0.5)
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    b = np.zeros((4, 4))
+    b[1:3] = 1.0
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+    assert mask_iou(a, b) == float(np.float32(4) / np.float32(12))
+    assert mask_iou(a, torch.from_numpy(a)) == 1.0
+    assert math.isnan(mask_iou(np.zeros((3, 3)), np.zeros((3, 3))))
+    with pytest.raises(ValueError, match="shapes differ"):
+        mask_iou(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+# --------------------------------------------------------------------------- entry points
+def test_refine_masks_rule():
+    img = _image(48, 64)
+    mask = _ellipse(48, 64) > 0.5
+    for keep in ("single", "all"):
+        res = refine_masks([img], [mask], keep=keep)[0]
+        assert res.binary.dtype == bool and res.mask.dtype == bool and res.soft.dtype == np.float64
+        assert res.iou == mask_iou(mask, res.binary)
+        assert res.accepted == (res.iou > 0.5)
+        assert np.array_equal(res.mask, res.binary if res.accepted else mask)
+        assert np.array_equal(res.binary, postprocess(res.soft, keep))
+    strict = refine_masks([img], [mask], iou_threshold=0.999)[0]
+    assert not strict.accepted and np.array_equal(strict.mask, mask)
+
+
+def test_downsample_binary_uses_the_four_central_pixels():
+    b = torch.zeros(1, 16, 24, dtype=torch.bool)
+    b[0, 3, 4] = True  # central pixel of patch (0, 0)
+    b[0, 8, 8] = True  # corner pixel of patch (1, 1): zero bilinear weight
+    b[0, 12, 19] = True  # central pixel of patch (1, 2)
+    down = downsample_binary(b, (2, 3))
+    assert down.tolist() == [[[True, False, False], [False, False, True]]]
+    full = torch.zeros(1, 16, 24, dtype=torch.bool)
+    full[:, 3:5, 3:5] = True
+    assert downsample_binary(full, (2, 3))[0, 0, 0]
+
+
+def test_pseudo_labels_contract():
+    img = torch.from_numpy(np.stack([_image(48, 64, k) for k in range(3)])).permute(0, 3, 1, 2).float() / 255
+    patch = torch.zeros(3, 6, 8)
+    patch[:, 1:5, 2:6] = 1
+    patch[2] = 1  # full mask: the solver result is empty → rejected → input kept
+    labels, accepted = pseudo_labels(img, patch)
+    assert labels.shape == (3, 6, 8) and labels.dtype == torch.bool
+    assert accepted.shape == (3,) and accepted.dtype == torch.bool
+    assert not accepted[2] and labels[2].all()
+    labels4, accepted4 = pseudo_labels(img, patch.unsqueeze(1).bool())
+    assert torch.equal(labels4, labels) and torch.equal(accepted4, accepted)
+    with pytest.raises(ValueError, match="does not match"):
+        pseudo_labels(img, torch.zeros(3, 5, 8))
+    with pytest.raises(ValueError, match="float tensor"):
+        pseudo_labels((img * 255).byte(), patch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    imgs = [_image(40, 56, k) for k in range(3)]
+    masks = [_ellipse(40, 56, k) for k in range(3)]
+    cpu = bilateral_solve(imgs, masks)
+    gpu64 = bilateral_solve([torch.from_numpy(x).cuda() for x in imgs], [torch.from_numpy(m).cuda() for m in masks])
+    gpu32 = bilateral_solve(imgs, masks, device="cuda", dtype=torch.float32)
+    for a, b, c in zip(cpu, gpu64, gpu32):
+        assert b.device.type == "cuda" and b.dtype == torch.float64
+        assert (a - b.cpu()).abs().max() <= 1e-10
+        assert (a - c.double().cpu()).abs().max() <= 1e-4
+    img = torch.stack([torch.from_numpy(x) for x in imgs]).permute(0, 3, 1, 2).float().div(255).cuda()
+    labels, accepted = pseudo_labels(img, torch.ones(3, 5, 7, device="cuda"))
+    assert labels.device.type == "cuda" and accepted.device.type == "cuda"
