@@ -93,3 +93,14 @@ def test_batch_size_does_not_change_results(tmp_path: Path, tiny, batch_size: in
     ref = tmp_path / "ref"
     run_cli(["segment", str(tmp_path / "b2.png"), "-o", str(ref), "--soft", *tiny.args()])
     assert np.array_equal(np.asarray(Image.open(out / "b2_soft.png")), np.asarray(Image.open(ref / "b2_soft.png")))
+
+
+def test_output_folder_inside_the_input_folder_is_not_reprocessed(tmp_path: Path, tiny) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    noise_image(24, 24).save(src / "a.png")
+    for _ in range(2):  # the second run must not take a_mask.png for an input
+        r = run_cli(["segment", str(src), "-o", str(src), "--mask", "--soft", "--overwrite", *tiny.args()])
+        assert r.code == 0, r.err
+        assert "1 ok" in r.err
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_mask.png", "a_soft.png"]

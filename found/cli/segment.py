@@ -72,12 +72,19 @@ def _key(path: Path) -> Path:
         return path.absolute()
 
 
-def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[tuple[str, str]]]:
+def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders and globs into jobs; unusable arguments are returned as failures.
 
     Folders are scanned for files with an image suffix (hidden files skipped; sub-folders only with
     ``recursive``, symbolic links to folders never followed, so link loops cannot recurse).
+    Files inside ``outdir`` named like this command's outputs are never taken as inputs, so a run
+    whose output folder is (inside) an input folder can be repeated.
     """
+    out_key = _key(outdir) if outdir is not None and outdir.exists() else None
+
+    def own_output(f: Path) -> bool:
+        return out_key is not None and out_key in _key(f).parents and f.name.endswith(tuple(OUTPUTS.values()))
+
     jobs: list[Job] = []
     failures: list[tuple[str, str]] = []
     seen: set[Path] = set()
@@ -105,7 +112,7 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[Job], list[
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     f = Path(root) / name
-                    if name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir():
+                    if name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir() or own_output(f):
                         continue
                     add(f, f.relative_to(p).with_suffix(""))
             for e in errors:
@@ -220,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise FoundError(f"output folder {outdir} is not usable: {e.strerror or e}") from None
 
-    jobs, input_failures = collect_inputs(args.inputs, args.recursive)
+    jobs, input_failures = collect_inputs(args.inputs, args.recursive, outdir)
     inputs = {_key(j.path) for j in jobs}
     for j in jobs:
         for k in wanted:
