@@ -19,26 +19,24 @@ from ..errors import FoundError, InputError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # ---------------------------------------------------------------------------- images
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W, 3] as the authors read it (``convert("RGB")``, EXIF orientation ignored)."""
+def _read(path: str | os.PathLike, mode: str, what: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return np.asarray(im.convert(mode), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"{path}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{path}: cannot read {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """uint8 [H, W, 3] as the authors read it (``convert("RGB")``, EXIF orientation ignored)."""
+    return _read(path, "RGB", "image")
 
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
     """uint8 [H, W] grey levels of a mask (``convert("L")``, as the authors)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"{path}: cannot read mask ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return _read(path, "L", "mask")
 
 
 def _list_images(d: Path) -> list[Path]:
