@@ -17,9 +17,22 @@ from typing import Iterator
 FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of new outputs: what ``open(path, "w")`` would give (mkstemp alone gives 0600).
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _tmp_beside(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

@@ -100,7 +100,7 @@ class Found:
         if precision == "int8" and self.device.type != "cpu":
             raise ValueError(f"precision 'int8' runs on the CPU only (got device {self.device}); use 'bf16' or 'fp16' on GPUs")
         self.backbone = backbone.eval().requires_grad_(False).to(self.device)
-        self.head = None if head is None else head.eval().requires_grad_(False).to(self.device)
+        self.head = None if head is None else head.eval().to(self.device)  # not frozen: a head being trained stays trainable
         self.precision = precision
         self.tau = tau
         self._net = self.backbone

@@ -181,3 +181,11 @@ def test_cli_accepts_int8_on_cpu_only(monkeypatch):
     args.device = None  # default device: a GPU here
     with pytest.raises(FoundError, match="CPU only"):
         common.check_model_args(args)
+
+
+def test_wrapping_a_head_in_found_leaves_it_trainable():
+    from found import Found, FoundHead, VisionTransformer
+
+    head = FoundHead(32)
+    Found(VisionTransformer(patch_size=8, embed_dim=32, depth=1, num_heads=2), head, device="cpu")
+    assert all(p.requires_grad for p in head.parameters())

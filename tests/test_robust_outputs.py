@@ -200,3 +200,17 @@ def test_downscaled_outputs_masks_full_size_box_in_file_pixels(tmp_path: Path, t
         assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 100
     mask = np.asarray(Image.open(out / "wide_mask.png"))
     assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path) -> None:
+    """Atomic writes give what a plain open() would (umask applied), not mkstemp's owner-only 0600."""
+    import os
+    import stat
+
+    from found.fileio import atomic_write_text
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+    assert umask & 0o044 == 0  # under the usual umask the output is readable by others
