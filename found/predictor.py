@@ -264,7 +264,7 @@ class Found:
             soft = self.soft_from_logits(logits)
             probs = torch.sigmoid(logits) if self.head is not None else logits.gt(0).float()
             soft_np = soft.cpu().numpy()
-            patch_np = logits[:, 0].gt(0).cpu().numpy()
+            patch_np = probs[:, 0].gt(0.5).cpu().numpy()  # sigmoid > 0.5, as the authors (not logit > 0)
             probs_np = probs[:, 0].cpu().numpy()
             for j, i in enumerate(idx):
                 h, w = arrays[i].shape[:2]
