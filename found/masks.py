@@ -28,25 +28,34 @@ def single_component(binary: np.ndarray) -> np.ndarray:
     return labeled == order[-1]
 
 
-def largest_component_box(pred: np.ndarray, image_hw: tuple[int, int], patch: int) -> np.ndarray:
-    """Box (x1, y1, x2, y2; max exclusive) of the largest 4-connected component of a binary
-    prediction, scaled by ``patch`` unless the prediction already has the image size; only x2/y2
-    are clipped to the image (as the authors). Ties go to the component met first in raster order.
+def largest_component(pred: np.ndarray) -> np.ndarray:
+    """Bool mask of the largest 4-connected component of a binary prediction; ties go to the
+    component met first in raster order (the authors' ``bincount().argmax()``).
 
     Raises ValueError on an all-zero prediction.
     """
-    pred = np.asarray(pred)
-    labeled, n = ndimage.label(pred)
+    labeled, n = ndimage.label(np.asarray(pred))
     if n == 0:
         raise ValueError("no foreground in the prediction: no box")
-    largest = int(np.argmax(np.bincount(labeled.ravel())[1:])) + 1
-    ys, xs = np.nonzero(labeled == largest)
+    return labeled == int(np.argmax(np.bincount(labeled.ravel())[1:])) + 1
+
+
+def component_box(component: np.ndarray, image_hw: tuple[int, int], patch: int) -> np.ndarray:
+    """Box (x1, y1, x2, y2; max exclusive) of a non-empty bool mask, scaled by ``patch`` unless the
+    mask already has the image size; only x2/y2 are clipped to the image (as the authors)."""
+    ys, xs = np.nonzero(component)
     y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    scale = 1 if tuple(pred.shape) == tuple(image_hw) else patch
+    scale = 1 if tuple(component.shape) == tuple(image_hw) else patch
     box = [x1 * scale, y1 * scale, x2 * scale, y2 * scale]
     box[2] = min(box[2], int(image_hw[1]))
     box[3] = min(box[3], int(image_hw[0]))
     return np.asarray(box, dtype=np.int64)
+
+
+def largest_component_box(pred: np.ndarray, image_hw: tuple[int, int], patch: int) -> np.ndarray:
+    """Box of the largest 4-connected component of a binary prediction (the authors'
+    ``get_bbox_from_segmentation_labels``). Raises ValueError on an all-zero prediction."""
+    return component_box(largest_component(pred), image_hw, patch)
 
 
 def box_iou(box: np.ndarray | torch.Tensor, boxes: np.ndarray | torch.Tensor, eps: float = 1e-7) -> np.ndarray:

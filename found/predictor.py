@@ -16,7 +16,7 @@ from PIL import Image
 from .background import discover_background
 from .backbone import FoundFeatures, VisionTransformer
 from .head import FoundHead
-from .masks import largest_component_box, single_component, upsample_logits
+from .masks import component_box, largest_component, single_component, upsample_logits
 from .preprocess import normalize, padded_size, to_chw_float
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
@@ -266,30 +266,26 @@ class Found:
             soft_np = soft.cpu().numpy()
             patch_np = probs[:, 0].gt(0.5).cpu().numpy()  # sigmoid > 0.5, as the authors (not logit > 0)
             probs_np = probs[:, 0].cpu().numpy()
+            softs = [soft_np[j, : arrays[i].shape[0], : arrays[i].shape[1]] for j, i in enumerate(idx)]
+            refined = [None] * len(idx)
+            if refine:  # one batched solve per group; as the authors, the full binary mask is refined
+                from .refine import refine_masks
+
+                keep = "single" if mode == "single" else "all"
+                refined = refine_masks([arrays[i] for i in idx], [(s > 0.5).astype(np.float32) for s in softs], keep=keep)
             for j, i in enumerate(idx):
-                h, w = arrays[i].shape[:2]
-                out[i] = self._finish(arrays[i], soft_np[j, :h, :w], patch_np[j], probs_np[j], mode, refine)
+                out[i] = self._finish(softs[j], patch_np[j], probs_np[j], mode, refined[j])
         return out  # type: ignore[return-value]
 
-    def _finish(self, image, soft, patch_mask, probs, mode, refine) -> Prediction:
-        mask = soft > 0.5
-        refined = False
-        if refine:
-            from .refine import refine_masks
-
-            # As the authors: refine the full binary mask; 'single' keeps one component, 'multi' all.
-            r = refine_masks([image], [mask.astype(np.float32)], keep="single" if mode == "single" else "all")[0]
-            refined = bool(r.accepted)
-            if refined:
-                mask = np.asarray(r.binary, dtype=bool)
+    def _finish(self, soft, patch_mask, probs, mode, refine_result) -> Prediction:
+        """Binary mask (mode, accepted refinement), box and score of one image."""
+        refined = refine_result is not None and bool(refine_result.accepted)
+        mask = np.asarray(refine_result.binary, dtype=bool) if refined else soft > 0.5
         if mode == "single" and not refined:
             mask = single_component(mask)
         box, score = None, 0.0
         if patch_mask.any():
-            box = largest_component_box(patch_mask, mask.shape, self.patch_size)
-            from scipy import ndimage
-
-            labeled, _ = ndimage.label(patch_mask)
-            largest = int(np.argmax(np.bincount(labeled.ravel())[1:])) + 1
-            score = float(probs[labeled == largest].mean())
+            component = largest_component(patch_mask)
+            box = component_box(component, mask.shape, self.patch_size)
+            score = float(probs[component].mean())
         return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, box=box, score=score, refined=refined)

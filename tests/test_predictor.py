@@ -189,3 +189,22 @@ def test_wrapping_a_head_in_found_leaves_it_trainable():
     head = FoundHead(32)
     Found(VisionTransformer(patch_size=8, embed_dim=32, depth=1, num_heads=2), head, device="cpu")
     assert all(p.requires_grad for p in head.parameters())
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_refine_applies_the_solver_to_the_binary_mask_and_keeps_it_only_if_accepted(vit, head, photos, mode):
+    from found.masks import single_component
+    from found.refine import refine_masks
+
+    images = [photos["coffee"][:96, :128], photos["astronaut"][:80, :80]]
+    model = Found(vit, head, device="cpu")
+    plain = model.predict(images, mode="multi")
+    refined = model.predict(images, mode=mode, refine=True)
+    expected = refine_masks(images, [p.soft > 0.5 for p in plain], keep="single" if mode == "single" else "all")
+    for p, r, e in zip(plain, refined, expected):
+        assert r.refined == bool(e.accepted)
+        if e.accepted:
+            assert np.array_equal(r.mask, e.binary)
+        else:
+            assert np.array_equal(r.mask, p.mask if mode == "multi" else single_component(p.mask))
+        assert np.array_equal(r.soft, p.soft) and np.array_equal(r.box, p.box)

@@ -197,6 +197,13 @@ def baseline_fits(device: torch.device, batch: int, hw: tuple[int, int], patch: 
     return need < free / 2
 
 
+def _baseline_and_fast(device: torch.device, precisions: list[str], compile_mode: bool | str) -> tuple[EagerFound, dict[str, Found]]:
+    """The eager fp32 baseline and one fast model per precision, sharing one random ViT-S/8 and head."""
+    vit, head = vit_s8(), random_head()
+    compile_arg = compile_mode if device.type == "cuda" else False
+    return EagerFound(vit, head, device=device), {p: Found(vit, head, device=device, precision=p, compile=compile_arg) for p in precisions}
+
+
 # ---------------------------------------------------------------------------- benchmarks
 def bench_model(
     device: torch.device,
@@ -211,9 +218,7 @@ def bench_model(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Tensor in → mask out, eager fp32 baseline vs the fast path in each of ``precisions``."""
-    vit, head = vit_s8(), random_head()
-    base = EagerFound(vit, head, device=device)
-    fast = {p: Found(vit, head, device=device, precision=p, compile=compile_mode if device.type == "cuda" else False) for p in precisions}
+    base, fast = _baseline_and_fast(device, precisions, compile_mode)
     rows: list[dict] = []
     min_rep_s = 0.3 if device.type == "cuda" else 0.0
     for hw in sizes:
@@ -272,9 +277,7 @@ def bench_folder(
     """JPEG files in → PNG masks out: the threaded pipeline (fast path) vs a sequential eager loop."""
     from ..pipeline import segment_files
 
-    vit, head = vit_s8(), random_head()
-    base = EagerFound(vit, head, device=device)
-    fast = {p: Found(vit, head, device=device, precision=p, compile=compile_mode if device.type == "cuda" else False) for p in precisions}
+    base, fast = _baseline_and_fast(device, precisions, compile_mode)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="found-bench-") as tmp:
         tmp_path = Path(tmp)

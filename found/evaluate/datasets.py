@@ -121,14 +121,15 @@ def voc_root(data_dir: str | os.PathLike, year: str) -> Path:
     raise FoundError(f"VOC{year} not found under {root}: expected VOCdevkit/VOC{year}/{{JPEGImages,Annotations,ImageSets}}")
 
 
-def _split_ids(root: Path, sub: str, split: str) -> list[str]:
+def _split_ids(root: Path, sub: str, split: str, limit: int | None = None) -> list[str]:
+    """Image ids of a VOC split file (the first ``limit`` of them when given)."""
     f = root / "ImageSets" / sub / f"{split}.txt"
     if not f.is_file():
         raise FoundError(f"split file {f} does not exist")
     ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
     if not ids:
         raise FoundError(f"split file {f} is empty")
-    return ids
+    return ids[:limit] if limit else ids
 
 
 def _coord(text: str | None, what: str, path: Path) -> int:
@@ -161,9 +162,7 @@ def parse_voc_xml(path: Path) -> tuple[np.ndarray, list[str]]:
 
 def voc_detection_samples(data_dir: str | os.PathLike, year: str, split: str = "trainval", limit: int | None = None) -> list[DetectionSample]:
     root = voc_root(data_dir, year)
-    ids = _split_ids(root, "Main", split)
-    if limit:
-        ids = ids[:limit]
+    ids = _split_ids(root, "Main", split, limit)
     out = []
     for i in ids:
         ann = root / "Annotations" / f"{i}.xml"
@@ -278,9 +277,7 @@ class SegmentationSample:
 def voc_segmentation_samples(data_dir: str | os.PathLike, split: str, limit: int | None = None) -> list[SegmentationSample]:
     """VOC2012 ``ImageSets/Segmentation/{split}.txt`` with ``SegmentationClass`` labels."""
     root = voc_root(data_dir, "2012")
-    ids = _split_ids(root, "Segmentation", split)
-    if limit:
-        ids = ids[:limit]
+    ids = _split_ids(root, "Segmentation", split, limit)
     out = []
     for i in ids:
         lab = root / "SegmentationClass" / f"{i}.png"
