@@ -15,8 +15,10 @@ without a warning since the cap bounds what happens next. See docs/robustness.md
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,38 @@ class LoadedImage:
         return np.asarray(self.image.getchannel("A"), dtype=np.uint8)
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: warnings.catch_warnings | None = None
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    """``warnings.catch_warnings()`` + ``simplefilter("ignore")``, safe for concurrent readers.
+
+    ``catch_warnings`` alone is not thread-safe: each exit puts back the global filter list it saw
+    on entry, so overlapping reads in decoding threads (``found segment --workers``) could print a
+    warning meant to be silenced or leave the "ignore" filter installed for good. Here the first
+    reader to enter installs it and the last one to leave restores the filters.
+    """
+    global _quiet_depth, _quiet_saved
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            saved = warnings.catch_warnings()
+            saved.__enter__()
+            warnings.simplefilter("ignore")
+            _quiet_saved = saved
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                saved, _quiet_saved = _quiet_saved, None
+                saved.__exit__(None, None, None)
+
+
 def _why(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -94,8 +128,7 @@ def _open(path: Path) -> Image.Image:
             raise InputError(f"{path}: symbolic link loop") from None
         raise InputError(f"{path}: cannot read ({e.strerror or _why(e)})") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bomb warnings (the cap applies) and corrupt-metadata chatter
+        with _quiet_warnings():  # bomb warnings (the cap applies) and corrupt-metadata chatter
             return Image.open(path)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
@@ -195,8 +228,7 @@ def read_image(path: str | os.PathLike, max_side: int | None = None, min_side: i
     im = _open(path)
     notes: list[str] = []
     try:
-        with im, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with im, _quiet_warnings():
             note = _frame_note(im)
             if note:
                 notes.append(note)

@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,8 @@ from .masks import single_component
 from .preprocess import padded_size
 
 MASK_SUFFIX = "_mask.png"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -70,30 +72,51 @@ def load_for_model(path: str | os.PathLike, size: tuple[int, int] | None = None)
     return rgb, orig
 
 
+def map_ahead(
+    fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, window: int,
+    catch: tuple[type[BaseException], ...] = (InputError,),
+) -> Iterator[tuple[T, R | BaseException]]:
+    """``(item, fn(item))`` in input order, ``fn`` running up to ``window`` items ahead in ``pool``.
+
+    An exception of a ``catch`` type is yielded in place of the result; any other is raised here, in
+    the consumer's thread. ``pool=None`` calls ``fn`` lazily in this thread (no read-ahead). Closing
+    the generator early cancels the calls that have not started, so memory stays bounded by
+    ``window`` results.
+    """
+    if pool is None:
+        for x in items:
+            try:
+                r: R | BaseException = fn(x)
+            except catch as e:
+                r = e
+            yield x, r
+        return
+    pending: deque[tuple[T, Future]] = deque()
+    it = iter(items)
+    try:
+        for x in it:
+            pending.append((x, pool.submit(fn, x)))
+            if len(pending) >= max(1, window):
+                break
+        while pending:
+            x, fut = pending.popleft()
+            for nxt in it:
+                pending.append((nxt, pool.submit(fn, nxt)))
+                break
+            try:
+                r = fut.result()
+            except catch as e:
+                r = e
+            yield x, r
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+
+
 def _iter_loaded(paths: Sequence[Path], size, pool: ThreadPoolExecutor | None, window: int) -> Iterator[tuple[int, Path, object]]:
     """(index, path, (rgb, orig_hw) or an InputError) in input order, decoding up to ``window`` ahead."""
-    if pool is None:
-        for i, p in enumerate(paths):
-            try:
-                yield i, p, load_for_model(p, size)
-            except InputError as e:
-                yield i, p, e
-        return
-    pending: deque[tuple[int, Path, Future]] = deque()
-    it = iter(enumerate(paths))
-    for i, p in it:
-        pending.append((i, p, pool.submit(load_for_model, p, size)))
-        if len(pending) >= window:
-            break
-    while pending:
-        i, p, fut = pending.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append((nxt[0], nxt[1], pool.submit(load_for_model, nxt[1], size)))
-        try:
-            yield i, p, fut.result()
-        except InputError as e:
-            yield i, p, e
+    for i, (p, loaded) in enumerate(map_ahead(lambda p: load_for_model(p, size), paths, pool, window)):
+        yield i, p, loaded
 
 
 def _write_mask(mask: np.ndarray, orig_hw: tuple[int, int], out: Path) -> Path:

@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import tiny_vit
 from found import Found, FoundHead
-from found.pipeline import load_for_model, parse_size, segment_files
+from found.errors import InputError
+from found.pipeline import load_for_model, map_ahead, parse_size, segment_files
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,51 @@ def test_resized_inference_writes_masks_at_original_size(model, folder, tmp_path
         assert written.shape == orig
         small = np.asarray(Image.fromarray(written.astype(np.uint8)).resize((96, 64), Image.NEAREST)) > 0
         assert (small != expected).mean() < 0.02  # nearest up then down: equal up to boundary pixels
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_map_ahead_keeps_order_bounds_the_window_and_cancels_on_close(threads):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+    started: list[int] = []
+
+    def fn(x: int) -> int:
+        with lock:
+            started.append(x)
+        if x % 4 == 3:
+            raise InputError(f"bad {x}")
+        if x == 10:
+            raise ZeroDivisionError("a bug is raised, not yielded")
+        return x * x
+
+    pool = ThreadPoolExecutor(threads) if threads else None
+    try:
+        gen = map_ahead(fn, range(20), pool, window=3)
+        got = []
+        for x, r in gen:
+            with lock:
+                ahead = len(started) - (x + 1)
+            assert ahead <= (3 if pool else 0)  # never more than `window` calls beyond the consumer
+            got.append((x, r if isinstance(r, int) else str(r)))
+            if x == 5:
+                break
+        gen.close()
+        assert got == [(0, 0), (1, 1), (2, 4), (3, "bad 3"), (4, 16), (5, 25)]
+        if pool is not None:
+            pool.shutdown(wait=True)
+        assert max(started) <= 5 + 3  # closing cancelled what had not started
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    pool = ThreadPoolExecutor(threads) if threads else None
+    try:
+        with pytest.raises(ZeroDivisionError):
+            list(map_ahead(fn, range(8, 14), pool, window=3))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def test_parse_size_and_argument_errors(model, tmp_path):

@@ -87,8 +87,10 @@ def test_plain_float64_would_not_be_exact():
     assert not np.array_equal(naive, _numpy_yuv(rgb))
 
 
+@pytest.mark.parametrize("numpy_path", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("sigmas", [(16.0, 8.0), (4.0, 4.0), (12.5, 3.0), (255.0, 0.7)])
-def test_colour_coordinates_exact(sigmas):
+def test_colour_coordinates_exact(sigmas, numpy_path, monkeypatch):
+    monkeypatch.setattr(bl, "NUMPY_FAST_PATHS", numpy_path)
     s_l, s_c = sigmas
     rgb = np.concatenate([_boundary_colours(), np.random.default_rng(2).integers(0, 256, (50_000, 3)).astype(np.uint8),
                           np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)])
@@ -173,6 +175,39 @@ def test_cpu_chunking_is_invisible(monkeypatch):
     ref = bilateral_solve(imgs, masks)
     monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
     for a, b in zip(ref, bilateral_solve(imgs, masks)):
+        assert (a - b).abs().max() <= 1e-12
+
+
+def test_parallel_cpu_chunks_match_sequential(monkeypatch):
+    """Chunks solved on a thread pool (one per torch thread) give exactly the sequential results,
+    keep the input order, and leave torch's thread count as it was."""
+    imgs = [_image(30 + 3 * k, 41, k) for k in range(6)]
+    masks = [_ellipse(30 + 3 * k, 41, k) for k in range(6)]
+    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sequential = solve_batch(imgs, masks)
+        torch.set_num_threads(3)
+        parallel = solve_batch(imgs, masks)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert parallel.n_vertices == sequential.n_vertices and parallel.iterations == sequential.iterations
+    for a, b in zip(sequential.soft, parallel.soft):
+        assert torch.equal(a, b)
+
+
+def test_cg_backends_agree(monkeypatch):
+    """The numpy/scipy CG used on CPU and the torch CG used on other devices run the same
+    iterations and agree to rounding, for a batch of different sizes."""
+    imgs = [_image(33, 47, 1), _image(52, 20, 2)]
+    masks = [_ellipse(33, 47), (_ellipse(52, 20) * 0.7 + 0.2).astype(np.float32)]
+    fast = solve_batch(imgs, masks)
+    monkeypatch.setattr(bl, "NUMPY_FAST_PATHS", False)
+    plain = solve_batch(imgs, masks)
+    assert fast.iterations == plain.iterations and fast.n_vertices == plain.n_vertices
+    for a, b in zip(fast.soft, plain.soft):
         assert (a - b).abs().max() <= 1e-12
 
 

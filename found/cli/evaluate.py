@@ -63,12 +63,23 @@ def add_parser(sub) -> None:
     d.set_defaults(func=run_discovery)
 
     r = tasks.add_parser("retrieval", help="unsupervised semantic-segmentation retrieval on VOC12 (MaskContrast protocol)",
-                         description="Memory bank of salient-region prototypes from VOC12 train, nearest neighbour for each "
-                         "val image, mIoU over 21 classes and over MaskContrast's 7 classes.")
+                         description="Memory bank of object prototypes from VOC12 train (objects = FOUND's mask, or its "
+                         "connected components with --objects multi), nearest train object for each val object, mIoU "
+                         "over 21 classes and over MaskContrast's 7 classes. Paper Table 3 rows: default (single saliency "
+                         "mask), --refine (+ bilateral solver), --objects multi (multiple saliency masks).")
     r.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (with VOC2012/SegmentationClass)")
     r.add_argument("--classes", nargs="+", choices=["21", "7"], default=["21", "7"], help="class settings to report (default both)")
     r.add_argument("--size", type=_positive, default=512, help="images and labels resized to SIZE×SIZE (MaskContrast: 512)")
     r.add_argument("--features", choices=["keys", "tokens"], default="keys", help="patch features pooled into prototypes: last-block keys (FOUND's head input, default) or final tokens")
+    r.add_argument("--objects", choices=["single", "multi"], default="single",
+                   help="'single': the whole mask is one object (default); 'multi': each 4-connected component is an "
+                   "object, components under 1%% of the resized image discarded")
+    r.add_argument("--refine", action="store_true",
+                   help="refine the mask with the bilateral solver first (keep 'single'/'all' for --objects single/multi; "
+                   "used only if IoU > 0.5 with the mask, as the authors)")
+    r.add_argument("--pooling", choices=["mean", "soft"], default="mean",
+                   help="'mean': plain average of the features over the object's pixels (the paper's text, default); "
+                   "'soft': saliency-weighted sum (MaskContrast's prototype)")
     r.add_argument("--train-limit", type=_positive, metavar="N", help="only the first N train images in the memory bank")
     _common(r)
     r.set_defaults(func=run_retrieval)
@@ -180,17 +191,26 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
     train = voc_segmentation_samples(args.data_dir, "train", limit=args.train_limit or args.limit)
     val = voc_segmentation_samples(args.data_dir, "val", limit=args.limit)
+    if args.refine:
+        try:
+            from ..refine import refine_masks  # noqa: F401
+        except ImportError:
+            raise FoundError("--refine needs the bilateral solver (found.refine), which this installation lacks") from None
     model = model_from_args(args)
     classes = tuple(dict.fromkeys(args.classes))
-    res = evaluate_retrieval(model, train, val, size=args.size, features=args.features, class_sets=classes, progress=args.progress)
-    out = _out_dir(args, "retrieval-VOC12")
+    res = evaluate_retrieval(model, train, val, size=args.size, features=args.features, class_sets=classes,
+                             progress=args.progress, objects=args.objects, pooling=args.pooling, refine=args.refine)
+    out = _out_dir(args, f"retrieval-VOC12-{args.objects}{'-bs' if args.refine else ''}-{args.pooling}")
     out.mkdir(parents=True, exist_ok=True)
     notes = _limit_note(args) + ([f"--train-limit {args.train_limit}: partial memory bank"] if args.train_limit else [])
-    summary = {"task": "retrieval", "dataset": "VOC12", "size": args.size, "features": args.features, **res.summary(),
-               "notes": notes, **_model_info(args)}
+    summary = {"task": "retrieval", "dataset": "VOC12", **res.summary(), "notes": notes, **_model_info(args)}
     _write_json(out / "results.json", summary)
+    setup = f"objects {args.objects}{', bilateral solver' if args.refine else ''}, {args.pooling} pooling, {args.features}"
     for cs in classes:
-        print(f"VOC12 retrieval, {cs} classes: mIoU {100 * res.miou[cs]:.2f} (memory bank {res.memory_bank_size[cs]} train images, {res.n_val} val images)")
+        print(f"VOC12 retrieval ({setup}), {cs} classes: mIoU {100 * res.miou[cs]:.2f} "
+              f"(memory bank {res.memory_bank_size[cs]} train objects, {res.n_val} val images, {res.n_val_objects} val objects)")
+    if args.refine:
+        print(f"bilateral solver accepted on {res.n_refined_train}/{res.n_train} train and {res.n_refined_val}/{res.n_val} val images")
     for n in notes:
         print(f"note: {n}")
     print(f"results: {out / 'results.json'}")

@@ -4,16 +4,25 @@ A batch never stops at a bad image: each failure is recorded and the run ends wi
 (ok / skipped / failed with reasons, plus notices such as "first frame of an animated GIF").
 Exit code 0 when every image succeeded, 1 when some failed, 2 for usage errors. Every output is
 written under a temporary name and renamed once all outputs of that image are complete.
+With --workers N (default min(4, CPUs)), N threads decode the next images while the model runs and
+one thread writes the outputs behind it, in input order; --workers 0 runs everything in turn.
 See docs/robustness.md for the behaviour on each kind of bad input.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import sys
+import threading
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +31,7 @@ from PIL import Image
 from ..errors import FoundError, InputError
 from ..fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text, check_writable
 from ..imageio import IMAGE_SUFFIXES, LoadedImage, read_image
+from ..pipeline import map_ahead
 from .common import add_model_args, check_model_args, model_from_args
 
 OUTPUTS = {
@@ -32,6 +42,15 @@ OUTPUTS = {
 }
 BOXES_FILE = "boxes.json"
 DEFAULT_MAX_SIDE = 1024
+#: Chunks (of --batch-size images) decoded ahead of the one being predicted, and chunks whose
+#: outputs may wait to be written: together they bound the images held in memory.
+READ_AHEAD_CHUNKS = 2
+PENDING_WRITE_CHUNKS = 2
+
+
+def default_workers() -> int:
+    """Decoding threads of ``found segment`` when ``--workers`` is not given: min(4, CPUs)."""
+    return min(4, os.cpu_count() or 1)
 
 
 def add_parser(sub) -> None:
@@ -50,6 +69,10 @@ def add_parser(sub) -> None:
     p.add_argument("--refine", action="store_true", help="bilateral-solver refinement (kept only if IoU with the mask > 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images are batched)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads that decode the next images while the model runs; outputs are then encoded and "
+                        "written by one more background thread, in input order (default min(4, CPUs); "
+                        "0 = no threads, everything in turn; results are the same either way)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
                    help=f"decode and process images whose longer side exceeds PX at that size (bounded memory); "
                         f"masks are scaled back to the full size, cut-outs/overlays stay at the reduced size "
@@ -213,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
         wanted = ["mask"]
     if args.batch_size < 1:
         raise FoundError("--batch-size must be at least 1")
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        workers = default_workers()
+    if workers < 0:
+        raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
     if args.max_side < 0:
         raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
     if args.refine and not _refine_available():
@@ -264,30 +292,89 @@ def run(args: argparse.Namespace) -> int:
 
     records: dict[str, dict] = dict(old_boxes)
     bar = tqdm(total=len(todo), unit="img", desc="segment", disable=not args.progress)
-    pos = 0
     n_before = len(report.failures)
-    try:
-        while pos < len(todo) and not report.stopped:
-            chunk = todo[pos : pos + args.batch_size]
-            loaded: list[tuple[Job, LoadedImage]] = []
-            for j in chunk:
-                try:
-                    loaded.append((j, read_image(j.path, max_side=args.max_side or None, min_side=patch)))
-                except InputError as e:
-                    report.fail(j.path, str(e))
-                    bar.update(1)
-            for (j, li), pred in zip(loaded, _predict(model, [li for _, li in loaded], args, debug)):
-                if isinstance(pred, BaseException):
-                    report.fail(j.path, f"inference failed ({_why(pred)})")
-                elif not report.stopped:
-                    _save_one(outdir, j, li, pred, wanted, records, report, debug)
-                bar.update(1)
-            pos += len(chunk)
-    except KeyboardInterrupt:
-        report.stopped = "interrupted (Ctrl-C)"
-        interrupted = True
-    else:
-        interrupted = False
+    # --workers N: N threads decode up to READ_AHEAD_CHUNKS chunks ahead of the one being predicted,
+    # and one writer thread encodes and writes outputs in input order while the next chunks run.
+    # Outcomes are reported here, in input order, exactly as the sequential run (--workers 0) does.
+    read_pool = ThreadPoolExecutor(workers, thread_name_prefix="found-read") if workers else None
+    write_pool = ThreadPoolExecutor(1, thread_name_prefix="found-write") if workers else None
+    stop = threading.Event()  # set by the writer on a fatal write error (disk full): later images are not written
+    pending: deque[_Chunk] = deque()  # chunks predicted, outcomes not yet reported (oldest first)
+    max_side = args.max_side or None
+
+    def load(j: Job) -> LoadedImage:
+        return read_image(j.path, max_side=max_side, min_side=patch)
+
+    def finish(chunk: _Chunk, salvage: bool = False) -> None:
+        """Report ``chunk``'s outcomes in input order, waiting for its writes. A chunk after the one
+        where the run stopped is dropped (its images count as not processed), as in a sequential run;
+        ``salvage`` (after Ctrl-C) keeps whatever was written."""
+        if report.stopped and not salvage:
+            chunk.entries.clear()
+            return
+        while chunk.entries:
+            j, li, outcome = chunk.entries[0]
+            if not isinstance(outcome, str) and not outcome.done():
+                wait_futures([outcome])  # Ctrl-C here leaves the entry for the salvage pass
+            chunk.entries.popleft()
+            if isinstance(outcome, str):
+                report.fail(j.path, outcome)
+            elif salvage or not report.stopped:
+                _save_one(outdir, j, li, outcome, records, report, debug)
+            bar.update(1)
+
+    def finish_pending(keep: int) -> None:
+        """Report finished chunks; wait for the oldest while more than ``keep`` are pending (bounded memory)."""
+        while pending and (len(pending) > keep or pending[0].done()):
+            finish(pending[0])
+            pending.popleft()
+
+    def drain(salvage: bool = False) -> None:
+        while pending:
+            finish(pending[0], salvage)
+            pending.popleft()
+
+    loaded = map_ahead(load, todo, read_pool, window=max(READ_AHEAD_CHUNKS * args.batch_size, workers))
+    interrupted = False
+    # warnings.catch_warnings is process-wide: whatever the threads do to the filters ends with the run
+    with warnings.catch_warnings() if workers else contextlib.nullcontext():
+        try:
+            while not report.stopped and not stop.is_set():
+                chunk = _Chunk()
+                pending.append(chunk)  # before reading: a Ctrl-C still reports what this chunk did
+                ready: list[tuple[Job, LoadedImage]] = []
+                for j, li in islice(loaded, args.batch_size):
+                    if isinstance(li, InputError):
+                        chunk.entries.append((j, None, str(li)))
+                    else:
+                        ready.append((j, li))
+                if not chunk.entries and not ready:
+                    pending.pop()
+                    break
+                for (j, li), pred in zip(ready, _predict(model, [li for _, li in ready], args, debug)):
+                    if isinstance(pred, BaseException):
+                        chunk.entries.append((j, li, f"inference failed ({_why(pred)})"))
+                    else:
+                        task = (_write_task, outdir, j, li, pred, wanted, stop)
+                        chunk.entries.append((j, li, write_pool.submit(*task) if write_pool else _Done(*task)))
+                finish_pending(keep=PENDING_WRITE_CHUNKS)
+            drain()
+        except KeyboardInterrupt:
+            interrupted = True
+            report.stopped = "interrupted (Ctrl-C)"
+            loaded.close()  # no more decoding; the images already predicted are still written
+            try:
+                drain(salvage=True)
+            except KeyboardInterrupt:  # a second Ctrl-C: drop the writes not started yet
+                stop.set()
+                if write_pool is not None:
+                    write_pool.shutdown(wait=True, cancel_futures=True)
+                drain(salvage=True)
+        finally:
+            loaded.close()
+            for pool in (read_pool, write_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     report.not_processed = len(todo) - report.ok - (len(report.failures) - n_before)
     if want_boxes:
@@ -332,20 +419,72 @@ def _predict(model, images: list[LoadedImage], args: argparse.Namespace, debug: 
     return out
 
 
-def _save_one(outdir: Path, job: Job, li: LoadedImage, pred, wanted: list[str], records: dict, report: Report, debug: bool) -> None:
-    """Write one image's outputs (all or none) and record the outcome in ``report``."""
+@dataclass
+class _Chunk:
+    """One chunk's outcomes in input order: (job, image, failure text or the future of its write)."""
+
+    entries: deque = field(default_factory=deque)
+
+    def done(self) -> bool:
+        return all(isinstance(o, str) or o.done() for _, _, o in self.entries)
+
+
+class _Done:
+    """An already finished future (``--workers 0``): the call runs at once, in this thread."""
+
+    def __init__(self, fn, *args) -> None:
+        self._value, self._error = None, None
+        try:
+            self._value = fn(*args)
+        except Exception as e:
+            self._error = e
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+#: What :func:`_write_task` returns when the run has stopped (disk full) before this image.
+_NOT_WRITTEN = object()
+
+
+def _write_task(outdir: Path, job: Job, li: LoadedImage, pred, wanted: list[str], stop: threading.Event):
+    """Write one image's outputs (in the writer thread); once a write failed fatally nothing more is written."""
+    if stop.is_set():
+        return _NOT_WRITTEN
     try:
-        rec = _write_outputs(outdir, job, li, pred, wanted)
+        return _write_outputs(outdir, job, li, pred, wanted)
+    except OSError as e:
+        if e.errno in FATAL_WRITE_ERRNOS:
+            stop.set()
+        raise
+
+
+def _save_one(outdir: Path, job: Job, li: LoadedImage, outcome, records: dict, report: Report, debug: bool) -> None:
+    """Record the outcome of one image's write (all outputs or none, see :func:`_write_task`) in ``report``."""
+    if outcome.cancelled():
+        return
+    try:
+        rec = outcome.result()
     except OSError as e:
         why = e.strerror or str(e)
         report.fail(job.path, f"cannot write outputs: {why} (nothing written for this image)")
-        if e.errno in FATAL_WRITE_ERRNOS:
+        if e.errno in FATAL_WRITE_ERRNOS and not report.stopped:
             report.stopped = f"{why} in {outdir}"
         return
     except Exception as e:  # a bug on an odd image must not lose the rest of the batch
         if debug:
             raise
         report.fail(job.path, f"unexpected error while writing outputs ({_why(e)}); rerun with --debug for the traceback")
+        return
+    if rec is _NOT_WRITTEN:
         return
     records[str(job.path)] = rec
     report.ok += 1

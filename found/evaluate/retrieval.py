@@ -1,4 +1,4 @@
-"""Unsupervised semantic-segmentation retrieval on PASCAL VOC 2012 (MaskContrast's protocol).
+"""Unsupervised semantic-segmentation retrieval on PASCAL VOC 2012 (FOUND's Table 3, MaskContrast's protocol).
 
 MaskContrast (Van Gansbeke et al., ICCV 2021; ``segmentation/retrieval.py`` and
 ``utils/retrieval_utils.py``) evaluates an unsupervised saliency + embedding model this way:
@@ -16,6 +16,23 @@ MaskContrast (Van Gansbeke et al., ICCV 2021; ``segmentation/retrieval.py`` and
    mapped to 255 (ignored) in train and val labels, and the mean is over the 7 kept object classes
    (aeroplane, bottle, bus, car, cat, cow, person), background excluded.
 
+FOUND (Sec. 4.3) applies it per **object**: "Given an object mask, we compute a per-object feature
+vector averaged over the corresponding pixels", in train and val, and each val object takes the
+label of its nearest train object. Its three setups are options here:
+
+* ``objects="single"``: the whole binary mask ``s > 0.5`` is one object (MaskContrast's unit);
+* ``objects="multi"``: each 4-connected component of the mask (scipy's default cross, as
+  everywhere in :mod:`found.masks` and the bilateral post-processing) is an object; components
+  smaller than 1 % of the (resized) image are discarded (their pixels are background in val);
+* ``refine=True``: the binary mask is first refined with the bilateral solver on the resized image
+  (:func:`found.refine.refine_masks`, ``keep="single"`` / ``"all"``), the result used only if its
+  IoU with the input mask is > 0.5 (the authors' rule; otherwise the input mask is kept as is).
+
+Pooling: ``"mean"`` = plain average of the upsampled features over the object's pixels (the paper's
+text, default); ``"soft"`` = Σ over the object's pixels of feature · s(x) (MaskContrast's saliency
+weighting; for ``objects="single"`` without refinement exactly the weight s·[s > 0.5] above). Both
+are L2-normalised and compared by cosine similarity.
+
 With FOUND, s = FOUND's object probability (sigmoid of the bilinearly upsampled head logits) and the
 embedding = DINO patch features of the last block (the keys FOUND's head reads; ``tokens`` = the
 final LayerNorm outputs). The sum over upsampled pixels is computed exactly, without materialising
@@ -29,6 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..errors import FoundError
 from ..masks import upsample_logits
@@ -43,6 +61,10 @@ KEPT_7 = tuple(c for c in VOC_CLASSES[1:] if c not in IGNORED_FOR_7)
 CLASS_SETS = ("21", "7")
 IGNORE = 255
 SALIENCY_THRESHOLD = 0.5
+OBJECT_MODES = ("single", "multi")
+POOLINGS = ("mean", "soft")
+#: FOUND's multi-object setting discards components smaller than 1 % of the image.
+MIN_OBJECT_FRACTION = 0.01
 
 
 # ---------------------------------------------------------------------------- resizing
@@ -80,23 +102,76 @@ def _linear_basis(n: int, patch: int, out: int) -> torch.Tensor:
 
 
 def bilinear_adjoint(weights: torch.Tensor, grid_hw: tuple[int, int], patch: int) -> torch.Tensor:
-    """Bᵀw [h, w] for B = bilinear ×patch upsampling cropped to ``weights``' size [H, W]:
-    Σ_x up(f)(x)·w(x) = Σ_p f_p·(Bᵀw)_p for any patch map f (bilinear is separable)."""
+    """Bᵀw [..., h, w] for B = bilinear ×patch upsampling cropped to ``weights``' size [..., H, W]:
+    Σ_x up(f)(x)·w(x) = Σ_p f_p·(Bᵀw)_p for any patch map f (bilinear is separable). Leading
+    dimensions (several weight maps) are batched."""
     h, w = grid_hw
-    H, W = weights.shape
+    H, W = weights.shape[-2:]
     ah = _linear_basis(h, patch, H)  # [h, H]
     aw = _linear_basis(w, patch, W)  # [w, W]
     return ah @ weights.to(torch.float64) @ aw.T
 
 
+def object_weights(objects: Sequence[np.ndarray] | np.ndarray, soft: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """Pixel weights [K, H, W] (float64) of K object masks: ``mean`` → 1/|object| on the object
+    (plain average), ``soft`` → s(x) on the object (saliency-weighted sum), 0 elsewhere."""
+    if pooling not in POOLINGS:
+        raise FoundError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    H, W = soft.shape
+    if len(objects) == 0:
+        return torch.zeros((0, H, W), dtype=torch.float64)
+    m = torch.from_numpy(np.stack([np.asarray(o, dtype=bool) for o in objects])).to(torch.float64)
+    if pooling == "soft":
+        return m * soft.to(torch.float64)
+    return m / m.sum((1, 2), keepdim=True).clamp(min=1)
+
+
+def pooled_prototypes(features: torch.Tensor, grid_hw: tuple[int, int], weights: torch.Tensor, patch: int) -> torch.Tensor:
+    """[K, D] L2-normalised Σ_x up(features)(x)·w_k(x) for weight maps ``weights`` [K, H, W];
+    ``features`` [N, D] (row-major patch grid). A zero weight map gives a zero vector."""
+    if weights.shape[0] == 0:
+        return torch.zeros((0, features.shape[1]), dtype=torch.float32)
+    g = bilinear_adjoint(weights, grid_hw, patch).reshape(weights.shape[0], -1)  # [K, N]
+    proto = g @ features.to(torch.float64)
+    return F.normalize(proto, dim=1).to(torch.float32)
+
+
 def salient_prototype(features: torch.Tensor, grid_hw: tuple[int, int], soft: torch.Tensor, patch: int, threshold: float = SALIENCY_THRESHOLD) -> torch.Tensor:
-    """L2-normalised Σ_x up(features)(x)·s(x)·[s(x) > threshold]; ``features`` [N, D] (row-major
-    patch grid), ``soft`` [H, W] saliency. Zero vector when nothing is salient."""
+    """L2-normalised Σ_x up(features)(x)·s(x)·[s(x) > threshold] (MaskContrast's prototype);
+    ``features`` [N, D] (row-major patch grid), ``soft`` [H, W] saliency. Zero vector when nothing is salient."""
     s = soft.to(torch.float64)
     wgt = s * (s > threshold)
-    g = bilinear_adjoint(wgt, grid_hw, patch).reshape(-1)  # [N]
-    proto = g @ features.to(torch.float64)
-    return F.normalize(proto, dim=0).to(torch.float32)
+    return pooled_prototypes(features, grid_hw, wgt[None], patch)[0]
+
+
+def split_objects(binary: np.ndarray, objects: str = "single", min_fraction: float = MIN_OBJECT_FRACTION) -> list[np.ndarray]:
+    """The objects of a binary mask [H, W]: ``single`` → the whole mask (none if empty);
+    ``multi`` → its 4-connected components in label (raster) order, without those smaller than
+    ``min_fraction`` of the H·W pixels (a component of exactly 1 % is kept)."""
+    binary = np.asarray(binary, dtype=bool)
+    if objects not in OBJECT_MODES:
+        raise FoundError(f"objects must be one of {', '.join(OBJECT_MODES)}, got {objects!r}")
+    if not binary.any():
+        return []
+    if objects == "single":
+        return [binary]
+    labeled, n = ndimage.label(binary)  # 4-connectivity, as found.masks and the bilateral post-processing
+    counts = np.bincount(labeled.ravel(), minlength=n + 1)
+    min_pixels = min_fraction * binary.size
+    return [labeled == k for k in range(1, n + 1) if counts[k] >= min_pixels]
+
+
+def refine_binary(image: np.ndarray, binary: np.ndarray, objects: str = "single") -> tuple[np.ndarray, bool]:
+    """Bilateral-solver refinement of a binary mask on its (resized) uint8 image, the authors' way:
+    ``keep="single"`` for single objects, ``"all"`` for multi; the solver's mask is used only if its
+    IoU with ``binary`` is > 0.5, else ``binary`` is returned unchanged. Returns (mask, accepted)."""
+    try:
+        from ..refine import refine_masks
+    except ImportError:  # pragma: no cover - optional component
+        raise FoundError("--refine needs the bilateral solver (found.refine), which this installation lacks") from None
+    binary = np.asarray(binary, dtype=bool)
+    r = refine_masks([image], [binary.astype(np.float32)], keep="all" if objects == "multi" else "single")[0]
+    return (np.asarray(r.binary, dtype=bool) if r.accepted else binary), bool(r.accepted)
 
 
 def majority_class(label: np.ndarray, salient: np.ndarray) -> int | None:
@@ -169,23 +244,55 @@ def forward_saliency_and_features(model, image: np.ndarray, features: str = "key
 @dataclass
 class RetrievalResult:
     class_sets: tuple[str, ...]
+    objects: str = "single"
+    pooling: str = "mean"
+    refine: bool = False
+    size: int = 512
+    features: str = "keys"
     miou: dict[str, float] = field(default_factory=dict)
     jaccards: dict[str, dict[str, float]] = field(default_factory=dict)
     memory_bank_size: dict[str, int] = field(default_factory=dict)
     n_train: int = 0
     n_val: int = 0
+    n_train_objects: int = 0
+    n_val_objects: int = 0
     n_val_without_salient: int = 0
+    n_val_without_object: int = 0
+    n_refined_train: int = 0
+    n_refined_val: int = 0
+
+    def settings(self) -> dict:
+        return {
+            "objects": self.objects,
+            "pooling": self.pooling,
+            "refine": self.refine,
+            "size": self.size,
+            "features": self.features,
+            "saliency_threshold": SALIENCY_THRESHOLD,
+            "min_object_fraction": MIN_OBJECT_FRACTION if self.objects == "multi" else None,
+            "connectivity": 4 if self.objects == "multi" else None,
+            "refine_keep": ("all" if self.objects == "multi" else "single") if self.refine else None,
+            "refine_iou_threshold": 0.5 if self.refine else None,
+        }
 
     def summary(self) -> dict:
-        return {
+        out = {
+            **self.settings(),
             "miou": self.miou,
             "miou_percent": {k: 100 * v for k, v in self.miou.items()},
             "per_class_iou": self.jaccards,
             "memory_bank_size": self.memory_bank_size,
             "n_train_images": self.n_train,
             "n_val_images": self.n_val,
+            "n_train_objects": self.n_train_objects,
+            "n_val_objects": self.n_val_objects,
             "n_val_without_salient_pixel": self.n_val_without_salient,
+            "n_val_without_object": self.n_val_without_object,
         }
+        if self.refine:
+            out["n_refined_train_images"] = self.n_refined_train
+            out["n_refined_val_images"] = self.n_refined_val
+        return out
 
 
 def evaluate_retrieval(
@@ -196,8 +303,13 @@ def evaluate_retrieval(
     features: str = "keys",
     class_sets: Sequence[str] = CLASS_SETS,
     progress: bool = True,
+    objects: str = "single",
+    pooling: str = "mean",
+    refine: bool = False,
 ) -> RetrievalResult:
-    """MaskContrast retrieval with FOUND masks; ``train``/``val`` are ``SegmentationSample`` lists."""
+    """FOUND's Table-3 retrieval (MaskContrast's protocol, per object); ``train``/``val`` are
+    ``SegmentationSample`` lists. ``objects``/``pooling``/``refine``: see the module docstring.
+    ``memory_bank_size`` counts train **objects** with a labelled majority class."""
     from tqdm.auto import tqdm
 
     from .datasets import read_label, read_rgb
@@ -205,10 +317,17 @@ def evaluate_retrieval(
     for cs in class_sets:
         if cs not in CLASS_SETS:
             raise FoundError(f"unknown class set {cs!r}; choose from {', '.join(CLASS_SETS)}")
+    if objects not in OBJECT_MODES:
+        raise FoundError(f"objects must be one of {', '.join(OBJECT_MODES)}, got {objects!r}")
+    if pooling not in POOLINGS:
+        raise FoundError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if size % model.patch_size:
         raise FoundError(f"--size must be a multiple of the patch size {model.patch_size}")
+    res = RetrievalResult(tuple(class_sets), objects=objects, pooling=pooling, refine=bool(refine), size=size,
+                          features=features, n_train=len(train), n_val=len(val))
 
     def load(s):
+        """(binary mask, object masks, their prototypes [K, D], label, refinement accepted)."""
         img = read_rgb(s.image)
         lab = read_label(s.label)
         if lab.shape != img.shape[:2]:  # MaskContrast resizes the label to the image first
@@ -216,36 +335,47 @@ def evaluate_retrieval(
         img = resize_image_bicubic(img, size)
         lab = resize_label_nearest(lab, (size, size))
         soft, feats, grid = forward_saliency_and_features(model, img, features)
-        proto = salient_prototype(feats, grid, soft, model.patch_size)
-        return soft > SALIENCY_THRESHOLD, proto, lab
+        binary = (soft > SALIENCY_THRESHOLD).numpy()
+        accepted = False
+        if refine and binary.any():  # an empty mask is never refined (the authors' IoU rule rejects it)
+            binary, accepted = refine_binary(img, binary, objects)
+        objs = split_objects(binary, objects)
+        protos = pooled_prototypes(feats, grid, object_weights(objs, soft, pooling), model.patch_size)
+        return binary, objs, protos, lab, accepted
 
     banks: dict[str, tuple[list[torch.Tensor], list[int]]] = {cs: ([], []) for cs in class_sets}
     for s in tqdm(train, desc="retrieval: memory bank (train)", disable=not progress, unit="img"):
-        sal, proto, lab = load(s)
-        sal_np = sal.numpy()
+        _, objs, protos, lab, accepted = load(s)
+        res.n_train_objects += len(objs)
+        res.n_refined_train += int(accepted)
         for cs in class_sets:
-            c = majority_class(ignore_classes(lab, cs), sal_np)
-            if c is not None:
-                banks[cs][0].append(proto)
-                banks[cs][1].append(c)
-    res = RetrievalResult(tuple(class_sets), n_train=len(train), n_val=len(val))
+            lab_cs = ignore_classes(lab, cs)
+            for obj, proto in zip(objs, protos):
+                c = majority_class(lab_cs, obj)
+                if c is not None:
+                    banks[cs][0].append(proto)
+                    banks[cs][1].append(c)
     mem = {}
     for cs in class_sets:
         protos, labels = banks[cs]
         if not protos:
-            raise FoundError(f"empty memory bank for {cs} classes: no train image has a salient region on a labelled class")
+            raise FoundError(f"empty memory bank for {cs} classes: no train object lies mainly on a labelled class")
         mem[cs] = (torch.stack(protos), torch.tensor(labels, dtype=torch.int64))
         res.memory_bank_size[cs] = len(labels)
     meters = {cs: SemsegMeter(len(VOC_CLASSES)) for cs in class_sets}
     for s in tqdm(val, desc="retrieval: val", disable=not progress, unit="img"):
-        sal, proto, lab = load(s)
-        sal_np = sal.numpy()
-        res.n_val_without_salient += int(not sal_np.any())
+        binary, objs, protos, lab, accepted = load(s)
+        res.n_val_objects += len(objs)
+        res.n_refined_val += int(accepted)
+        res.n_val_without_salient += int(not binary.any())
+        res.n_val_without_object += int(not objs)
         for cs in class_sets:
-            protos, labels = mem[cs]
-            cls = int(labels[int(torch.argmax(protos @ proto))])
+            bank, labels = mem[cs]
             pred = np.zeros(lab.shape, dtype=np.int64)
-            pred[sal_np] = cls
+            if objs:
+                nearest = torch.argmax(protos @ bank.T, dim=1)  # [K]
+                for obj, k in zip(objs, nearest.tolist()):
+                    pred[obj] = int(labels[k])
             meters[cs].update(pred, ignore_classes(lab, cs))
     for cs in class_sets:
         jac = meters[cs].jaccards()
@@ -253,4 +383,3 @@ def evaluate_retrieval(
         names = VOC_CLASSES if cs == "21" else KEPT_7
         res.jaccards[cs] = {n: float(jac[VOC_CLASSES.index(n)]) for n in names}
     return res
-

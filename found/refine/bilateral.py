@@ -19,15 +19,19 @@ so that a float64 run reproduces it to ~1e-14 (docs/refinement.md):
 Several images are solved at once: their vertices form a padded ``[B, V_max]`` block-diagonal
 system (images never share a vertex) and CG runs for all of them with per-image scalars and a
 per-image convergence mask — no Python loop over images or vertices in the hot path, any torch
-device. On CPU the batch is cut into cache-sized chunks and a few index operations use numpy.
+device. On CPU the batch is cut into cache-sized chunks, solved in parallel (one per torch thread),
+and the per-pixel colour maths, a few index operations and the CG iterations use numpy/scipy,
+whose per-call cost on these small arrays is a fraction of torch's.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence, Union
 
@@ -58,29 +62,33 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- exact colour conversion
-def _two_sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_sum(a, b):
     """Knuth's TwoSum: ``s = RN(a + b)`` and the exact error ``a + b − s``."""
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-def _add_round_to_odd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a + b`` rounded to odd: the exact sum if representable, else the neighbour with an odd last bit."""
+def _add_round_to_odd(a, b):
+    """``a + b`` rounded to odd: the exact sum if representable, else the neighbour with an odd last bit.
+
+    Works on float64 torch tensors and numpy arrays alike (numpy is cheaper for a few pixels on CPU).
+    """
     s, err = _two_sum(a, b)
-    fix = (err != 0) & ((s.view(torch.int64) & 1) == 0)
+    xp = np if isinstance(s, np.ndarray) else torch
+    fix = (err != 0) & ((s.view(xp.int64) & 1) == 0)
     if not bool(fix.any()):
         return s
-    toward = torch.where(err > 0, torch.full_like(s, math.inf), torch.full_like(s, -math.inf))
-    return torch.where(fix, torch.nextafter(s, toward), s)
+    toward = xp.where(err > 0, xp.full_like(s, math.inf), xp.full_like(s, -math.inf))
+    return xp.where(fix, xp.nextafter(s, toward), s)
 
 
-def _fma_small_int(a: torch.Tensor, b: float, c: torch.Tensor) -> torch.Tensor:
+def _fma_small_int(a, b: float, c):
     """Correctly rounded ``a·b + c`` (a fused multiply-add) for integer-valued float64 ``a`` < 2^26.
 
     ``a·b = p + e`` exactly (Dekker's product with ``b`` split by Veltkamp; ``a`` needs no split),
     then the three-term sum ``c + p + e`` is rounded once with Boldo & Melquiond's round-to-odd
-    trick. Plain torch elementwise ops only, so it is exact on every device.
+    trick. Plain elementwise ops only (torch or numpy), so it is exact on every device.
     """
     p = a * b
     t = 134217729.0 * b  # 2^27 + 1
@@ -101,7 +109,11 @@ def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
     """
     if rgb.dtype != torch.uint8 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb_to_yuv expects uint8 [..., 3], got {rgb.dtype} {tuple(rgb.shape)}")
-    f = rgb.to(torch.float64)
+    return torch.stack(_yuv_channels(rgb.to(torch.float64)), dim=-1)
+
+
+def _yuv_channels(f):
+    """Y, U, V of float64 [..., 3] integer-valued RGB (torch or numpy), as :func:`rgb_to_yuv`."""
     r, g, b = f[..., 0], f[..., 1], f[..., 2]
     out = []
     for row, off in zip(RGB_TO_YUV, YUV_OFFSET):
@@ -109,7 +121,7 @@ def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
         acc = _fma_small_int(g, row[1], acc)
         acc = _fma_small_int(b, row[2], acc)
         out.append(acc + off)
-    return torch.stack(out, dim=-1)
+    return out
 
 
 # --------------------------------------------------------------------------- input normalisation
@@ -286,15 +298,36 @@ def _colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[to
     table for grey pixels).
     """
     sigmas = (s_luma, s_chroma, s_chroma)
-    r, g, b = (rgb[:, i].float() for i in range(3))
-    coords, dev = [], None
-    for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
-        q = torch.add(torch.add(r * (row[0] / sig), g, alpha=row[1] / sig), b, alpha=row[2] / sig).add_(off / sig)
-        c = q.to(torch.int32)  # truncation; q >= 0
-        coords.append(c)
-        e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
-        dev = e if dev is None else torch.maximum(dev, e, out=dev)
-    near = dev > 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
+    margin = 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
+    if _numpy_ok(rgb):  # the same passes in numpy (torch's per-op cost is higher; no BLAS: its threads spin)
+        f = rgb.numpy().T.astype(np.float32)  # [3, P]: unit-stride channels
+        q = np.empty(f.shape, dtype=np.float32)
+        for i, (row, off, sig) in enumerate(zip(RGB_TO_YUV, YUV_OFFSET, sigmas)):
+            w = np.array(row, dtype=np.float32) / np.float32(sig)
+            np.multiply(f[0], w[0], out=q[i])
+            q[i] += f[1] * w[1]
+            q[i] += f[2] * w[2]
+            q[i] += np.float32(off / sig)
+        t = np.trunc(q)  # q >= 0
+        c = t.astype(np.int32)
+        q -= t
+        q -= 0.5
+        np.abs(q, out=q)
+        near = torch.from_numpy(q.max(0) > margin)
+        coords = [torch.from_numpy(c[i]) for i in range(3)]
+    else:
+        r, g, b = (rgb[:, i].float() for i in range(3))
+        coords, dev = [], None
+        for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
+            q = torch.add(torch.add(r * (row[0] / sig), g, alpha=row[1] / sig), b, alpha=row[2] / sig).add_(off / sig)
+            c = q.to(torch.int32)  # truncation; q >= 0
+            coords.append(c)
+            e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
+            dev = e if dev is None else torch.maximum(dev, e, out=dev)
+        near = dev > margin
+    if _numpy_ok(rgb):
+        _fix_coords_numpy(rgb.numpy(), near.numpy(), coords, sigmas)
+        return coords
     idx = torch.nonzero(near).squeeze(1)
     if idx.numel():
         sub = rgb.index_select(0, idx)
@@ -375,6 +408,24 @@ def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     return torch.stack([(yuv[:, c] / sig).trunc().to(torch.int64) for c, sig in enumerate(sigmas)], 1)
 
 
+def _fix_coords_numpy(rgb: np.ndarray, near: np.ndarray, coords: list[torch.Tensor], sigmas: Sequence[float]) -> None:
+    """CPU version of the exact recomputation in :func:`_colour_coords` (numpy: a few hundred
+    pixels cost microseconds instead of torch's per-call overhead); updates ``coords`` in place."""
+    idx = np.flatnonzero(near)
+    if not idx.size:
+        return
+    sub = rgb[idx]
+    grey = (sub[:, 0] == sub[:, 1]) & (sub[:, 1] == sub[:, 2])
+    exact = np.empty((idx.size, 3), dtype=np.int64)
+    if grey.any():
+        exact[grey] = _grey_coords(*sigmas[:2]).numpy()[sub[grey, 0]]
+    if not grey.all():
+        yuv = _yuv_channels(sub[~grey].astype(np.float64))
+        exact[~grey] = np.stack([np.trunc(c / sig) for c, sig in zip(yuv, sigmas)], 1).astype(np.int64)
+    for c in range(3):
+        coords[c].numpy()[idx] = exact[:, c]
+
+
 @functools.lru_cache(maxsize=16)
 def _grey_coords(s_luma: float, s_chroma: float) -> torch.Tensor:
     """Exact grid colour coordinates [256, 3] of the grey pixels (v, v, v)."""
@@ -413,6 +464,45 @@ def _repeat(values: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Ten
     return torch.repeat_interleave(values, counts, output_size=total)
 
 
+def _unique_runs(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs of equal consecutive keys (key, length) and the sorted unique keys with each run's index."""
+    if _numpy_ok(key):
+        k = key.numpy()
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        run_keys = k[starts]
+        run_len = np.diff(np.append(starts, k.size))
+        bits = max(int(run_keys.size).bit_length(), 1)
+        top = int(run_keys.max()) if run_keys.size else 0
+        if run_keys.size <= PACKED_SORT_MAX and top < 2 ** (62 - bits) and int(run_keys.min()) >= 0:
+            keys, run_vertex = _packed_unique(run_keys, bits)
+            return (torch.from_numpy(run_keys), torch.from_numpy(run_len), torch.from_numpy(keys),
+                    torch.from_numpy(run_vertex))
+        run_keys, run_len = torch.from_numpy(run_keys), torch.from_numpy(run_len)
+    else:
+        run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
+    keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
+    return run_keys, run_len, keys, run_vertex
+
+
+#: Up to this many runs, :func:`_packed_unique` (one plain sort of 64-bit words) beats
+#: ``torch.unique``'s argsort on CPU; above it torch's is faster.
+PACKED_SORT_MAX = 1 << 17
+
+
+def _packed_unique(values: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for non-negative ints: each value is packed with its
+    index into one int64 (``value << bits | index``) so that a plain (SIMD) sort replaces the argsort."""
+    packed = (values.astype(np.int64) << bits) | np.arange(values.size, dtype=np.int64)
+    packed.sort()
+    sorted_values = packed >> bits
+    first = np.empty(values.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=first[1:])
+    inverse = np.empty(values.size, dtype=np.int64)
+    inverse[packed & ((1 << bits) - 1)] = np.cumsum(first) - 1
+    return sorted_values[first], inverse
+
+
 def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> _Grid:
     """Vertices (sorted unique keys per image), pixel → vertex map and ±1 neighbours of a batch."""
     device = rgb.device
@@ -424,9 +514,8 @@ def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[flo
 
     # unique over runs of equal consecutive keys (≈ 1/3 of the pixels): a smaller sort
     n_pix = key.numel()
-    run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
+    run_keys, run_len, keys, run_vertex = _unique_runs(key)
     del key
-    keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
     n_vert = keys.numel()
 
     v_img = torch.div(keys, lay.stride, rounding_mode="floor").long()
@@ -507,25 +596,12 @@ def _sequential_sums(value: float, counts: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(table).to(counts.device).index_select(0, counts.long())
 
 
-def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, int]], confidence: float,
-           sigmas: tuple[float, float, float], lam: float, max_iter: int, tol: float, a_diag_min: float,
-           bistochastize_iters: int, dtype: torch.dtype) -> SolveOutput:
-    """Core batched solver on flat inputs: rgb [P, 3] uint8 and target [P] float64, images concatenated."""
-    device = rgb.device
-    grid = _grid(rgb, sizes, sigmas)
-    n_img, v_max = len(sizes), grid.v_max
-    total = n_img * v_max
-    slot = grid.pixel_slot
-
-    # splat, in pixel order per vertex like scipy's CSR (index_add_ is sequential on CPU)
-    real = (torch.arange(v_max, device=device) < grid.n_vertices.unsqueeze(1)).reshape(-1)
-    w_splat = torch.where(real, _sequential_sums(confidence, grid.counts), torch.ones_like(grid.counts))
-    if bool(((target == 0) | (target == 1)).all()):  # binary target: b from exact foreground counts
-        fg = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target)
-        b = _sequential_sums(confidence, fg)
-    else:  # index_add_ adds in pixel order on CPU (atomics on GPU: order-dependent last bits)
-        b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * confidence)
-
+def _system_torch(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
+                  a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
+                  n_img: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bistochastise, assemble ``A`` and run the batched CG with torch (any device): vertex values [B, V_max]."""
+    device = b.device
+    v_max = grid.v_max
     # bistochastisation; blur = 2·dim·I + Σ_d (shift_−d + shift_+d)
     unit = torch.ones(grid.col.shape, dtype=torch.float64, device=device)
     unit[grid.diag_pos] = 2 * GRID_DIM
@@ -571,13 +647,104 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
         x.addcmul_(alpha, p)  # alpha = 0 freezes an image once it has converged
         r.addcmul_(alpha, q, value=-1.0)
         rho_prev = torch.where(active, rho, rho_prev)
+    return x, iterations.tolist()
+
+
+def _system_numpy(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
+                  a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
+                  n_img: int) -> tuple[torch.Tensor, list[int]]:
+    """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations in the same
+    order, at a fraction of torch's per-call overhead on these small vectors (CG is ~20 calls per
+    iteration)."""
+    from scipy import sparse
+
+    v_max = grid.v_max
+    nd = np.dtype("float64") if dtype == torch.float64 else np.dtype("float32")
+    crow, col, row, diag_pos = grid.crow.numpy(), grid.col.numpy(), grid.row.numpy(), grid.diag_pos.numpy()
+    shape = (crow.size - 1, crow.size - 1)
+    unit = np.ones(col.size)
+    unit[diag_pos] = 2 * GRID_DIM
+    blur = sparse.csr_matrix((unit, col, crow), shape=shape, copy=False)
+    m = grid.counts.numpy()
+    n = np.ones_like(m)
+    for _ in range(bistochastize_iters):
+        n = np.sqrt(n * m / (blur @ n))
+    m = n * (blur @ n)
+
+    ws = w_splat.numpy()
+    diag = lam * (m - n * ((2 * GRID_DIM) * n)) + ws
+    entries = -(lam * (n[row] * n[col]))
+    entries[diag_pos] = diag
+    A = sparse.csr_matrix((entries.astype(nd, copy=False), col, crow), shape=shape, copy=False)
+    inv_diag = (1.0 / np.maximum(diag, a_diag_min)).astype(nd, copy=False).reshape(n_img, v_max)
+    bn = b.numpy()
+    x = (bn / ws).astype(nd, copy=False).reshape(n_img, v_max)
+    bn = bn.astype(nd, copy=False).reshape(n_img, v_max)
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        return (A @ v.reshape(-1)).reshape(n_img, v_max)
+
+    def dot(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", u, v)
+
+    b_norm = np.sqrt(dot(bn, bn))
+    atol = tol * b_norm
+    active = b_norm > 0
+    x = np.where(active[:, None], x, bn)
+    r = bn - matvec(x)
+    p = np.zeros_like(r)
+    rho_prev = np.ones(n_img, dtype=nd)
+    iterations = np.zeros(n_img, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(int(max_iter)):
+            active &= ~(np.sqrt(dot(r, r)) < atol)
+            if not active.any():
+                break
+            iterations += active
+            z = inv_diag * r
+            rho = dot(r, z)
+            beta = np.where(active, rho / rho_prev, 0.0)[:, None]
+            p = z + beta * p
+            q = matvec(p)
+            alpha = np.where(active, rho / dot(p, q), 0.0)[:, None]
+            x += alpha * p
+            r -= alpha * q
+            rho_prev = np.where(active, rho, rho_prev)
+    return torch.from_numpy(x), iterations.tolist()
+
+
+def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, int]], confidence: float,
+           sigmas: tuple[float, float, float], lam: float, max_iter: int, tol: float, a_diag_min: float,
+           bistochastize_iters: int, dtype: torch.dtype) -> SolveOutput:
+    """Core batched solver on flat inputs: rgb [P, 3] uint8 and target [P] float64, images concatenated."""
+    device = rgb.device
+    grid = _grid(rgb, sizes, sigmas)
+    n_img, v_max = len(sizes), grid.v_max
+    total = n_img * v_max
+    slot = grid.pixel_slot
+
+    # splat, in pixel order per vertex like scipy's CSR (index_add_ is sequential on CPU)
+    real = (torch.arange(v_max, device=device) < grid.n_vertices.unsqueeze(1)).reshape(-1)
+    w_splat = torch.where(real, _sequential_sums(confidence, grid.counts), torch.ones_like(grid.counts))
+    if bool(((target == 0) | (target == 1)).all()):  # binary target: b from exact foreground counts
+        fg = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target)
+        b = _sequential_sums(confidence, fg)
+    else:  # index_add_ adds in pixel order on CPU (atomics on GPU: order-dependent last bits)
+        b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * confidence)
+
+    if _numpy_ok(rgb):
+        x, iterations = _system_numpy(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters,
+                                      dtype, n_img)
+    else:
+        x, iterations = _system_torch(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters,
+                                      dtype, n_img)
 
     pix = x.reshape(-1).index_select(0, slot)  # slice
     soft, start = [], 0
     for h, w in sizes:
         soft.append(pix[start:start + h * w].view(h, w))
         start += h * w
-    return SolveOutput(soft=soft, n_vertices=grid.n_vertices.tolist(), iterations=iterations.tolist())
+    return SolveOutput(soft=soft, n_vertices=grid.n_vertices.tolist(), iterations=[int(i) for i in iterations])
 
 
 def solve_batch(
@@ -641,14 +808,36 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
         if lay.compact:
             wl, wu, wv = lay.weights[2:]
             _colour_lut(sigmas[1], sigmas[2], (wu // wl, wv // wl), device, build=True)
-    out = SolveOutput([], [], [])
-    for lo, hi in _chunks(sizes, device):
+
+    def solve(chunk: tuple[int, int]) -> SolveOutput:
+        lo, hi = chunk
         rgb = torch.cat([r.reshape(-1, 3) for r in rgbs[lo:hi]])
-        part = _solve(rgb, torch.cat(list(targets[lo:hi])), sizes[lo:hi], *params)
+        return _solve(rgb, torch.cat(list(targets[lo:hi])), sizes[lo:hi], *params)
+
+    chunks = _chunks(sizes, device)
+    workers = min(len(chunks), torch.get_num_threads()) if device.type == "cpu" else 1
+    if workers > 1:  # chunks are independent; numpy, scipy and torch kernels release the GIL
+        with ThreadPoolExecutor(workers) as pool, _single_threaded_torch():
+            parts = list(pool.map(solve, chunks))
+    else:
+        parts = [solve(c) for c in chunks]
+    out = SolveOutput([], [], [])
+    for part in parts:
         out.soft += part.soft
         out.n_vertices += part.n_vertices
         out.iterations += part.iterations
     return out
+
+
+@contextlib.contextmanager
+def _single_threaded_torch():
+    """One torch thread per worker while chunks are solved in parallel (no oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 #: On CPU, images are solved in groups of about this many pixels: the working set then stays in
