@@ -7,7 +7,9 @@
 Inputs are crops of the public test photos (tests/data/images) with a noisy elliptical mask, so
 that the grids look like real ones. Both implementations run in the same process on the same
 inputs with the same number of threads (``--threads``, default 1: the CPU is shared, and torch's
-thread pool degrades badly when oversubscribed), interleaved repetition by repetition so that both
+thread pool degrades badly when oversubscribed; with more, ``found.refine`` solves independent
+chunks of a batch in parallel, while the scipy baseline's sparse kernels stay single-threaded —
+time such runs with ``--clock wall``), interleaved repetition by repetition so that both
 see the same machine load; the best repetition of each is reported. The baseline
 (``scipy_bilateral.py``) solves one image at a time, so its per-image time does not depend on the
 batch size. Every run also checks that both give the same soft output (max |Δ| is printed).

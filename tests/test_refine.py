@@ -198,6 +198,28 @@ def test_parallel_cpu_chunks_match_sequential(monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_concurrent_solves_restore_the_thread_count(monkeypatch):
+    """Two threads solving multi-chunk batches at once share the one-thread override; the
+    caller's torch thread count is back afterwards and both results are right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = [_image(24, 30, k) for k in range(4)]
+    masks = [_ellipse(24, 30, k) for k in range(4)]
+    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = bilateral_solve(imgs, masks)
+        torch.set_num_threads(3)
+        with ThreadPoolExecutor(2) as pool:
+            outs = list(pool.map(lambda _: bilateral_solve(imgs, masks), range(6)))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    for out in outs:
+        assert all(torch.equal(a, b) for a, b in zip(ref, out))
+
+
 def test_cg_backends_agree(monkeypatch):
     """The numpy/scipy CG used on CPU and the torch CG used on other devices run the same
     iterations and agree to rounding, for a batch of different sizes."""

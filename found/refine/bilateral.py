@@ -29,6 +29,7 @@ import contextlib
 import functools
 import math
 import numbers
+import threading
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -829,15 +830,31 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
     return out
 
 
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = 0
+_THREADS_SAVED = 1
+
+
 @contextlib.contextmanager
 def _single_threaded_torch():
-    """One torch thread per worker while chunks are solved in parallel (no oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """One torch thread per worker while chunks are solved in parallel (no oversubscription).
+
+    torch's thread count is process-wide: concurrent solves share one override, and the count
+    the first of them found is restored when the last one ends.
+    """
+    global _THREADS_USERS, _THREADS_SAVED
+    with _THREADS_LOCK:
+        if _THREADS_USERS == 0:
+            _THREADS_SAVED = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_USERS += 1
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        with _THREADS_LOCK:
+            _THREADS_USERS -= 1
+            if _THREADS_USERS == 0:
+                torch.set_num_threads(_THREADS_SAVED)
 
 
 #: On CPU, images are solved in groups of about this many pixels: the working set then stays in
