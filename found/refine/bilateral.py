@@ -300,35 +300,17 @@ def _colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[to
     """
     sigmas = (s_luma, s_chroma, s_chroma)
     margin = 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
-    if _numpy_ok(rgb):  # the same passes in numpy (torch's per-op cost is higher; no BLAS: its threads spin)
-        f = rgb.numpy().T.astype(np.float32)  # [3, P]: unit-stride channels
-        q = np.empty(f.shape, dtype=np.float32)
-        for i, (row, off, sig) in enumerate(zip(RGB_TO_YUV, YUV_OFFSET, sigmas)):
-            w = np.array(row, dtype=np.float32) / np.float32(sig)
-            np.multiply(f[0], w[0], out=q[i])
-            q[i] += f[1] * w[1]
-            q[i] += f[2] * w[2]
-            q[i] += np.float32(off / sig)
-        t = np.trunc(q)  # q >= 0
-        c = t.astype(np.int32)
-        q -= t
-        q -= 0.5
-        np.abs(q, out=q)
-        near = torch.from_numpy(q.max(0) > margin)
-        coords = [torch.from_numpy(c[i]) for i in range(3)]
-    else:
-        r, g, b = (rgb[:, i].float() for i in range(3))
-        coords, dev = [], None
-        for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
-            q = torch.add(torch.add(r * (row[0] / sig), g, alpha=row[1] / sig), b, alpha=row[2] / sig).add_(off / sig)
-            c = q.to(torch.int32)  # truncation; q >= 0
-            coords.append(c)
-            e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
-            dev = e if dev is None else torch.maximum(dev, e, out=dev)
-        near = dev > margin
     if _numpy_ok(rgb):
-        _fix_coords_numpy(rgb.numpy(), near.numpy(), coords, sigmas)
-        return coords
+        return _colour_coords_numpy(rgb.numpy(), sigmas, margin)
+    r, g, b = (rgb[:, i].float() for i in range(3))
+    coords, dev = [], None
+    for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
+        q = torch.add(torch.add(r * (row[0] / sig), g, alpha=row[1] / sig), b, alpha=row[2] / sig).add_(off / sig)
+        c = q.to(torch.int32)  # truncation; q >= 0
+        coords.append(c)
+        e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
+        dev = e if dev is None else torch.maximum(dev, e, out=dev)
+    near = dev > margin
     idx = torch.nonzero(near).squeeze(1)
     if idx.numel():
         sub = rgb.index_select(0, idx)
@@ -409,22 +391,40 @@ def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     return torch.stack([(yuv[:, c] / sig).trunc().to(torch.int64) for c, sig in enumerate(sigmas)], 1)
 
 
-def _fix_coords_numpy(rgb: np.ndarray, near: np.ndarray, coords: list[torch.Tensor], sigmas: Sequence[float]) -> None:
-    """CPU version of the exact recomputation in :func:`_colour_coords` (numpy: a few hundred
-    pixels cost microseconds instead of torch's per-call overhead); updates ``coords`` in place."""
+def _colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float], margin: float) -> list[torch.Tensor]:
+    """CPU version of :func:`_colour_coords` in numpy: the same float32 evaluation and exact fix-up,
+    with contiguous channels and no temporaries (strided reads and fresh buffers dominated), grey
+    pixels from their 256-entry table in one pass, and the few other near-boundary pixels
+    recomputed exactly with the numpy form of :func:`rgb_to_yuv`."""
+    f = rgb.T.astype(np.float32, order="C")  # [3, P], unit-stride channels
+    q = np.empty_like(f)
+    tmp = np.empty(f.shape[1], dtype=np.float32)
+    for i, (row, off, sig) in enumerate(zip(RGB_TO_YUV, YUV_OFFSET, sigmas)):
+        w = np.array(row, dtype=np.float32) / np.float32(sig)
+        np.multiply(f[0], w[0], out=q[i])
+        q[i] += np.multiply(f[1], w[1], out=tmp)
+        q[i] += np.multiply(f[2], w[2], out=tmp)
+        q[i] += np.float32(off / sig)
+    t = np.trunc(q)  # q >= 0
+    coords = t.astype(np.int32)
+    q -= t
+    q -= 0.5
+    np.abs(q, out=q)
+    near = q.max(0) > margin  # within ~1e-3 of a cell boundary: the float32 value may be off by one cell
+    grey = np.equal(f[0], f[1])
+    grey &= np.equal(f[1], f[2])
+    if grey.any():  # every grey pixel sits on a chroma boundary (U = V = 128): take its exact cells
+        table = _grey_coords(sigmas[0], sigmas[1]).numpy().astype(np.int32)
+        level = f[0].astype(np.intp)
+        for c in range(3):
+            np.copyto(coords[c], table[:, c].take(level), where=grey)
+        near &= ~grey
     idx = np.flatnonzero(near)
-    if not idx.size:
-        return
-    sub = rgb[idx]
-    grey = (sub[:, 0] == sub[:, 1]) & (sub[:, 1] == sub[:, 2])
-    exact = np.empty((idx.size, 3), dtype=np.int64)
-    if grey.any():
-        exact[grey] = _grey_coords(*sigmas[:2]).numpy()[sub[grey, 0]]
-    if not grey.all():
-        yuv = _yuv_channels(sub[~grey].astype(np.float64))
-        exact[~grey] = np.stack([np.trunc(c / sig) for c, sig in zip(yuv, sigmas)], 1).astype(np.int64)
-    for c in range(3):
-        coords[c].numpy()[idx] = exact[:, c]
+    if idx.size:
+        yuv = _yuv_channels(rgb[idx].astype(np.float64))
+        for c, (v, sig) in enumerate(zip(yuv, sigmas)):
+            coords[c][idx] = np.trunc(v / sig)
+    return [torch.from_numpy(c) for c in coords]
 
 
 @functools.lru_cache(maxsize=16)
@@ -654,9 +654,8 @@ def _system_torch(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: floa
 def _system_numpy(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
                   a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
                   n_img: int) -> tuple[torch.Tensor, list[int]]:
-    """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations in the same
-    order, at a fraction of torch's per-call overhead on these small vectors (CG is ~20 calls per
-    iteration)."""
+    """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations, at a fraction of
+    torch's per-call overhead on these small vectors, and CG per image (:func:`_cg_single`)."""
     from scipy import sparse
 
     v_max = grid.v_max
@@ -676,42 +675,59 @@ def _system_numpy(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: floa
     diag = lam * (m - n * ((2 * GRID_DIM) * n)) + ws
     entries = -(lam * (n[row] * n[col]))
     entries[diag_pos] = diag
-    A = sparse.csr_matrix((entries.astype(nd, copy=False), col, crow), shape=shape, copy=False)
+    entries = entries.astype(nd, copy=False)
     inv_diag = (1.0 / np.maximum(diag, a_diag_min)).astype(nd, copy=False).reshape(n_img, v_max)
     bn = b.numpy()
-    x = (bn / ws).astype(nd, copy=False).reshape(n_img, v_max)
+    x0 = (bn / ws).astype(nd, copy=False).reshape(n_img, v_max)  # flat initialisation
     bn = bn.astype(nd, copy=False).reshape(n_img, v_max)
 
-    def matvec(v: np.ndarray) -> np.ndarray:
-        return (A @ v.reshape(-1)).reshape(n_img, v_max)
-
-    def dot(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", u, v)
-
-    b_norm = np.sqrt(dot(bn, bn))
-    atol = tol * b_norm
-    active = b_norm > 0
-    x = np.where(active[:, None], x, bn)
-    r = bn - matvec(x)
-    p = np.zeros_like(r)
-    rho_prev = np.ones(n_img, dtype=nd)
-    iterations = np.zeros(n_img, dtype=np.int64)
+    # CG image by image on its own block of A (no padding, scalar recurrences, each image stops
+    # when it converges); padding slots keep x = 0 (they are never sliced)
+    x = np.zeros((n_img, v_max), dtype=nd)
+    iterations = []
     with np.errstate(divide="ignore", invalid="ignore"):
-        for _ in range(int(max_iter)):
-            active &= ~(np.sqrt(dot(r, r)) < atol)
-            if not active.any():
-                break
-            iterations += active
-            z = inv_diag * r
-            rho = dot(r, z)
-            beta = np.where(active, rho / rho_prev, 0.0)[:, None]
-            p = z + beta * p
-            q = matvec(p)
-            alpha = np.where(active, rho / dot(p, q), 0.0)[:, None]
-            x += alpha * p
-            r -= alpha * q
-            rho_prev = np.where(active, rho, rho_prev)
-    return torch.from_numpy(x), iterations.tolist()
+        for i, nv in enumerate(grid.n_vertices.tolist()):
+            lo = i * v_max
+            s0, s1 = int(crow[lo]), int(crow[lo + nv])
+            block = sparse.csr_matrix((entries[s0:s1], col[s0:s1] - lo, crow[lo:lo + nv + 1] - s0),
+                                      shape=(nv, nv), copy=False)
+            x[i, :nv], it = _cg_single(block, bn[i, :nv], x0[i, :nv], inv_diag[i, :nv], tol, max_iter)
+            iterations.append(it)
+    return torch.from_numpy(x), iterations
+
+
+def _cg_single(A, b: np.ndarray, x: np.ndarray, inv_diag: np.ndarray, tol: float,
+               max_iter: int) -> tuple[np.ndarray, int]:
+    """Jacobi-preconditioned CG for one system, step for step as ``scipy.sparse.linalg.cg(A, b, x0=x,
+    M=diag(inv_diag), rtol=tol, atol=0, maxiter=max_iter)``: solution and iterations run."""
+    def dot(u: np.ndarray, v: np.ndarray) -> float:
+        return float(np.einsum("i,i", u, v))
+
+    b_norm = math.sqrt(dot(b, b))
+    if b_norm == 0:  # scipy returns b itself (zeros)
+        return b.copy(), 0
+    atol = tol * b_norm
+    x = x.copy()
+    r = b - A @ x
+    z, tmp = np.empty_like(r), np.empty_like(r)
+    p = None
+    rho_prev = 1.0
+    for it in range(int(max_iter)):
+        if math.sqrt(dot(r, r)) < atol:  # scipy: stop when ‖r‖ < atol, tested first
+            return x, it
+        np.multiply(inv_diag, r, out=z)
+        rho = dot(r, z)
+        if p is None:
+            p = z.copy()
+        else:
+            p *= rho / rho_prev
+            p += z
+        q = A @ p
+        alpha = rho / dot(p, q)
+        x += np.multiply(p, alpha, out=tmp)
+        r -= np.multiply(q, alpha, out=tmp)
+        rho_prev = rho
+    return x, int(max_iter)
 
 
 def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, int]], confidence: float,
