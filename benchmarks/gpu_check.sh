@@ -3,8 +3,9 @@
 # worst — give the device call timeout_s=600). Run from anywhere:
 #
 #     bash benchmarks/gpu_check.sh            # results under $OUT (if set) or a temporary folder
-#     bash benchmarks/gpu_check.sh refine     # the bilateral solver only (issue 3; ≈ 2 min, a second call)
-#     bash benchmarks/gpu_check.sh all        # both groups (≈ 7 min; may not fit one 10-minute call)
+#     bash benchmarks/gpu_check.sh refine     # the bilateral solver (issue 3) and a training benchmark
+#                                             # (issue 5: the authors' schedule, projected); ≈ 4 min, a second call
+#     bash benchmarks/gpu_check.sh all        # both groups (≈ 9 min; may not fit one 10-minute call)
 #
 # 1. correctness on CUDA: fp32 features vs the parity fixtures (TF32 off), bf16/fp16 masks vs fp32
 #    (IoU ≥ 0.99), torch.compile vs eager, GPU vs CPU predictions  (tests/*.py -k cuda)
@@ -15,7 +16,9 @@
 # Group "refine": the bilateral solver on CUDA vs CPU (float64 ≤ 1e-10, float32 ≤ 1e-4), the CPU
 # parity tests, and benchmarks/bench_bilateral.py on CUDA (float64 and float32) against the scipy
 # baseline on the host CPU, 224² and 320×480, batch 1 and 50. Target (issue 3): ≥ 50× the scipy
-# per-image time when batched.
+# per-image time when batched. Then benchmarks/bench_train.py on CUDA (batch 50, bf16): found's
+# batched solver vs the per-image scipy solver in the same training loop, and the projected time
+# of the authors' 501-iteration schedule (target of issue 5: ≤ 2 minutes).
 # Every step has its own time limit; a failed step is reported and the next one still runs.
 #
 # The parity fixtures live outside the repo (../shared/parity), which does not travel to a device
@@ -76,6 +79,7 @@ step refine_correctness 60 "$PY" -m pytest -q -rs tests/test_refine.py -k cuda
 step refine_parity_cpu 45 "$PY" -m pytest -q tests/test_parity_bilateral.py
 step bilateral_cuda_f64 75 "$PY" benchmarks/bench_bilateral.py --quick --device cuda --dtype float64 --clock wall
 step bilateral_cuda_f32 60 "$PY" benchmarks/bench_bilateral.py --quick --device cuda --dtype float32 --clock wall --no-baseline
+step train_cuda 120 "$PY" benchmarks/bench_train.py --device cuda --iters 2 --json "$RES/bench_train.json"
 fi
 
 say "== done in ${SECONDS}s; results in $RES"
