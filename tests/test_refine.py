@@ -113,6 +113,28 @@ def test_colour_lut_matches_direct_path(monkeypatch):
     assert np.array_equal(direct.numpy(), via_lut.numpy())
 
 
+def test_colour_table_is_built_once_enough_pixels_were_solved(monkeypatch):
+    """Small calls add up: the table appears once the calls with these sigmas have solved
+    LUT_MIN_PIXELS pixels in all (not before), and results do not change when it does."""
+    imgs = [_image(40, 50, k) for k in range(3)]
+    masks = [_ellipse(40, 50, k) for k in range(3)]
+    clear_caches()
+    monkeypatch.setattr(bl, "LUT_MIN_PIXELS", 3 * 40 * 50)
+    try:
+        first = [bilateral_solve([im], [m])[0] for im, m in zip(imgs[:2], masks[:2])]
+        assert not bl._LUT_CACHE  # 2 × 2,000 pixels so far
+        bilateral_solve(imgs[2:], masks[2:], sigma_luma=8)  # other sigmas count separately
+        assert not bl._LUT_CACHE
+        third = bilateral_solve(imgs[2:], masks[2:])[0]  # 6,000 pixels with these sigmas: built
+        assert len(bl._LUT_CACHE) == 1
+        again = [bilateral_solve([im], [m])[0] for im, m in zip(imgs, masks)]
+    finally:
+        clear_caches()
+    assert not bl._LUT_CACHE and not bl._PIXELS_SOLVED
+    for a, b in zip([*first, third], again):
+        assert torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------- solver vs scipy formulation
 @pytest.mark.parametrize(
     "shape, kw",

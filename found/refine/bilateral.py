@@ -333,13 +333,14 @@ def _colour_index(coords: Sequence[torch.Tensor], radix_l: int, radix_lu: int) -
     return torch.add(torch.add(coords[0], coords[1], alpha=radix_l), coords[2], alpha=radix_lu)
 
 
-#: A colour → cell table over all 2^24 RGB values (64 MiB, int32; ~0.7–1 s to build on one CPU
-#: core) is built once a call has at least this many pixels in total, then reused by every call
-#: with the same sigmas on that device: the per-pixel colour work becomes one gather instead of
-#: ~30 elementwise passes.
+#: A colour → cell table over all 2^24 RGB values (64 MiB, int32; ~0.5–1 s to build on one CPU
+#: core) is built once the calls with the same sigmas on a device have solved at least this many
+#: pixels in all (one training batch; ~40 single 224² images), then reused by every such call:
+#: the per-pixel colour work becomes one gather instead of ~30 elementwise passes.
 LUT_MIN_PIXELS = 1 << 21
 _LUT_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _LUT_CACHE_SIZE = 2
+_PIXELS_SOLVED: dict[tuple, int] = {}  # pixels solved so far per (sigmas, device), towards LUT_MIN_PIXELS
 
 
 def _colour_lut(s_luma: float, s_chroma: float, radix: tuple[int, int], device: torch.device,
@@ -365,8 +366,10 @@ def _colour_lut(s_luma: float, s_chroma: float, radix: tuple[int, int], device: 
 
 
 def clear_caches() -> None:
-    """Drop the cached colour tables (e.g. to free memory or to time a cold start)."""
+    """Drop the cached colour tables and the pixel counts that trigger them (e.g. to free memory or
+    to time a cold start)."""
     _LUT_CACHE.clear()
+    _PIXELS_SOLVED.clear()
 
 
 def _colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: _Layout, dtype: torch.dtype) -> torch.Tensor:
@@ -820,7 +823,9 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
     sizes = [(int(r.shape[0]), int(r.shape[1])) for r in rgbs]
     device = rgbs[0].device
     sigmas = params[1]
-    if sum(h * w for h, w in sizes) >= LUT_MIN_PIXELS:
+    seen_key = (sigmas[1], sigmas[2], str(device))
+    seen = _PIXELS_SOLVED[seen_key] = _PIXELS_SOLVED.get(seen_key, 0) + sum(h * w for h, w in sizes)
+    if seen >= LUT_MIN_PIXELS:  # enough colour work so far for the table to pay off: build it once
         lay = _layout(sizes, sigmas)
         if lay.compact:
             wl, wu, wv = lay.weights[2:]
