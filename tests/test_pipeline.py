@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,38 @@ def test_found_bench_cli_writes_json(tmp_path, monkeypatch, capsys):
     assert all(r.get("masks_identical", 1.0) == 1.0 for r in data["results"])
     assert rc in (0, 1)  # 1 when a ratio target is missed on this tiny model; the run itself worked
     assert main(["bench", "--device", "cpu", "--precision", "fp64"]) == 2
+
+
+def test_found_bench_real_weights_and_image_agreement(tmp_path, capsys):
+    """--weights/--head load local checkpoints for every path, and --images measures each
+    precision's mask agreement with the eager baseline on real photos (bad files skipped)."""
+    from found.cli.main import main
+
+    vit = tiny_vit()
+    ckpt = tmp_path / "backbone.pth"
+    torch.save(vit.state_dict(), ckpt)
+    torch.manual_seed(0)
+    head_file = tmp_path / "head.pt"
+    torch.save({"decoder": {"weight": torch.randn(1, 96, 1, 1) * 0.1, "bias": torch.zeros(1)}}, head_file)
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted((Path(__file__).parent / "data" / "images").glob("*.png"))[:2]:
+        (images / src.name).write_bytes(src.read_bytes())
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "r.json"
+    args = ["bench", "--device", "cpu", "--precision", "fp32", "--sizes", "32x48", "--batch-sizes", "1", "--reps", "1",
+            "--no-folder", "--no-memory", "--weights", str(ckpt), "--num-heads", "6", "--head", str(head_file),
+            "--images", str(images), "--json", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"backbone {ckpt}" in text and "broken.jpg" in text
+    data = json.loads(out.read_text())
+    agree = [r for r in data["results"] if r["bench"] == "agreement"]
+    assert [(r["path"], r["images"]) for r in agree] == [("fast-fp32", 2)]
+    assert agree[0]["mask_iou_min"] == 1.0 and agree[0]["mask_pixels_differing"] == 0
+    assert f"backbone {ckpt}" in data["note"]
+    # clear usage errors, no traceback
+    assert main(["bench", "--no-folder", "--images", str(tmp_path / "nothing-here")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["bench", "--no-folder", "--weights", str(ckpt), "--num-heads", "6"]) == 2
+    assert "give --head" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from ..backbone import FoundFeatures, VisionTransformer
 from ..errors import FoundError
 from ..head import FoundHead
 from ..predictor import PRECISIONS, Found, default_device
+from ..registry import DEFAULT_MODEL
 
 WEIGHTS_NOTE = (
     "weights: random ViT-S/8 (patch 8, 384-d, 12 blocks, 6 heads) + random head: same compute as "
@@ -171,6 +172,46 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
+def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
+                   max_side: int = 1024, log: Callable[[str], None] = print) -> list[dict]:
+    """Mask agreement of each fast-path precision with the eager fp32 baseline on real images (each
+    at its own size, longer side capped at ``max_side``): mean / minimum IoU and differing pixels.
+    Meaningful with real weights (``--weights``); a random network's masks disagree for any change."""
+    from ..imageio import read_image
+
+    base, fast = _baseline_and_fast(device, precisions, False, nets)
+    ious: dict[str, list[float]] = {p: [] for p in fast}
+    differ: dict[str, int] = {p: 0 for p in fast}
+    failed: list[tuple[str, str]] = []
+    n_ok = 0
+    for path in paths:
+        try:
+            rgb = read_image(path, max_side=max_side, min_side=base.patch_size).rgb()
+        except Exception as e:  # a bad file is reported and skipped
+            failed.append((str(path), " ".join(str(e).split())[:120]))
+            continue
+        x = base.input_batch([rgb])
+        ref = _mask(base, base.features(x))
+        for p, m in fast.items():
+            mk = _mask(m, m.features(x))
+            ious[p].append(_iou(mk, ref))
+            differ[p] += int((mk != ref).sum().item())
+        n_ok += 1
+    rows = []
+    for p in fast:
+        if not ious[p]:
+            continue
+        row = {"bench": "agreement", "device": device.type, "path": f"fast-{p}", "images": n_ok,
+               "mask_iou_mean": float(np.mean(ious[p])), "mask_iou_min": float(min(ious[p])),
+               "mask_pixels_differing": differ[p]}
+        rows.append(row)
+        log(f"agree  {n_ok} images   {row['path']:11s} mask IoU vs eager fp32: mean {row['mask_iou_mean']:.4f}, "
+            f"min {row['mask_iou_min']:.4f} ({row['mask_pixels_differing']} px differ)")
+    for f, why in failed:
+        log(f"agree  skipped {f}: {why}")
+    return rows
+
+
 def _synthetic_images(n: int, hw: tuple[int, int], seed: int) -> list[np.ndarray]:
     """Smooth backgrounds with one bright ellipse each, plus noise (decodes/encodes like photos)."""
     rng = np.random.default_rng(seed)
@@ -197,9 +238,15 @@ def baseline_fits(device: torch.device, batch: int, hw: tuple[int, int], patch: 
     return need < free / 2
 
 
-def _baseline_and_fast(device: torch.device, precisions: list[str], compile_mode: bool | str) -> tuple[EagerFound, dict[str, Found]]:
-    """The eager fp32 baseline and one fast model per precision, sharing one random ViT-S/8 and head."""
-    vit, head = vit_s8(), random_head()
+#: (backbone, head) every benchmark uses; None = a random ViT-S/8 and head (see ``--weights``).
+Nets = "tuple[VisionTransformer, FoundHead] | None"
+
+
+def _baseline_and_fast(device: torch.device, precisions: list[str], compile_mode: bool | str,
+                       nets: Nets = None) -> tuple[EagerFound, dict[str, Found]]:
+    """The eager fp32 baseline and one fast model per precision, sharing one backbone and head
+    (``nets``, default a random ViT-S/8 and head)."""
+    vit, head = nets if nets is not None else (vit_s8(), random_head())
     compile_arg = compile_mode if device.type == "cuda" else False
     return EagerFound(vit, head, device=device), {p: Found(vit, head, device=device, precision=p, compile=compile_arg) for p in precisions}
 
@@ -216,9 +263,10 @@ def bench_model(
     memory: bool = True,
     skip: set[tuple[tuple[int, int], int]] | None = None,
     log: Callable[[str], None] = print,
+    nets: Nets = None,
 ) -> list[dict]:
     """Tensor in → mask out, eager fp32 baseline vs the fast path in each of ``precisions``."""
-    base, fast = _baseline_and_fast(device, precisions, compile_mode)
+    base, fast = _baseline_and_fast(device, precisions, compile_mode, nets)
     rows: list[dict] = []
     min_rep_s = 0.3 if device.type == "cuda" else 0.0
     for hw in sizes:
@@ -273,11 +321,12 @@ def bench_folder(
     compile_mode: bool | str = False,
     src_hw: tuple[int, int] = (300, 400),
     log: Callable[[str], None] = print,
+    nets: Nets = None,
 ) -> list[dict]:
     """JPEG files in → PNG masks out: the threaded pipeline (fast path) vs a sequential eager loop."""
     from ..pipeline import segment_files
 
-    base, fast = _baseline_and_fast(device, precisions, compile_mode)
+    base, fast = _baseline_and_fast(device, precisions, compile_mode, nets)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="found-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -382,6 +431,10 @@ def check_targets(rows: list[dict], device: torch.device) -> list[tuple[str, flo
             if found_rows:  # only the measurements this run made
                 best = max(r["img_per_s"] for r in found_rows)
                 out.append((what, best, CUDA_TARGETS[key], best >= CUDA_TARGETS[key]))
+    for r in rows:  # mask agreement on real images (--images), any device
+        if r["bench"] == "agreement" and r["path"] != "fast-fp32":
+            out.append((f"{r['path'][5:]} mask IoU vs fp32 on {r['images']} images (minimum)", r["mask_iou_min"],
+                        CPU_TARGETS["reduced_iou"], r["mask_iou_min"] >= CPU_TARGETS["reduced_iou"]))
     return out
 
 
@@ -430,6 +483,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     p.add_argument("--json", metavar="PATH", help="also write all results (and the environment) as JSON")
     p.add_argument("--targets", action="store_true", help="compare with the project's performance targets (exit 1 if one is missed)")
+    g = p.add_argument_group("real weights (default: a random ViT-S/8 and head, same compute)")
+    g.add_argument("--weights", metavar="PATH", help="a DINO backbone checkpoint (its ViT size is read off the file)")
+    g.add_argument("--head", metavar="PATH",
+                   help="a FOUND head; default with --weights: the published head of the default model (384-d backbones)")
+    g.add_argument("--num-heads", type=int, help="attention heads of the --weights backbone (default: embed dim / 64)")
+    g.add_argument("--images", metavar="DIR",
+                   help="also measure the mask agreement of every precision with the eager fp32 baseline on these images")
 
 
 def add_parser(sub) -> None:
@@ -457,15 +517,18 @@ def run(args: argparse.Namespace) -> int:
     reps = args.reps or (2 if args.quick else 5)
     if reps < 1 or min(batches) < 1:
         raise FoundError("--reps and batch sizes must be at least 1")
+    image_paths = _image_paths(args.images) if getattr(args, "images", None) else []
+    nets, note = _nets_from_args(args)
     # a quick CPU run batches 224x224 only: the eager baseline at 320x480 costs seconds per image
     skip = {(hw, b) for hw in sizes for b in batches if b > 1 and hw[0] * hw[1] > 224 * 224} if (args.quick and not cuda) else set()
     print(f"found bench on {device} ({_cpu_name() if not cuda else torch.cuda.get_device_name(device)}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {WEIGHTS_NOTE}")
+          f"{torch.get_num_threads()} threads; {note}")
     print("baseline 'eager-fp32': DINO's eager attention (N×N softmax) in every block, float32; "
           "ratio = median over interleaved rounds of baseline time / path time")
     rows: list[dict] = []
     if args.run_model:
-        rows += bench_model(device, precisions, sizes, batches, reps, warmup=1, compile_mode=args.compile, memory=args.memory, skip=skip)
+        rows += bench_model(device, precisions, sizes, batches, reps, warmup=1, compile_mode=args.compile, memory=args.memory,
+                            skip=skip, nets=nets)
     if args.run_folder:
         n = args.folder_images or (1000 if cuda else 4 if args.quick else 16)
         fb = [b for b in batches if b <= n]
@@ -474,7 +537,9 @@ def run(args: argparse.Namespace) -> int:
         n_per = {hw: (n if hw[0] * hw[1] <= 224 * 224 or cuda else max(1, n // 2)) for hw in sizes}
         fsizes = sizes[:1] if args.quick and not cuda else sizes
         rows += bench_folder(device, precisions, fsizes, sorted(set(fb)), n_per, reps=1 if args.quick or cuda else 2,
-                             workers=args.workers, compile_mode=args.compile)
+                             workers=args.workers, compile_mode=args.compile, nets=nets)
+    if image_paths:
+        rows += mask_agreement(device, precisions, image_paths, nets)
     status = 0
     if args.targets:
         print("targets:")
@@ -484,5 +549,34 @@ def run(args: argparse.Namespace) -> int:
             status |= 0 if ok else 1
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"environment": environment(), "note": WEIGHTS_NOTE, "results": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"environment": environment(), "note": note, "results": rows}, indent=1))
     return status
+
+
+def _image_paths(folder: str) -> list[Path]:
+    """The image files directly in ``folder`` (sorted); a clear error when there are none."""
+    from ..imageio import IMAGE_SUFFIXES
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise FoundError(f"--images {folder}: not a folder")
+    paths = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FoundError(f"--images {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def _nets_from_args(args: argparse.Namespace) -> tuple[Nets, str]:
+    """(backbone, head) from --weights/--head, or None for the random ViT-S/8; and the note printed."""
+    weights, head = getattr(args, "weights", None), getattr(args, "head", None)
+    if not weights and not head:
+        return None, WEIGHTS_NOTE
+    from ..build import load_backbone, load_head
+
+    vit = load_backbone("auto", weights, num_heads=getattr(args, "num_heads", None)) if weights else vit_s8()
+    dim = vit.embed_dim
+    if head is None and dim != 384:
+        raise FoundError(f"the backbone is {dim}-d: the published head is for 384-d ViT-S/8; give --head PATH")
+    fhead = load_head(head=head, in_dim=dim)
+    what = f"backbone {weights}" if weights else "random ViT-S/8 backbone"
+    return (vit, fhead.eval()), f"weights: {what} + head {head or 'published (' + DEFAULT_MODEL + ')'}"
