@@ -191,7 +191,9 @@ def test_found_bench_real_weights_and_image_agreement(tmp_path, capsys):
     data = json.loads(out.read_text())
     agree = [r for r in data["results"] if r["bench"] == "agreement"]
     assert [(r["path"], r["images"]) for r in agree] == [("fast-fp32", 2)]
-    assert agree[0]["mask_iou_min"] == 1.0 and agree[0]["mask_pixels_differing"] == 0
+    # fast fp32 vs eager fp32 differ only in float summation order: a pixel may flip where a logit is ~0
+    assert 0.999 < agree[0]["mask_iou_min"] <= agree[0]["mask_iou_mean"] <= 1.0
+    assert agree[0]["mask_pixels_differing"] <= 20
     assert f"backbone {ckpt}" in data["note"]
     # clear usage errors, no traceback
     assert main(["bench", "--no-folder", "--images", str(tmp_path / "nothing-here")]) == 2
