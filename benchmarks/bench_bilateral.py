@@ -95,7 +95,7 @@ def main() -> None:
     import torch
 
     import scipy_bilateral
-    from found.refine import bilateral, clear_caches, solve_batch
+    from found.refine import bilateral, clear_caches, colour, grid, solve_batch
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -128,8 +128,8 @@ def main() -> None:
             clear_caches()
             bilateral.LUT_MIN_PIXELS = float("inf") if mode == "cold" else lut_min
             if mode == "warm":
-                lay = bilateral._layout([hw], (16.0, 16.0, 8.0))
-                bilateral._colour_lut(16.0, 8.0, (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2]),
+                lay = grid.key_layout([hw], (16.0, 16.0, 8.0))
+                colour.colour_table(16.0, 8.0, (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2]),
                                       device, build=True)
             if bsz == 1:  # single-image calls on n_base different images
                 calls = [([torch.from_numpy(images[i]).to(device)], [torch.from_numpy(masks[i]).to(device)])
@@ -159,14 +159,14 @@ def main() -> None:
                 err = float(np.abs(out - base_ref).max())
             ratio = f"{base_ms / ms:8.1f}x" if base_ms else "      n/a"
             base = f"{base_ms:13.2f}" if base_ms else f"{'—':>13}"
-            lut = "yes" if bilateral._LUT_CACHE else "no"
+            lut = "yes" if colour._LUT_CACHE else "no"
             print(f"{hw[0]:>4}x{hw[1]:<4} {bsz:>5} {ms:13.2f} {base} {ratio} {err:9.1e} {lut:>5}", flush=True)
     bilateral.LUT_MIN_PIXELS = lut_min
     clear_caches()
-    lay = bilateral._layout([(8, 8)], (16.0, 16.0, 8.0))
+    lay = grid.key_layout([(8, 8)], (16.0, 16.0, 8.0))
     radix = (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2])
     t = CLOCK()
-    bilateral._colour_lut(16.0, 8.0, radix, device, build=True)
+    colour.colour_table(16.0, 8.0, radix, device, build=True)
     sync()
     print(f"one-off colour-table build (sigma_luma 16, sigma_chroma 8): {(CLOCK() - t) * 1e3:.0f} ms")
     clear_caches()

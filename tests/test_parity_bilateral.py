@@ -132,9 +132,10 @@ def test_pseudo_labels_batched(cases):
 def test_device_agnostic_code_path(cases, monkeypatch):
     """The pure-torch path used on GPUs (no numpy helpers, whole batch at once, colour table
     instead of the per-pixel colour maths), run here on CPU, reproduces the reference too."""
+    from found.refine import _cpu
     from found.refine import bilateral as bl
 
-    monkeypatch.setattr(bl, "NUMPY_FAST_PATHS", False)
+    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
     monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1 << 40)
     monkeypatch.setattr(bl, "LUT_MIN_PIXELS", 0)
     try:

@@ -21,6 +21,7 @@ from found.refine import (
     rgb_to_yuv,
     solve_batch,
 )
+from found.refine import _cpu, colour, grid
 from found.refine import bilateral as bl
 from found.refine.pipeline import downsample_binary
 
@@ -90,25 +91,25 @@ def test_plain_float64_would_not_be_exact():
 @pytest.mark.parametrize("numpy_path", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("sigmas", [(16.0, 8.0), (4.0, 4.0), (12.5, 3.0), (255.0, 0.7)])
 def test_colour_coordinates_exact(sigmas, numpy_path, monkeypatch):
-    monkeypatch.setattr(bl, "NUMPY_FAST_PATHS", numpy_path)
+    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", numpy_path)
     s_l, s_c = sigmas
     rgb = np.concatenate([_boundary_colours(), np.random.default_rng(2).integers(0, 256, (50_000, 3)).astype(np.uint8),
                           np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)])
     yuv = _numpy_yuv(rgb)
     ref = np.stack([(yuv[:, 0] / s_l).astype(int), (yuv[:, 1] / s_c).astype(int), (yuv[:, 2] / s_c).astype(int)], 1)
-    ours = torch.stack(bl._colour_coords(torch.from_numpy(rgb), s_l, s_c), 1).numpy()
+    ours = torch.stack(colour.colour_coords(torch.from_numpy(rgb), s_l, s_c), 1).numpy()
     assert np.array_equal(ours, ref)
 
 
 def test_colour_lut_matches_direct_path(monkeypatch):
     rgb = torch.from_numpy(np.concatenate([_boundary_colours(),
                                            np.random.default_rng(3).integers(0, 256, (100_000, 3)).astype(np.uint8)]))
-    lay = bl._layout([(8, 8)], (16.0, 16.0, 8.0))
+    lay = grid.key_layout([(8, 8)], (16.0, 16.0, 8.0))
     clear_caches()
-    direct = bl._colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    direct = grid.colour_key(rgb, 16.0, 8.0, lay, torch.int64)
     wl, wu, wv = lay.weights[2:]
-    assert bl._colour_lut(16.0, 8.0, (wu // wl, wv // wl), rgb.device, build=True) is not None
-    via_lut = bl._colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    assert colour.colour_table(16.0, 8.0, (wu // wl, wv // wl), rgb.device, build=True) is not None
+    via_lut = grid.colour_key(rgb, 16.0, 8.0, lay, torch.int64)
     clear_caches()
     assert np.array_equal(direct.numpy(), via_lut.numpy())
 
@@ -122,15 +123,15 @@ def test_colour_table_is_built_once_enough_pixels_were_solved(monkeypatch):
     monkeypatch.setattr(bl, "LUT_MIN_PIXELS", 3 * 40 * 50)
     try:
         first = [bilateral_solve([im], [m])[0] for im, m in zip(imgs[:2], masks[:2])]
-        assert not bl._LUT_CACHE  # 2 × 2,000 pixels so far
+        assert not colour._LUT_CACHE  # 2 × 2,000 pixels so far
         bilateral_solve(imgs[2:], masks[2:], sigma_luma=8)  # other sigmas count separately
-        assert not bl._LUT_CACHE
+        assert not colour._LUT_CACHE
         third = bilateral_solve(imgs[2:], masks[2:])[0]  # 6,000 pixels with these sigmas: built
-        assert len(bl._LUT_CACHE) == 1
+        assert len(colour._LUT_CACHE) == 1
         again = [bilateral_solve([im], [m])[0] for im, m in zip(imgs, masks)]
     finally:
         clear_caches()
-    assert not bl._LUT_CACHE and not bl._PIXELS_SOLVED
+    assert not colour._LUT_CACHE and not bl._PIXELS_SOLVED
     for a, b in zip([*first, third], again):
         assert torch.equal(a, b)
 
@@ -248,7 +249,7 @@ def test_cg_backends_agree(monkeypatch):
     imgs = [_image(33, 47, 1), _image(52, 20, 2)]
     masks = [_ellipse(33, 47), (_ellipse(52, 20) * 0.7 + 0.2).astype(np.float32)]
     fast = solve_batch(imgs, masks)
-    monkeypatch.setattr(bl, "NUMPY_FAST_PATHS", False)
+    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
     plain = solve_batch(imgs, masks)
     assert fast.iterations == plain.iterations and fast.n_vertices == plain.n_vertices
     for a, b in zip(fast.soft, plain.soft):

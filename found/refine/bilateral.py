@@ -3,35 +3,26 @@
 The algorithm follows FOUND's ``bilateral_solver.py`` (itself adapted from TokenCut) step by step,
 so that a float64 run reproduces it to ~1e-14 (docs/refinement.md):
 
-* RGB → YUV with the JPEG matrix, bit-exactly as the authors' ``np.tensordot`` computes it
-  (OpenBLAS accumulates the three products with fused multiply-adds; see :func:`rgb_to_yuv`):
-  the grid coordinates ``trunc(value / sigma)`` flip when a value lands exactly on a cell
-  boundary (every grey pixel has U = V = 128 in real arithmetic, a chroma boundary).
-* 5-D grid (x, y, luma, u, v) keyed like the authors' ``Σ coord_d · 255^d``: vertices are the
-  sorted unique keys of each image, the blur links vertices whose keys differ by ``±w_d``. A
-  compact mixed-radix key with the same order and neighbours is used when every coordinate is
-  ≤ 253, else the authors' key itself (collisions included).
-* Splat (per-vertex sums in pixel order, as scipy's CSR product), 10 bistochastisation
+* RGB → YUV → grid colour coordinates, bit-exact (:mod:`found.refine.colour`);
+* the 5-D bilateral grid keyed like the authors' hash (:mod:`found.refine.grid`);
+* splat (per-vertex sums in pixel order, as scipy's CSR product), 10 bistochastisation
   iterations, ``A = λ (D_m − D_n B D_n) + diag(S w)``, ``b = S (w·t)``, and Jacobi-preconditioned
   CG from ``S(w·t) / S w`` with scipy's stopping rule (``‖r‖ < tol·‖b‖`` tested at the start of
   each of at most ``max_iter`` iterations; ``b = 0`` returns zeros); slice.
 
 Several images are solved at once: their vertices form a padded ``[B, V_max]`` block-diagonal
-system (images never share a vertex) and CG runs for all of them with per-image scalars and a
-per-image convergence mask — no Python loop over images or vertices in the hot path, any torch
-device. On CPU the batch is cut into cache-sized chunks, solved in parallel (one per torch thread),
-and the per-pixel colour maths, a few index operations and the CG iterations use numpy/scipy,
-whose per-call cost on these small arrays is a fraction of torch's.
+system (images never share a vertex). With torch (any device) CG runs for all of them with
+per-image scalars and a per-image convergence mask — no Python loop over images or vertices in
+the hot path. On CPU the batch is cut into cache-sized chunks, solved in parallel (one per torch
+thread), and the colour maths, a few index operations and CG (image by image, scalar recurrences)
+use numpy/scipy, whose per-call cost on these small arrays is a fraction of torch's.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import numbers
 import threading
-import warnings
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence, Union
@@ -39,18 +30,16 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 import torch
 
+from ._cpu import numpy_ok
+
+from .colour import clear_tables, colour_table, rgb_to_yuv
+from .grid import GRID_DIM, Grid, build_grid, key_layout
+
 if TYPE_CHECKING:
     from PIL import Image as _PILImage
 
 ImageLike = Union[np.ndarray, torch.Tensor, "_PILImage.Image"]
 MaskLike = Union[np.ndarray, torch.Tensor]
-
-#: RGB → YUV (JPEG / BT.601 full range), rows Y, U, V — FOUND's ``RGB_TO_YUV``.
-RGB_TO_YUV = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
-YUV_OFFSET = (0.0, 128.0, 128.0)
-#: Base of the authors' coordinate hash (``MAX_VAL``).
-HASH_BASE = 255
-GRID_DIM = 5
 
 __all__ = [
     "SolveOutput",
@@ -59,70 +48,21 @@ __all__ = [
     "rgb_to_yuv",
     "as_rgb_uint8",
     "as_target",
+    "clear_caches",
 ]
 
-
-# --------------------------------------------------------------------------- exact colour conversion
-def _two_sum(a, b):
-    """Knuth's TwoSum: ``s = RN(a + b)`` and the exact error ``a + b − s``."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
+#: The colour table (:mod:`found.refine.colour`) is built once the calls with the same sigmas on a
+#: device have solved at least this many pixels in all (one training batch; ~40 single 224²
+#: images), then reused by every such call.
+LUT_MIN_PIXELS = 1 << 21
+_PIXELS_SOLVED: dict[tuple, int] = {}  # pixels solved so far per (sigmas, device), towards LUT_MIN_PIXELS
 
 
-def _add_round_to_odd(a, b):
-    """``a + b`` rounded to odd: the exact sum if representable, else the neighbour with an odd last bit.
-
-    Works on float64 torch tensors and numpy arrays alike (numpy is cheaper for a few pixels on CPU).
-    """
-    s, err = _two_sum(a, b)
-    xp = np if isinstance(s, np.ndarray) else torch
-    fix = (err != 0) & ((s.view(xp.int64) & 1) == 0)
-    if not bool(fix.any()):
-        return s
-    toward = xp.where(err > 0, xp.full_like(s, math.inf), xp.full_like(s, -math.inf))
-    return xp.where(fix, xp.nextafter(s, toward), s)
-
-
-def _fma_small_int(a, b: float, c):
-    """Correctly rounded ``a·b + c`` (a fused multiply-add) for integer-valued float64 ``a`` < 2^26.
-
-    ``a·b = p + e`` exactly (Dekker's product with ``b`` split by Veltkamp; ``a`` needs no split),
-    then the three-term sum ``c + p + e`` is rounded once with Boldo & Melquiond's round-to-odd
-    trick. Plain elementwise ops only (torch or numpy), so it is exact on every device.
-    """
-    p = a * b
-    t = 134217729.0 * b  # 2^27 + 1
-    bh = t - (t - b)
-    bl = b - bh
-    e = (a * bh - p) + a * bl
-    th, tl = _two_sum(c, p)
-    return th + _add_round_to_odd(tl, e)
-
-
-def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
-    """[..., 3] uint8 RGB → [..., 3] float64 YUV, bit-identical to FOUND's ``rgb2yuv`` under numpy.
-
-    numpy's ``tensordot`` runs OpenBLAS dgemm, which forms ``fma(B, m2, fma(G, m1, R·m0))`` and
-    then adds the offset; we emulate exactly that (checked against numpy on all 2^24 colours).
-    Exactness matters: the grid coordinate of a grey pixel depends on whether U comes out as
-    128 or 128 − 1 ulp.
-    """
-    if rgb.dtype != torch.uint8 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb_to_yuv expects uint8 [..., 3], got {rgb.dtype} {tuple(rgb.shape)}")
-    return torch.stack(_yuv_channels(rgb.to(torch.float64)), dim=-1)
-
-
-def _yuv_channels(f):
-    """Y, U, V of float64 [..., 3] integer-valued RGB (torch or numpy), as :func:`rgb_to_yuv`."""
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    out = []
-    for row, off in zip(RGB_TO_YUV, YUV_OFFSET):
-        acc = r * row[0]
-        acc = _fma_small_int(g, row[1], acc)
-        acc = _fma_small_int(b, row[2], acc)
-        out.append(acc + off)
-    return out
+def clear_caches() -> None:
+    """Drop the cached colour tables and the pixel counts that trigger them (e.g. to free memory or
+    to time a cold start)."""
+    clear_tables()
+    _PIXELS_SOLVED.clear()
 
 
 # --------------------------------------------------------------------------- input normalisation
@@ -197,375 +137,6 @@ def as_target(mask: MaskLike, hw: tuple[int, int], device: torch.device, index: 
     return t
 
 
-# --------------------------------------------------------------------------- grid
-@dataclass
-class _Grid:
-    """Bilateral grids of a batch of images in a padded [B, V_max] vertex layout.
-
-    Vertex ``j`` of image ``i`` lives in slot ``i·V_max + j`` (vertices sorted by the authors' key);
-    padding slots are isolated vertices with one pseudo-pixel and a zero target. The ±1 neighbour
-    graph plus the diagonal is kept as a CSR pattern (``crow``, ``col``, sorted columns).
-    """
-
-    pixel_slot: torch.Tensor  # [P] slot of every pixel (images concatenated, row-major)
-    n_vertices: torch.Tensor  # [B]
-    v_max: int
-    counts: torch.Tensor  # [B·V_max] float64 pixels per vertex (1 on padding)
-    crow: torch.Tensor  # [B·V_max + 1] CSR row pointers
-    col: torch.Tensor  # [nnz] column of each stored entry
-    row: torch.Tensor  # [nnz] (int64) row of each stored entry
-    diag_pos: torch.Tensor  # [B·V_max] position of each row's diagonal entry
-
-    def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        """Sparse CSR matrix with this pattern and the given [nnz] values."""
-        n = self.crow.numel() - 1
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-            return torch.sparse_csr_tensor(self.crow, self.col, values, size=(n, n), check_invariants=False)
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How the 5-D integer coordinates are packed into one sortable key."""
-
-    weights: tuple[int, int, int, int, int]  # key step of +1 along x, y, luma, u, v
-    stride: int  # key offset between consecutive images
-    compact: bool  # mixed radix (True) or the authors' base-255 hash (False)
-
-
-def _layout(sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> _Layout:
-    """Choose the key packing from static upper bounds of the coordinates (no device sync).
-
-    The authors' key is ``Σ c_d·255^d``; as long as every coordinate is ≤ 253 it is a bijection
-    whose ±1 neighbour lookups never hit a real vertex by wrapping around, so a mixed-radix key
-    with digits ``bound_d + 2`` gives the same vertices, the same sorted order and the same
-    neighbours with far fewer bits. Otherwise (images wider/taller than 253·σ_spatial pixels, or
-    σ_luma/σ_chroma ≈ 1) the authors' hash itself is used, collisions included.
-    """
-    s_spatial, s_luma, s_chroma = sigmas
-    max_h = max(h for h, _ in sizes)
-    max_w = max(w for _, w in sizes)
-    bounds = (
-        math.floor((max_w - 1) / s_spatial), math.floor((max_h - 1) / s_spatial),
-        math.floor(255.0 / s_luma) + 1, math.floor(256.0 / s_chroma) + 1, math.floor(256.0 / s_chroma) + 1,
-    )
-    if max(bounds) >= 2**31 - 2:
-        raise ValueError(f"sigmas {sigmas} are too small: grid coordinates would overflow")
-    if max(bounds) <= HASH_BASE - 2:
-        weights, w = [], 1
-        for bd in bounds:
-            weights.append(w)
-            w *= bd + 2
-        stride = w
-        compact = True
-    else:
-        weights = [HASH_BASE**d for d in range(GRID_DIM)]
-        stride = sum(bd * wd for bd, wd in zip(bounds, weights)) + 2 * weights[-1] + 2
-        compact = False
-    if stride * (len(sizes) + 1) >= 2**62:
-        raise ValueError("images too large or sigmas too small for a 64-bit grid key")
-    return _Layout(tuple(weights), stride, compact)
-
-
-def _spatial_key(sizes: Sequence[tuple[int, int]], s_spatial: float, lay: _Layout, device: torch.device,
-                 dtype: torch.dtype) -> torch.Tensor:
-    """Per-pixel key part of (x, y, image): ``trunc(ix/σ)·w_x + trunc(iy/σ)·w_y + image·stride``."""
-    wx, wy = lay.weights[0], lay.weights[1]
-    n_img = len(sizes)
-    offsets = torch.arange(n_img, device=device, dtype=dtype) * lay.stride
-    if len(set(sizes)) == 1:  # one size: one [H·W] map broadcast over the batch
-        h, w = sizes[0]
-        ys = (torch.arange(h, device=device, dtype=torch.float64) / s_spatial).trunc().to(dtype) * wy
-        xs = (torch.arange(w, device=device, dtype=torch.float64) / s_spatial).trunc().to(dtype) * wx
-        return ((ys[:, None] + xs[None, :]).reshape(1, -1) + offsets[:, None]).reshape(-1)
-    n_pix = torch.tensor([h * w for h, w in sizes], device=device)
-    widths = torch.tensor([w for _, w in sizes], device=device)
-    img = torch.repeat_interleave(torch.arange(n_img, device=device), n_pix)
-    local = torch.arange(img.numel(), device=device) - (torch.cumsum(n_pix, 0) - n_pix)[img]
-    w_pix = widths[img]
-    iy = torch.div(local, w_pix, rounding_mode="floor")
-    ix = local - iy * w_pix
-    return ((ix.to(torch.float64) / s_spatial).trunc().to(dtype) * wx
-            + (iy.to(torch.float64) / s_spatial).trunc().to(dtype) * wy + offsets[img])
-
-
-def _colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[torch.Tensor]:
-    """Grid coordinates ``trunc(Y/σ_l), trunc(U/σ_c), trunc(V/σ_c)`` (3 × [P] int32) of [P, 3] uint8
-    pixels, bit-exact with the authors' numpy.
-
-    A float32 evaluation is within ~2e-4/σ of the reference value, so it can only get a
-    coordinate wrong when ``value/σ`` is that close to an integer: those pixels (all grey pixels
-    for U and V, ~1 % of the others) are recomputed exactly (:func:`rgb_to_yuv`, or a 256-entry
-    table for grey pixels).
-    """
-    sigmas = (s_luma, s_chroma, s_chroma)
-    margin = 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
-    if _numpy_ok(rgb):
-        return _colour_coords_numpy(rgb.numpy(), sigmas, margin)
-    r, g, b = (rgb[:, i].float() for i in range(3))
-    coords, dev = [], None
-    for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
-        q = torch.add(torch.add(r * (row[0] / sig), g, alpha=row[1] / sig), b, alpha=row[2] / sig).add_(off / sig)
-        c = q.to(torch.int32)  # truncation; q >= 0
-        coords.append(c)
-        e = (q - c).sub_(0.5).abs_()  # 0.5 − distance to the nearest integer
-        dev = e if dev is None else torch.maximum(dev, e, out=dev)
-    near = dev > margin
-    idx = torch.nonzero(near).squeeze(1)
-    if idx.numel():
-        sub = rgb.index_select(0, idx)
-        grey = (sub[:, 0] == sub[:, 1]) & (sub[:, 1] == sub[:, 2])
-        exact = torch.empty((idx.numel(), 3), dtype=torch.int64, device=rgb.device)
-        g_idx = torch.nonzero(grey).squeeze(1)
-        if g_idx.numel():
-            table = _grey_coords(s_luma, s_chroma).to(rgb.device)
-            exact.index_copy_(0, g_idx, table.index_select(0, sub.index_select(0, g_idx)[:, 0].long()))
-        c_idx = torch.nonzero(~grey).squeeze(1)
-        if c_idx.numel():
-            exact.index_copy_(0, c_idx, _exact_coords(sub.index_select(0, c_idx), sigmas))
-        for c in range(3):
-            coords[c].index_copy_(0, idx, exact[:, c].to(torch.int32))
-    return coords
-
-
-def _colour_index(coords: Sequence[torch.Tensor], radix_l: int, radix_lu: int) -> torch.Tensor:
-    """Mixed-radix colour cell ``L + radix_l·U + radix_lu·V`` (int32, < 2^24 in compact layouts)."""
-    return torch.add(torch.add(coords[0], coords[1], alpha=radix_l), coords[2], alpha=radix_lu)
-
-
-#: A colour → cell table over all 2^24 RGB values (64 MiB, int32; ~0.5–1 s to build on one CPU
-#: core) is built once the calls with the same sigmas on a device have solved at least this many
-#: pixels in all (one training batch; ~40 single 224² images), then reused by every such call:
-#: the per-pixel colour work becomes one gather instead of ~30 elementwise passes.
-LUT_MIN_PIXELS = 1 << 21
-_LUT_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_LUT_CACHE_SIZE = 2
-_PIXELS_SOLVED: dict[tuple, int] = {}  # pixels solved so far per (sigmas, device), towards LUT_MIN_PIXELS
-
-
-def _colour_lut(s_luma: float, s_chroma: float, radix: tuple[int, int], device: torch.device,
-                build: bool) -> torch.Tensor | None:
-    """The cached cell table for these sigmas on ``device`` (built now if ``build``), else None."""
-    k = (s_luma, s_chroma, radix, str(device))
-    lut = _LUT_CACHE.get(k)
-    if lut is not None:
-        _LUT_CACHE.move_to_end(k)
-        return lut
-    if not build:
-        return None
-    lut = torch.empty(1 << 24, dtype=torch.int32, device=device)
-    step = 1 << 20
-    for lo in range(0, 1 << 24, step):
-        i = torch.arange(lo, lo + step, dtype=torch.int32, device=device)
-        rgb = torch.stack([i & 255, (i >> 8) & 255, i >> 16], 1).to(torch.uint8)
-        lut[lo:lo + step] = _colour_index(_colour_coords(rgb, s_luma, s_chroma), *radix)
-    _LUT_CACHE[k] = lut
-    while len(_LUT_CACHE) > _LUT_CACHE_SIZE:
-        _LUT_CACHE.popitem(last=False)
-    return lut
-
-
-def clear_caches() -> None:
-    """Drop the cached colour tables and the pixel counts that trigger them (e.g. to free memory or
-    to time a cold start)."""
-    _LUT_CACHE.clear()
-    _PIXELS_SOLVED.clear()
-
-
-def _colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: _Layout, dtype: torch.dtype) -> torch.Tensor:
-    """Per-pixel key part of the colour coordinates (luma, u, v), bit-exact with the authors' numpy."""
-    wl, wu, wv = lay.weights[2:]
-    if not lay.compact:
-        c = _colour_coords(rgb, s_luma, s_chroma)
-        return c[0].to(dtype) * wl + c[1].to(dtype) * wu + c[2].to(dtype) * wv
-    radix = (wu // wl, wv // wl)
-    lut = _colour_lut(s_luma, s_chroma, radix, rgb.device, build=False)
-    if lut is not None:
-        r, g, b = (rgb[:, i].int() for i in range(3))
-        cell = lut.index_select(0, torch.add(torch.add(r, g, alpha=256), b, alpha=65536))
-    else:
-        cell = _colour_index(_colour_coords(rgb, s_luma, s_chroma), *radix)
-    return cell.to(dtype).mul_(wl)
-
-
-def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
-    """[N, 3] uint8 → [N, 3] int64 ``trunc(YUV / σ)`` through the exact :func:`rgb_to_yuv`."""
-    yuv = rgb_to_yuv(rgb)
-    return torch.stack([(yuv[:, c] / sig).trunc().to(torch.int64) for c, sig in enumerate(sigmas)], 1)
-
-
-def _colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float], margin: float) -> list[torch.Tensor]:
-    """CPU version of :func:`_colour_coords` in numpy: the same float32 evaluation and exact fix-up,
-    with contiguous channels and no temporaries (strided reads and fresh buffers dominated), grey
-    pixels from their 256-entry table in one pass, and the few other near-boundary pixels
-    recomputed exactly with the numpy form of :func:`rgb_to_yuv`."""
-    f = rgb.T.astype(np.float32, order="C")  # [3, P], unit-stride channels
-    q = np.empty_like(f)
-    tmp = np.empty(f.shape[1], dtype=np.float32)
-    for i, (row, off, sig) in enumerate(zip(RGB_TO_YUV, YUV_OFFSET, sigmas)):
-        w = np.array(row, dtype=np.float32) / np.float32(sig)
-        np.multiply(f[0], w[0], out=q[i])
-        q[i] += np.multiply(f[1], w[1], out=tmp)
-        q[i] += np.multiply(f[2], w[2], out=tmp)
-        q[i] += np.float32(off / sig)
-    t = np.trunc(q)  # q >= 0
-    coords = t.astype(np.int32)
-    q -= t
-    q -= 0.5
-    np.abs(q, out=q)
-    near = q.max(0) > margin  # within ~1e-3 of a cell boundary: the float32 value may be off by one cell
-    grey = np.equal(f[0], f[1])
-    grey &= np.equal(f[1], f[2])
-    if grey.any():  # every grey pixel sits on a chroma boundary (U = V = 128): take its exact cells
-        table = _grey_coords(sigmas[0], sigmas[1]).numpy().astype(np.int32)
-        level = f[0].astype(np.intp)
-        for c in range(3):
-            np.copyto(coords[c], table[:, c].take(level), where=grey)
-        near &= ~grey
-    idx = np.flatnonzero(near)
-    if idx.size:
-        yuv = _yuv_channels(rgb[idx].astype(np.float64))
-        for c, (v, sig) in enumerate(zip(yuv, sigmas)):
-            coords[c][idx] = np.trunc(v / sig)
-    return [torch.from_numpy(c) for c in coords]
-
-
-@functools.lru_cache(maxsize=16)
-def _grey_coords(s_luma: float, s_chroma: float) -> torch.Tensor:
-    """Exact grid colour coordinates [256, 3] of the grey pixels (v, v, v)."""
-    v = torch.arange(256, dtype=torch.uint8).unsqueeze(1).expand(256, 3).contiguous()
-    return _exact_coords(v, (s_luma, s_chroma, s_chroma))
-
-
-#: Use numpy for a few index operations on CPU tensors (several times faster there than torch's
-#: kernels); other devices always use the torch implementations. Tests switch it off to run the
-#: device-agnostic torch code path on CPU.
-NUMPY_FAST_PATHS = True
-
-
-def _numpy_ok(t: torch.Tensor) -> bool:
-    return NUMPY_FAST_PATHS and t.device.type == "cpu"
-
-
-def _masked(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``t[mask]`` (numpy's boolean indexing is several times faster on CPU)."""
-    if _numpy_ok(t):
-        return torch.from_numpy(np.ascontiguousarray(t.numpy()[mask.numpy()]))
-    return t[mask]
-
-
-def _search(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """``searchsorted`` (numpy's is ~2× faster on CPU)."""
-    if _numpy_ok(sorted_keys):
-        return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
-    return torch.searchsorted(sorted_keys, queries)
-
-
-def _repeat(values: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
-    """``repeat_interleave`` (numpy's ``repeat`` is ~5× faster on CPU)."""
-    if _numpy_ok(values):
-        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
-    return torch.repeat_interleave(values, counts, output_size=total)
-
-
-def _unique_runs(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Runs of equal consecutive keys (key, length) and the sorted unique keys with each run's index."""
-    if _numpy_ok(key):
-        k = key.numpy()
-        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-        run_keys = k[starts]
-        run_len = np.diff(np.append(starts, k.size))
-        bits = max(int(run_keys.size).bit_length(), 1)
-        top = int(run_keys.max()) if run_keys.size else 0
-        if run_keys.size <= PACKED_SORT_MAX and top < 2 ** (62 - bits) and int(run_keys.min()) >= 0:
-            keys, run_vertex = _packed_unique(run_keys, bits)
-            return (torch.from_numpy(run_keys), torch.from_numpy(run_len), torch.from_numpy(keys),
-                    torch.from_numpy(run_vertex))
-        run_keys, run_len = torch.from_numpy(run_keys), torch.from_numpy(run_len)
-    else:
-        run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
-    keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
-    return run_keys, run_len, keys, run_vertex
-
-
-#: Up to this many runs, :func:`_packed_unique` (one plain sort of 64-bit words) beats
-#: ``torch.unique``'s argsort on CPU; above it torch's is faster.
-PACKED_SORT_MAX = 1 << 17
-
-
-def _packed_unique(values: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)`` for non-negative ints: each value is packed with its
-    index into one int64 (``value << bits | index``) so that a plain (SIMD) sort replaces the argsort."""
-    packed = (values.astype(np.int64) << bits) | np.arange(values.size, dtype=np.int64)
-    packed.sort()
-    sorted_values = packed >> bits
-    first = np.empty(values.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=first[1:])
-    inverse = np.empty(values.size, dtype=np.int64)
-    inverse[packed & ((1 << bits) - 1)] = np.cumsum(first) - 1
-    return sorted_values[first], inverse
-
-
-def _grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> _Grid:
-    """Vertices (sorted unique keys per image), pixel → vertex map and ±1 neighbours of a batch."""
-    device = rgb.device
-    lay = _layout(sizes, sigmas)
-    n_img = len(sizes)
-    kdt = torch.int32 if lay.stride * (n_img + 1) < 2**31 else torch.int64
-    key = _colour_key(rgb, sigmas[1], sigmas[2], lay, kdt)
-    key += _spatial_key(sizes, sigmas[0], lay, device, kdt)
-
-    # unique over runs of equal consecutive keys (≈ 1/3 of the pixels): a smaller sort
-    n_pix = key.numel()
-    run_keys, run_len, keys, run_vertex = _unique_runs(key)
-    del key
-    n_vert = keys.numel()
-
-    v_img = torch.div(keys, lay.stride, rounding_mode="floor").long()
-    n_vertices = torch.bincount(v_img, minlength=n_img)
-    v_max = int(n_vertices.max())
-    total = n_img * v_max
-    slot = v_img * v_max + (torch.arange(n_vert, device=device) - (torch.cumsum(n_vertices, 0) - n_vertices)[v_img])
-    run_slot = slot.index_select(0, run_vertex)
-    pixel_slot = _repeat(run_slot, run_len, n_pix)
-    counts = torch.ones(total, dtype=torch.float64, device=device)
-    counts[slot] = 0.0
-    counts.index_add_(0, run_slot, run_len.to(torch.float64))
-
-    # neighbours, columns in increasing order: −w_4 … −w_0, self, +w_0 … +w_4. Only the +w_d
-    # vertices are searched (+1 along x is simply the next key); −w_d links are their mirror.
-    columns = torch.full((total, 2 * GRID_DIM + 1), -1, dtype=torch.long, device=device)
-    columns[:, GRID_DIM] = torch.arange(total, device=device)
-    w = torch.tensor(lay.weights, dtype=keys.dtype, device=device).unsqueeze(1)
-    want = keys.unsqueeze(0) + w  # [5, V]
-    pos = torch.empty(want.shape, dtype=torch.long, device=device)
-    pos[0] = torch.arange(1, n_vert + 1, device=device)
-    pos[1:] = _search(keys, want[1:].reshape(-1)).to(device).view(GRID_DIM - 1, n_vert)
-    pos.clamp_(max=n_vert - 1)
-    hit = keys.index_select(0, pos.view(-1)).view(pos.shape) == want
-    dims = torch.arange(GRID_DIM, device=device).unsqueeze(1).expand(GRID_DIM, n_vert)
-    src = _masked(slot.unsqueeze(0).expand(GRID_DIM, n_vert), hit)
-    dst = _masked(slot.index_select(0, pos.view(-1)).view(pos.shape), hit)
-    d_hit = _masked(dims, hit)
-    flat = columns.view(-1)
-    flat.index_put_((src * (2 * GRID_DIM + 1) + (GRID_DIM + 1) + d_hit,), dst)
-    flat.index_put_((dst * (2 * GRID_DIM + 1) + (GRID_DIM - 1) - d_hit,), src)
-    valid = columns >= 0
-    per_row = valid.sum(1, dtype=torch.int32)
-    nnz = int(per_row.sum())
-    idt = torch.int32 if nnz < 2**31 - 1 else torch.int64
-    crow = torch.zeros(total + 1, dtype=idt, device=device)
-    crow[1:] = torch.cumsum(per_row, 0)
-    col = _masked(columns, valid).to(idt)
-    row = torch.zeros(nnz, dtype=torch.long, device=device)  # every row has its diagonal: crow increases
-    row[crow[1:-1].long()] = 1
-    row = torch.cumsum(row, 0)
-    diag_pos = crow[:-1].long() + valid[:, :GRID_DIM].sum(1)
-    return _Grid(pixel_slot=pixel_slot, n_vertices=n_vertices, v_max=v_max, counts=counts,
-                 crow=crow, col=col, row=row, diag_pos=diag_pos)
-
-
 # --------------------------------------------------------------------------- solver
 @dataclass
 class SolveOutput:
@@ -600,7 +171,7 @@ def _sequential_sums(value: float, counts: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(table).to(counts.device).index_select(0, counts.long())
 
 
-def _system_torch(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
+def _system_torch(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
                   a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
                   n_img: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Bistochastise, assemble ``A`` and run the batched CG with torch (any device): vertex values [B, V_max]."""
@@ -654,7 +225,7 @@ def _system_torch(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: floa
     return x, iterations.tolist()
 
 
-def _system_numpy(grid: _Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
+def _system_numpy(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
                   a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
                   n_img: int) -> tuple[torch.Tensor, list[int]]:
     """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations, at a fraction of
@@ -738,7 +309,7 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
            bistochastize_iters: int, dtype: torch.dtype) -> SolveOutput:
     """Core batched solver on flat inputs: rgb [P, 3] uint8 and target [P] float64, images concatenated."""
     device = rgb.device
-    grid = _grid(rgb, sizes, sigmas)
+    grid = build_grid(rgb, sizes, sigmas)
     n_img, v_max = len(sizes), grid.v_max
     total = n_img * v_max
     slot = grid.pixel_slot
@@ -752,7 +323,7 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
     else:  # index_add_ adds in pixel order on CPU (atomics on GPU: order-dependent last bits)
         b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * confidence)
 
-    if _numpy_ok(rgb):
+    if numpy_ok(rgb):
         x, iterations = _system_numpy(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters,
                                       dtype, n_img)
     else:
@@ -826,10 +397,10 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
     seen_key = (sigmas[1], sigmas[2], str(device))
     seen = _PIXELS_SOLVED[seen_key] = _PIXELS_SOLVED.get(seen_key, 0) + sum(h * w for h, w in sizes)
     if seen >= LUT_MIN_PIXELS:  # enough colour work so far for the table to pay off: build it once
-        lay = _layout(sizes, sigmas)
+        lay = key_layout(sizes, sigmas)
         if lay.compact:
             wl, wu, wv = lay.weights[2:]
-            _colour_lut(sigmas[1], sigmas[2], (wu // wl, wv // wl), device, build=True)
+            colour_table(sigmas[1], sigmas[2], (wu // wl, wv // wl), device, build=True)
 
     def solve(chunk: tuple[int, int]) -> SolveOutput:
         lo, hi = chunk
