@@ -14,8 +14,8 @@ Several images are solved at once: their vertices form a padded ``[B, V_max]`` b
 system (images never share a vertex). With torch (any device) CG runs for all of them with
 per-image scalars and a per-image convergence mask — no Python loop over images or vertices in
 the hot path. On CPU the batch is cut into cache-sized chunks, solved in parallel (one per torch
-thread), and the colour maths, a few index operations and CG (image by image, scalar recurrences)
-use numpy/scipy, whose per-call cost on these small arrays is a fraction of torch's.
+thread), and the colour maths, a few index operations and CG (on the real vertices only, without
+the padding) use numpy/scipy, whose per-call cost on these small arrays is a fraction of torch's.
 """
 from __future__ import annotations
 
@@ -229,7 +229,8 @@ def _system_numpy(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float
                   a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
                   n_img: int) -> tuple[torch.Tensor, list[int]]:
     """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations, at a fraction of
-    torch's per-call overhead on these small vectors, and CG per image (:func:`_cg_single`)."""
+    torch's per-call overhead on these small vectors; CG by :func:`_cg_single` for one image,
+    :func:`_cg_ragged` for several."""
     from scipy import sparse
 
     v_max = grid.v_max
@@ -255,19 +256,74 @@ def _system_numpy(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float
     x0 = (bn / ws).astype(nd, copy=False).reshape(n_img, v_max)  # flat initialisation
     bn = bn.astype(nd, copy=False).reshape(n_img, v_max)
 
-    # CG image by image on its own block of A (no padding, scalar recurrences, each image stops
-    # when it converges); padding slots keep x = 0 (they are never sliced)
-    x = np.zeros((n_img, v_max), dtype=nd)
-    iterations = []
+    # CG on the images' own blocks of A, without the padding slots (which keep x = 0; they are never
+    # sliced): one image with scalar recurrences, several at once with per-image scalars
+    n_vert = grid.n_vertices.tolist()
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i, nv in enumerate(grid.n_vertices.tolist()):
-            lo = i * v_max
-            s0, s1 = int(crow[lo]), int(crow[lo + nv])
-            block = sparse.csr_matrix((entries[s0:s1], col[s0:s1] - lo, crow[lo:lo + nv + 1] - s0),
-                                      shape=(nv, nv), copy=False)
-            x[i, :nv], it = _cg_single(block, bn[i, :nv], x0[i, :nv], inv_diag[i, :nv], tol, max_iter)
-            iterations.append(it)
-    return torch.from_numpy(x), iterations
+        if n_img == 1:
+            nv = n_vert[0]
+            block = sparse.csr_matrix((entries[:crow[nv]], col[:crow[nv]], crow[:nv + 1]), shape=(nv, nv), copy=False)
+            x = np.zeros((1, v_max), dtype=nd)
+            x[0, :nv], it = _cg_single(block, bn[0, :nv], x0[0, :nv], inv_diag[0, :nv], tol, max_iter)
+            return torch.from_numpy(x), [it]
+        return _cg_ragged(crow, col, entries, n_vert, v_max, bn, x0, inv_diag, tol, max_iter)
+
+
+def _cg_ragged(crow: np.ndarray, col: np.ndarray, entries: np.ndarray, n_vert: list[int], v_max: int,
+               b: np.ndarray, x0: np.ndarray, inv_diag: np.ndarray, tol: float,
+               max_iter: int) -> tuple[torch.Tensor, list[int]]:
+    """Batched CG for the padded [B, V_max] system on its real vertices only: the images' blocks
+    concatenated (no padding), per-image dot products (``np.add.reduceat``) and scalars, and a
+    per-image convergence mask — the numpy form of :func:`_system_torch`'s CG. Fewer, larger
+    array operations than one CG per image: numpy releases the GIL while they run, so chunks
+    solved on parallel threads overlap."""
+    from scipy import sparse
+
+    n_img = len(n_vert)
+    nv = np.asarray(n_vert, dtype=np.int64)
+    offs = np.concatenate([[0], np.cumsum(nv)])
+    crows, cols, vals, acc = [], [], [], 0
+    for i in range(n_img):  # each image's rows are contiguous, padding rows follow them
+        lo = i * v_max
+        s0, s1 = int(crow[lo]), int(crow[lo + nv[i]])
+        crows.append(crow[lo:lo + nv[i]] - s0 + acc)
+        cols.append(col[s0:s1] - (lo - offs[i]))
+        vals.append(entries[s0:s1])
+        acc += s1 - s0
+    crows.append(np.array([acc], dtype=crow.dtype))
+    n = int(offs[-1])
+    A = sparse.csr_matrix((np.concatenate(vals), np.concatenate(cols), np.concatenate(crows)), shape=(n, n), copy=False)
+    real = (np.arange(v_max) < nv[:, None]).reshape(-1)
+    b, x, inv = b.reshape(-1)[real], x0.reshape(-1)[real], inv_diag.reshape(-1)[real]
+    starts = offs[:-1]
+
+    def dot(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(u * v, starts)
+
+    b_norm = np.sqrt(dot(b, b))
+    atol = tol * b_norm
+    active = b_norm > 0  # scipy returns b itself (zeros) when ‖b‖ = 0
+    x = np.where(np.repeat(active, nv), x, b)
+    r = b - A @ x
+    p = np.zeros_like(r)
+    rho_prev = np.ones(n_img, dtype=r.dtype)
+    iterations = np.zeros(n_img, dtype=np.int64)
+    for _ in range(int(max_iter)):
+        active &= ~(np.sqrt(dot(r, r)) < atol)  # scipy: stop when ‖r‖ < atol, tested first
+        if not active.any():
+            break
+        iterations += active
+        z = inv * r
+        rho = dot(r, z)
+        p = z + np.repeat(np.where(active, rho / rho_prev, 0.0), nv) * p
+        q = A @ p
+        alpha = np.repeat(np.where(active, rho / dot(p, q), 0.0), nv)  # 0 freezes a converged image
+        x += alpha * p
+        r -= alpha * q
+        rho_prev = np.where(active, rho, rho_prev)
+    out = np.zeros(n_img * v_max, dtype=x.dtype)
+    out[real] = x
+    return torch.from_numpy(out.reshape(n_img, v_max)), iterations.tolist()
 
 
 def _cg_single(A, b: np.ndarray, x: np.ndarray, inv_diag: np.ndarray, tol: float,
