@@ -246,14 +246,19 @@ def test_concurrent_solves_restore_the_thread_count(monkeypatch):
 def test_cg_backends_agree(monkeypatch):
     """The numpy/scipy CG used on CPU and the torch CG used on other devices run the same
     iterations and agree to rounding, for a batch of different sizes."""
-    imgs = [_image(33, 47, 1), _image(52, 20, 2)]
-    masks = [_ellipse(33, 47), (_ellipse(52, 20) * 0.7 + 0.2).astype(np.float32)]
-    fast = solve_batch(imgs, masks)
-    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
-    plain = solve_batch(imgs, masks)
-    assert fast.iterations == plain.iterations and fast.n_vertices == plain.n_vertices
-    for a, b in zip(fast.soft, plain.soft):
-        assert (a - b).abs().max() <= 1e-12
+    imgs = [_image(33, 47, 1), _image(52, 20, 2), _image(20, 30, 3)]
+    masks = [_ellipse(33, 47), (_ellipse(52, 20) * 0.7 + 0.2).astype(np.float32), np.zeros((20, 30))]  # b = 0
+    for kw in ({}, {"max_iter": 4}, {"tol": 1e-2}):  # per-image convergence: images stop at different steps
+        fast = solve_batch(imgs, masks, **kw)
+        alone = [solve_batch([im], [m], **kw) for im, m in zip(imgs, masks)]  # the one-image CG
+        with monkeypatch.context() as mp:
+            mp.setattr(_cpu, "NUMPY_FAST_PATHS", False)
+            plain = solve_batch(imgs, masks, **kw)
+        assert fast.iterations == plain.iterations == [a.iterations[0] for a in alone]
+        assert fast.n_vertices == plain.n_vertices
+        assert fast.iterations[2] == 0
+        for a, b, c in zip(fast.soft, plain.soft, alone):
+            assert (a - b).abs().max() <= 1e-12 and (a - c.soft[0]).abs().max() <= 1e-12
 
 
 # --------------------------------------------------------------------------- odd inputs
