@@ -101,6 +101,21 @@ def test_colour_coordinates_exact(sigmas, numpy_path, monkeypatch):
     assert np.array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("sigmas", [(16.0, 16.0, 8.0), (1.0, 16.0, 8.0)], ids=["compact-key", "authors-hash"])
+def test_numpy_and_torch_grids_are_identical(sigmas, monkeypatch):
+    """The CPU (numpy) construction of the grid gives exactly the torch one: slots, counts, CSR."""
+    imgs = [_image(37, 53, 1), _image(20, 300, 2), _image(37, 53, 3)]
+    rgb = torch.cat([torch.from_numpy(im).reshape(-1, 3) for im in imgs])
+    sizes = [im.shape[:2] for im in imgs]
+    fast = grid.build_grid(rgb, sizes, sigmas)
+    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
+    plain = grid.build_grid(rgb, sizes, sigmas)
+    assert fast.v_max == plain.v_max
+    for name in ("pixel_slot", "n_vertices", "counts", "crow", "col", "row", "diag_pos"):
+        a, b = getattr(fast, name), getattr(plain, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
 def test_colour_lut_matches_direct_path(monkeypatch):
     rgb = torch.from_numpy(np.concatenate([_boundary_colours(),
                                            np.random.default_rng(3).integers(0, 256, (100_000, 3)).astype(np.uint8)]))
