@@ -104,3 +104,33 @@ def test_output_folder_inside_the_input_folder_is_not_reprocessed(tmp_path: Path
         assert r.code == 0, r.err
         assert "1 ok" in r.err
     assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_mask.png", "a_soft.png"]
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_refine_end_to_end_matches_the_python_api(tmp_path: Path, tiny, images_dir: Path, mode: str) -> None:
+    """``found segment --refine`` writes what ``Found.predict(refine=True)`` returns, and that is the
+    authors' rule applied to the unrefined prediction: the solver's mask where its IoU > 0.5."""
+    from found import build_found
+    from found.refine import refine_masks
+
+    out = tmp_path / "out"
+    r = run_cli(["segment", str(images_dir), "-o", str(out), "--mask", "--refine", "--mode", mode,
+                 "--max-side", "96", "--workers", "2", *tiny.args()])
+    assert r.code == 0, r.err
+    model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu")
+    changed = 0
+    for name in ["astronaut", "coffee", "retina"]:
+        written = np.asarray(Image.open(out / f"{name}_mask.png")) > 0
+        src = Image.open(images_dir / f"{name}.png").convert("RGB")
+        src.thumbnail((96, 96))  # what --max-side 96 processes (the mask is scaled back to the file size)
+        rgb = np.asarray(src)
+        refined = model.predict(rgb, mode=mode, refine=True)[0].mask
+        plain = model.predict(rgb, mode="multi")[0].mask
+        rule = refine_masks([rgb], [plain.astype(np.float32)], keep="all" if mode == "multi" else "single")[0]
+        if mode == "multi":
+            assert np.array_equal(refined, rule.mask)
+        changed += int(not np.array_equal(refined, plain))
+        small = np.asarray(Image.fromarray(written).resize(rgb.shape[1::-1], Image.NEAREST))
+        assert small.shape == refined.shape
+        assert (small == refined).mean() > 0.98  # same mask, up to the resampling back to full size
+    assert changed >= 1  # the solver did something on at least one photo
