@@ -15,18 +15,18 @@ without a warning since the cap bounds what happens next. See docs/robustness.md
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .override import SharedOverride
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
@@ -74,36 +74,18 @@ class LoadedImage:
         return np.asarray(self.image.getchannel("A"), dtype=np.uint8)
 
 
-_quiet_lock = threading.Lock()
-_quiet_depth = 0
-_quiet_saved: warnings.catch_warnings | None = None
+def _ignore_warnings() -> Callable[[], None]:
+    saved = warnings.catch_warnings()
+    saved.__enter__()
+    warnings.simplefilter("ignore")
+    return lambda: saved.__exit__(None, None, None)
 
 
-@contextlib.contextmanager
-def _quiet_warnings():
-    """``warnings.catch_warnings()`` + ``simplefilter("ignore")``, safe for concurrent readers.
-
-    ``catch_warnings`` alone is not thread-safe: each exit puts back the global filter list it saw
-    on entry, so overlapping reads in decoding threads (``found segment --workers``) could print a
-    warning meant to be silenced or leave the "ignore" filter installed for good. Here the first
-    reader to enter installs it and the last one to leave restores the filters.
-    """
-    global _quiet_depth, _quiet_saved
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            saved = warnings.catch_warnings()
-            saved.__enter__()
-            warnings.simplefilter("ignore")
-            _quiet_saved = saved
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                saved, _quiet_saved = _quiet_saved, None
-                saved.__exit__(None, None, None)
+#: ``catch_warnings()`` + ``simplefilter("ignore")``, safe for concurrent readers: ``catch_warnings``
+#: alone puts back, on each exit, the global filter list it saw on entry, so overlapping reads in
+#: decoding threads (``found segment --workers``) could print a warning meant to be silenced or leave
+#: the "ignore" filter installed for good.
+_quiet_warnings = SharedOverride(_ignore_warnings)
 
 
 def _why(e: BaseException) -> str:

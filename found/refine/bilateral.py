@@ -19,17 +19,16 @@ the padding) use numpy/scipy, whose per-call cost on these small arrays is a fra
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 import torch
 
+from ..override import SharedOverride
 from ._cpu import numpy_ok
 
 from .colour import clear_tables, colour_table, rgb_to_yuv
@@ -478,31 +477,15 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
     return out
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_USERS = 0
-_THREADS_SAVED = 1
+def _one_torch_thread() -> Callable[[], None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(n)
 
 
-@contextlib.contextmanager
-def _single_threaded_torch():
-    """One torch thread per worker while chunks are solved in parallel (no oversubscription).
-
-    torch's thread count is process-wide: concurrent solves share one override, and the count
-    the first of them found is restored when the last one ends.
-    """
-    global _THREADS_USERS, _THREADS_SAVED
-    with _THREADS_LOCK:
-        if _THREADS_USERS == 0:
-            _THREADS_SAVED = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_USERS += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_USERS -= 1
-            if _THREADS_USERS == 0:
-                torch.set_num_threads(_THREADS_SAVED)
+#: One torch thread per worker while chunks are solved in parallel (no oversubscription); torch's
+#: thread count is process-wide, so concurrent solves share the override.
+_single_threaded_torch = SharedOverride(_one_torch_thread)
 
 
 #: On CPU, images are solved in groups of about this many pixels: the working set then stays in
