@@ -21,7 +21,7 @@ from found.refine import (
     rgb_to_yuv,
     solve_batch,
 )
-from found.refine import _cpu, colour, grid
+from found.refine import _cpu, colour, cpu, grid
 from found.refine import bilateral as bl
 from found.refine.pipeline import downsample_binary
 
@@ -102,18 +102,65 @@ def test_colour_coordinates_exact(sigmas, numpy_path, monkeypatch):
 
 
 @pytest.mark.parametrize("sigmas", [(16.0, 16.0, 8.0), (1.0, 16.0, 8.0)], ids=["compact-key", "authors-hash"])
-def test_numpy_and_torch_grids_are_identical(sigmas, monkeypatch):
-    """The CPU (numpy) construction of the grid gives exactly the torch one: slots, counts, CSR."""
+def test_cpu_and_torch_grids_are_the_same_grid(sigmas):
+    """The CPU (numpy) grid is the torch grid with its vertices renumbered (by image, then number of
+    neighbours) and without padding: same vertices, pixel → vertex map, counts and neighbour rows,
+    each row's entries in the same (key) order."""
     imgs = [_image(37, 53, 1), _image(20, 300, 2), _image(37, 53, 3)]
-    rgb = torch.cat([torch.from_numpy(im).reshape(-1, 3) for im in imgs])
+    rgb = np.concatenate([im.reshape(-1, 3) for im in imgs])
     sizes = [im.shape[:2] for im in imgs]
-    fast = grid.build_grid(rgb, sizes, sigmas)
-    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
-    plain = grid.build_grid(rgb, sizes, sigmas)
-    assert fast.v_max == plain.v_max
-    for name in ("pixel_slot", "n_vertices", "counts", "crow", "col", "row", "diag_pos"):
-        a, b = getattr(fast, name), getattr(plain, name)
-        assert a.dtype == b.dtype and torch.equal(a, b), name
+    flat = cpu.build_grid(rgb, sizes, sigmas)
+    ref = grid.build_grid(torch.from_numpy(rgb), sizes, sigmas)
+    nv = ref.n_vertices.numpy()
+    assert flat.n_vertices == nv.tolist()
+    # slot in the padded torch layout of each CPU vertex (order: its rank in key order, images concatenated)
+    image = np.repeat(np.arange(len(sizes)), nv)[flat.order]
+    slot = image * ref.v_max + flat.order - np.concatenate([[0], np.cumsum(nv)[:-1]])[image]
+    assert np.array_equal(np.sort(flat.order), np.arange(nv.sum()))
+    assert np.array_equal(slot[np.repeat(flat.run_vertex, flat.run_len)], ref.pixel_slot.numpy())
+    assert np.array_equal(flat.counts, ref.counts.numpy()[slot])
+    assert np.array_equal(flat.indices[flat.diag_pos], np.arange(nv.sum()))
+    crow, col = ref.crow.numpy(), ref.col.numpy()
+    for j in range(nv.sum()):
+        ours = slot[flat.indices[flat.indptr[j]:flat.indptr[j + 1]]]
+        assert np.array_equal(ours, col[crow[slot[j]]:crow[slot[j] + 1]]), j
+    deg = np.diff(flat.indptr)
+    for i in range(len(sizes)):  # vertices grouped by image, then by number of neighbours
+        lo = sum(nv[:i])
+        assert np.all(np.diff(deg[lo:lo + nv[i]]) >= 0)
+
+
+def test_cpu_matvec_without_the_private_kernel(monkeypatch):
+    """The CPU solver calls scipy's compiled CSR kernel directly; without it (another scipy) it uses
+    the public operator, with identical results."""
+    imgs = [_image(40, 50, 1), _image(30, 20, 2)]
+    masks = [_ellipse(40, 50), (_ellipse(30, 20) * 0.6 + 0.2).astype(np.float32)]
+    assert cpu.KERNEL is not None  # this scipy has it: the fast path is what runs
+    fast = solve_batch(imgs, masks)
+    one = solve_batch(imgs[:1], masks[:1])
+    monkeypatch.setattr(cpu, "KERNEL", None)
+    plain = solve_batch(imgs, masks)
+    assert plain.iterations == fast.iterations
+    assert all(torch.equal(a, b) for a, b in zip(fast.soft, plain.soft))
+    assert torch.equal(one.soft[0], solve_batch(imgs[:1], masks[:1]).soft[0])
+
+
+def test_private_kernel_is_used_only_if_it_computes_correctly(monkeypatch):
+    from scipy.sparse import _sparsetools
+
+    assert cpu._find_kernel() is _sparsetools.csr_matvec
+    monkeypatch.setattr(_sparsetools, "csr_matvec", lambda *args: None, raising=False)  # computes nothing
+    assert cpu._find_kernel() is None
+    monkeypatch.delattr(_sparsetools, "csr_matvec")
+    assert cpu._find_kernel() is None
+
+
+def test_inputs_that_require_grad_are_accepted():
+    img = torch.from_numpy(_image(20, 24)).permute(2, 0, 1).double().div(255).requires_grad_()
+    mask = torch.from_numpy(_ellipse(20, 24)).requires_grad_()
+    soft = bilateral_solve([img], [mask])[0]
+    ref = bilateral_solve([img.detach()], [mask.detach()])[0]
+    assert not soft.requires_grad and torch.equal(soft, ref)
 
 
 def test_colour_lut_matches_direct_path(monkeypatch):

@@ -1,8 +1,8 @@
 """Whether the solver may use its numpy/scipy fast paths on a tensor.
 
-On CPU tensors, numpy and scipy do a few index operations, the per-pixel colour maths and the CG
-iterations at a fraction of torch's per-call cost; other devices always run the torch code. Tests
-set ``NUMPY_FAST_PATHS = False`` to run the device-agnostic torch path on CPU.
+On CPU tensors the solver runs :mod:`found.refine.cpu` (numpy and scipy, a fraction of torch's
+per-call cost on these small arrays) and the colour maths use numpy; other devices always run the
+torch code. Tests set ``NUMPY_FAST_PATHS = False`` to run the device-agnostic torch path on CPU.
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ Several images are solved at once: their vertices form a padded ``[B, V_max]`` b
 system (images never share a vertex). With torch (any device) CG runs for all of them with
 per-image scalars and a per-image convergence mask — no Python loop over images or vertices in
 the hot path. On CPU the batch is cut into cache-sized chunks, solved in parallel (one per torch
-thread), and the colour maths, a few index operations and CG (on the real vertices only, without
-the padding) use numpy/scipy, whose per-call cost on these small arrays is a fraction of torch's.
+thread) by the numpy/scipy form of the same solver (:mod:`found.refine.cpu`), whose per-call
+cost on these small arrays is a fraction of torch's.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..override import SharedOverride
+from . import cpu
 from ._cpu import numpy_ok
 
 from .colour import clear_tables, colour_table, rgb_to_yuv
@@ -90,7 +91,7 @@ def as_rgb_uint8(image: ImageLike, device: torch.device | str | None = None) -> 
             image = np.asarray(image.convert("RGB"))
         else:
             raise TypeError(f"unsupported image type {type(image).__name__}: use a numpy array, a torch tensor or a PIL image")
-    t = _from_numpy(image) if isinstance(image, np.ndarray) else image
+    t = _from_numpy(image) if isinstance(image, np.ndarray) else image.detach()
     if device is not None:
         t = t.to(device)
     if t.dtype == torch.uint8:
@@ -122,6 +123,7 @@ def as_target(mask: MaskLike, hw: tuple[int, int], device: torch.device, index: 
     t = _from_numpy(mask) if isinstance(mask, np.ndarray) else mask
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"masks must be numpy arrays or torch tensors, got {type(mask).__name__}")
+    t = t.detach()
     if t.dim() == 3 and t.shape[0] == 1:
         t = t[0]
     where = "" if index is None else f" (image {index})"
@@ -130,10 +132,12 @@ def as_target(mask: MaskLike, hw: tuple[int, int], device: torch.device, index: 
                          "resize the mask to the image first")
     if t.dtype.is_complex:
         raise TypeError(f"complex masks are not supported{where}")
-    t = t.to(device=device, dtype=torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"the mask contains NaN or infinite values{where}")
-    return t
+    if t.dtype.is_floating_point:  # checked before the float64 copy; integer / bool masks are finite
+        finite = bool(np.isfinite(t.numpy()).all()) if numpy_ok(t) and t.dtype != torch.bfloat16 else bool(
+            torch.isfinite(t).all())
+        if not finite:
+            raise ValueError(f"the mask contains NaN or infinite values{where}")
+    return t.to(device=device, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- solver
@@ -224,145 +228,14 @@ def _system_torch(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float
     return x, iterations.tolist()
 
 
-def _system_numpy(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float, max_iter: int, tol: float,
-                  a_diag_min: float, bistochastize_iters: int, dtype: torch.dtype,
-                  n_img: int) -> tuple[torch.Tensor, list[int]]:
-    """:func:`_system_torch` on CPU with numpy and scipy.sparse: the same operations, at a fraction of
-    torch's per-call overhead on these small vectors; CG by :func:`_cg_single` for one image,
-    :func:`_cg_ragged` for several."""
-    from scipy import sparse
-
-    v_max = grid.v_max
-    nd = np.dtype("float64") if dtype == torch.float64 else np.dtype("float32")
-    crow, col, row, diag_pos = grid.crow.numpy(), grid.col.numpy(), grid.row.numpy(), grid.diag_pos.numpy()
-    shape = (crow.size - 1, crow.size - 1)
-    unit = np.ones(col.size)
-    unit[diag_pos] = 2 * GRID_DIM
-    blur = sparse.csr_matrix((unit, col, crow), shape=shape, copy=False)
-    m = grid.counts.numpy()
-    n = np.ones_like(m)
-    for _ in range(bistochastize_iters):
-        n = np.sqrt(n * m / (blur @ n))
-    m = n * (blur @ n)
-
-    ws = w_splat.numpy()
-    diag = lam * (m - n * ((2 * GRID_DIM) * n)) + ws
-    entries = -(lam * (n[row] * n[col]))
-    entries[diag_pos] = diag
-    entries = entries.astype(nd, copy=False)
-    inv_diag = (1.0 / np.maximum(diag, a_diag_min)).astype(nd, copy=False).reshape(n_img, v_max)
-    bn = b.numpy()
-    x0 = (bn / ws).astype(nd, copy=False).reshape(n_img, v_max)  # flat initialisation
-    bn = bn.astype(nd, copy=False).reshape(n_img, v_max)
-
-    # CG on the images' own blocks of A, without the padding slots (which keep x = 0; they are never
-    # sliced): one image with scalar recurrences, several at once with per-image scalars
-    n_vert = grid.n_vertices.tolist()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if n_img == 1:
-            nv = n_vert[0]
-            block = sparse.csr_matrix((entries[:crow[nv]], col[:crow[nv]], crow[:nv + 1]), shape=(nv, nv), copy=False)
-            x = np.zeros((1, v_max), dtype=nd)
-            x[0, :nv], it = _cg_single(block, bn[0, :nv], x0[0, :nv], inv_diag[0, :nv], tol, max_iter)
-            return torch.from_numpy(x), [it]
-        return _cg_ragged(crow, col, entries, n_vert, v_max, bn, x0, inv_diag, tol, max_iter)
-
-
-def _cg_ragged(crow: np.ndarray, col: np.ndarray, entries: np.ndarray, n_vert: list[int], v_max: int,
-               b: np.ndarray, x0: np.ndarray, inv_diag: np.ndarray, tol: float,
-               max_iter: int) -> tuple[torch.Tensor, list[int]]:
-    """Batched CG for the padded [B, V_max] system on its real vertices only: the images' blocks
-    concatenated (no padding), per-image dot products (``np.add.reduceat``) and scalars, and a
-    per-image convergence mask — the numpy form of :func:`_system_torch`'s CG. Fewer, larger
-    array operations than one CG per image: numpy releases the GIL while they run, so chunks
-    solved on parallel threads overlap."""
-    from scipy import sparse
-
-    n_img = len(n_vert)
-    nv = np.asarray(n_vert, dtype=np.int64)
-    offs = np.concatenate([[0], np.cumsum(nv)])
-    crows, cols, vals, acc = [], [], [], 0
-    for i in range(n_img):  # each image's rows are contiguous, padding rows follow them
-        lo = i * v_max
-        s0, s1 = int(crow[lo]), int(crow[lo + nv[i]])
-        crows.append(crow[lo:lo + nv[i]] - s0 + acc)
-        cols.append(col[s0:s1] - (lo - offs[i]))
-        vals.append(entries[s0:s1])
-        acc += s1 - s0
-    crows.append(np.array([acc], dtype=crow.dtype))
-    n = int(offs[-1])
-    A = sparse.csr_matrix((np.concatenate(vals), np.concatenate(cols), np.concatenate(crows)), shape=(n, n), copy=False)
-    real = (np.arange(v_max) < nv[:, None]).reshape(-1)
-    b, x, inv = b.reshape(-1)[real], x0.reshape(-1)[real], inv_diag.reshape(-1)[real]
-    starts = offs[:-1]
-
-    def dot(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(u * v, starts)
-
-    b_norm = np.sqrt(dot(b, b))
-    atol = tol * b_norm
-    active = b_norm > 0  # scipy returns b itself (zeros) when ‖b‖ = 0
-    x = np.where(np.repeat(active, nv), x, b)
-    r = b - A @ x
-    p = np.zeros_like(r)
-    rho_prev = np.ones(n_img, dtype=r.dtype)
-    iterations = np.zeros(n_img, dtype=np.int64)
-    for _ in range(int(max_iter)):
-        active &= ~(np.sqrt(dot(r, r)) < atol)  # scipy: stop when ‖r‖ < atol, tested first
-        if not active.any():
-            break
-        iterations += active
-        z = inv * r
-        rho = dot(r, z)
-        p = z + np.repeat(np.where(active, rho / rho_prev, 0.0), nv) * p
-        q = A @ p
-        alpha = np.repeat(np.where(active, rho / dot(p, q), 0.0), nv)  # 0 freezes a converged image
-        x += alpha * p
-        r -= alpha * q
-        rho_prev = np.where(active, rho, rho_prev)
-    out = np.zeros(n_img * v_max, dtype=x.dtype)
-    out[real] = x
-    return torch.from_numpy(out.reshape(n_img, v_max)), iterations.tolist()
-
-
-def _cg_single(A, b: np.ndarray, x: np.ndarray, inv_diag: np.ndarray, tol: float,
-               max_iter: int) -> tuple[np.ndarray, int]:
-    """Jacobi-preconditioned CG for one system, step for step as ``scipy.sparse.linalg.cg(A, b, x0=x,
-    M=diag(inv_diag), rtol=tol, atol=0, maxiter=max_iter)``: solution and iterations run."""
-    def dot(u: np.ndarray, v: np.ndarray) -> float:
-        return float(np.einsum("i,i", u, v))
-
-    b_norm = math.sqrt(dot(b, b))
-    if b_norm == 0:  # scipy returns b itself (zeros)
-        return b.copy(), 0
-    atol = tol * b_norm
-    x = x.copy()
-    r = b - A @ x
-    z, tmp = np.empty_like(r), np.empty_like(r)
-    p = None
-    rho_prev = 1.0
-    for it in range(int(max_iter)):
-        if math.sqrt(dot(r, r)) < atol:  # scipy: stop when ‖r‖ < atol, tested first
-            return x, it
-        np.multiply(inv_diag, r, out=z)
-        rho = dot(r, z)
-        if p is None:
-            p = z.copy()
-        else:
-            p *= rho / rho_prev
-            p += z
-        q = A @ p
-        alpha = rho / dot(p, q)
-        x += np.multiply(p, alpha, out=tmp)
-        r -= np.multiply(q, alpha, out=tmp)
-        rho_prev = rho
-    return x, int(max_iter)
-
-
 def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, int]], confidence: float,
            sigmas: tuple[float, float, float], lam: float, max_iter: int, tol: float, a_diag_min: float,
            bistochastize_iters: int, dtype: torch.dtype) -> SolveOutput:
     """Core batched solver on flat inputs: rgb [P, 3] uint8 and target [P] float64, images concatenated."""
+    if numpy_ok(rgb):
+        pix, n_vertices, iterations = cpu.solve(rgb.numpy(), target.numpy(), sizes, confidence, sigmas, lam,
+                                                max_iter, tol, a_diag_min, bistochastize_iters, dtype)
+        return SolveOutput(soft=_split(torch.from_numpy(pix), sizes), n_vertices=n_vertices, iterations=iterations)
     device = rgb.device
     grid = build_grid(rgb, sizes, sigmas)
     n_img, v_max = len(sizes), grid.v_max
@@ -378,19 +251,19 @@ def _solve(rgb: torch.Tensor, target: torch.Tensor, sizes: Sequence[tuple[int, i
     else:  # index_add_ adds in pixel order on CPU (atomics on GPU: order-dependent last bits)
         b = torch.zeros(total, dtype=torch.float64, device=device).index_add_(0, slot, target * confidence)
 
-    if numpy_ok(rgb):
-        x, iterations = _system_numpy(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters,
-                                      dtype, n_img)
-    else:
-        x, iterations = _system_torch(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters,
-                                      dtype, n_img)
-
+    x, iterations = _system_torch(grid, w_splat, b, lam, max_iter, tol, a_diag_min, bistochastize_iters, dtype, n_img)
     pix = x.reshape(-1).index_select(0, slot)  # slice
+    return SolveOutput(soft=_split(pix, sizes), n_vertices=grid.n_vertices.tolist(),
+                       iterations=[int(i) for i in iterations])
+
+
+def _split(pix: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Per-pixel values of concatenated images → one [H, W] view per image."""
     soft, start = [], 0
     for h, w in sizes:
         soft.append(pix[start:start + h * w].view(h, w))
         start += h * w
-    return SolveOutput(soft=soft, n_vertices=grid.n_vertices.tolist(), iterations=[int(i) for i in iterations])
+    return soft
 
 
 def solve_batch(
@@ -459,6 +332,8 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
 
     def solve(chunk: tuple[int, int]) -> SolveOutput:
         lo, hi = chunk
+        if hi - lo == 1:
+            return _solve(rgbs[lo].reshape(-1, 3), targets[lo], sizes[lo:hi], *params)
         rgb = torch.cat([r.reshape(-1, 3) for r in rgbs[lo:hi]])
         return _solve(rgb, torch.cat(list(targets[lo:hi])), sizes[lo:hi], *params)
 

@@ -98,9 +98,9 @@ def colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[tor
     table for grey pixels).
     """
     sigmas = (s_luma, s_chroma, s_chroma)
-    margin = 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
     if numpy_ok(rgb):
-        return _colour_coords_numpy(rgb.numpy(), sigmas, margin)
+        return [torch.from_numpy(c) for c in colour_coords_numpy(rgb.numpy(), sigmas)]
+    margin = _margin(sigmas)
     r, g, b = (rgb[:, i].float() for i in range(3))
     coords, dev = [], None
     for row, off, sig in zip(RGB_TO_YUV, YUV_OFFSET, sigmas):
@@ -138,8 +138,13 @@ def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     return torch.stack([(yuv[:, c] / sig).trunc().to(torch.int64) for c, sig in enumerate(sigmas)], 1)
 
 
-def _colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float], margin: float) -> list[torch.Tensor]:
-    """CPU version of :func:`colour_coords` in numpy: the same float32 evaluation and exact fix-up,
+def _margin(sigmas: Sequence[float]) -> float:
+    """Above this ``0.5 − distance to the nearest integer`` of ``value/σ`` in float32, recompute exactly."""
+    return 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
+
+
+def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.ndarray]:
+    """:func:`colour_coords` for [P, 3] uint8 numpy pixels (3 × [P] int32): the same float32 evaluation and exact fix-up,
     with contiguous channels and no temporaries (strided reads and fresh buffers dominated), grey
     pixels from their 256-entry table in one pass, and the few other near-boundary pixels
     recomputed exactly with the numpy form of :func:`rgb_to_yuv`."""
@@ -157,7 +162,7 @@ def _colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float], margin: float
     q -= t
     q -= 0.5
     np.abs(q, out=q)
-    near = q.max(0) > margin  # within ~1e-3 of a cell boundary: the float32 value may be off by one cell
+    near = q.max(0) > _margin(sigmas)  # within ~1e-3 of a cell boundary: the float32 value may be off by one cell
     grey = np.equal(f[0], f[1])
     grey &= np.equal(f[1], f[2])
     if grey.any():  # every grey pixel sits on a chroma boundary (U = V = 128): take its exact cells
@@ -171,7 +176,7 @@ def _colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float], margin: float
         yuv = _yuv_channels(rgb[idx].astype(np.float64))
         for c, (v, sig) in enumerate(zip(yuv, sigmas)):
             coords[c][idx] = np.trunc(v / sig)
-    return [torch.from_numpy(c) for c in coords]
+    return list(coords)
 
 
 @functools.lru_cache(maxsize=16)
@@ -182,9 +187,9 @@ def _grey_coords(s_luma: float, s_chroma: float) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- colour table
-#: Colour → cell tables over all 2^24 RGB values (64 MiB each, int32; ~0.5–1 s to build on one
-#: CPU core), kept for the most recent sigmas / devices: with one, the per-pixel colour work is one
-#: gather instead of ~30 elementwise passes (:mod:`found.refine.bilateral` decides when to build).
+#: Colour → cell tables over all 2^24 RGB values (int16, 32 MiB, when the cells fit, as with the
+#: default sigmas; else int32; ~0.5–1 s to build on one CPU core), kept for the most recent sigmas /
+#: devices: with one, the per-pixel colour work is one gather instead of ~30 elementwise passes (:mod:`found.refine.bilateral` decides when to build).
 _LUT_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _LUT_CACHE_SIZE = 2
 
@@ -205,6 +210,8 @@ def colour_table(s_luma: float, s_chroma: float, radix: tuple[int, int], device:
         i = torch.arange(lo, lo + step, dtype=torch.int32, device=device)
         rgb = torch.stack([i & 255, (i >> 8) & 255, i >> 16], 1).to(torch.uint8)
         lut[lo:lo + step] = colour_index(colour_coords(rgb, s_luma, s_chroma), *radix)
+    if int(lut.max()) < 2**15:  # half the memory, and fewer cache misses per lookup
+        lut = lut.to(torch.int16)
     _LUT_CACHE[k] = lut
     while len(_LUT_CACHE) > _LUT_CACHE_SIZE:
         _LUT_CACHE.popitem(last=False)

@@ -5,6 +5,9 @@ unique keys of each image, the blur links vertices whose keys differ by ``±w_d`
 mixed-radix key with the same order and neighbours is used when every coordinate is ≤ 253, else
 the authors' key itself (collisions included). Images of a batch are laid out in a padded
 ``[B, V_max]`` block-diagonal system (images never share a vertex).
+
+This is the torch construction, for any device; on CPU the solver builds the same grid with
+numpy (:mod:`found.refine.cpu`), and the tests check that the two agree.
 """
 from __future__ import annotations
 
@@ -13,10 +16,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from ._cpu import numpy_ok
 from .colour import colour_coords, colour_index, colour_table
 
 #: Base of the authors' coordinate hash (``MAX_VAL``).
@@ -131,66 +132,12 @@ def colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: Layout, d
     return cell.to(dtype).mul_(wl)
 
 
-# --------------------------------------------------------------------------- index helpers
-def _masked(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``t[mask]`` (numpy's boolean indexing is several times faster on CPU)."""
-    if numpy_ok(t):
-        return torch.from_numpy(np.ascontiguousarray(t.numpy()[mask.numpy()]))
-    return t[mask]
-
-
-def _search(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """``searchsorted`` (numpy's is ~2× faster on CPU)."""
-    if numpy_ok(sorted_keys):
-        return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), queries.numpy()))
-    return torch.searchsorted(sorted_keys, queries)
-
-
-def _repeat(values: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
-    """``repeat_interleave`` (numpy's ``repeat`` is ~5× faster on CPU)."""
-    if numpy_ok(values):
-        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
-    return torch.repeat_interleave(values, counts, output_size=total)
-
-
 # --------------------------------------------------------------------------- grid construction
 def _unique_runs(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs of equal consecutive keys (key, length) and the sorted unique keys with each run's index."""
-    if numpy_ok(key):
-        k = key.numpy()
-        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-        run_keys = k[starts]
-        run_len = np.diff(np.append(starts, k.size))
-        bits = max(int(run_keys.size).bit_length(), 1)
-        top = int(run_keys.max()) if run_keys.size else 0
-        if run_keys.size <= PACKED_SORT_MAX and top < 2 ** (62 - bits) and int(run_keys.min()) >= 0:
-            keys, run_vertex = _packed_unique(run_keys, bits)
-            return (torch.from_numpy(run_keys), torch.from_numpy(run_len), torch.from_numpy(keys),
-                    torch.from_numpy(run_vertex))
-        run_keys, run_len = torch.from_numpy(run_keys), torch.from_numpy(run_len)
-    else:
-        run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
+    run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
     keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
     return run_keys, run_len, keys, run_vertex
-
-
-#: Up to this many runs, :func:`_packed_unique` (one plain sort of 64-bit words) beats
-#: ``torch.unique``'s argsort on CPU; above it torch's is faster.
-PACKED_SORT_MAX = 1 << 17
-
-
-def _packed_unique(values: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)`` for non-negative ints: each value is packed with its
-    index into one int64 (``value << bits | index``) so that a plain (SIMD) sort replaces the argsort."""
-    packed = (values.astype(np.int64) << bits) | np.arange(values.size, dtype=np.int64)
-    packed.sort()
-    sorted_values = packed >> bits
-    first = np.empty(values.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=first[1:])
-    inverse = np.empty(values.size, dtype=np.int64)
-    inverse[packed & ((1 << bits) - 1)] = np.cumsum(first) - 1
-    return sorted_values[first], inverse
 
 
 def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> Grid:
@@ -207,8 +154,6 @@ def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tupl
     run_keys, run_len, keys, run_vertex = _unique_runs(key)
     del key
     n_vert = keys.numel()
-    if numpy_ok(keys):
-        return _vertices_numpy(keys.numpy(), run_vertex.numpy(), run_len.numpy(), n_img, lay)
 
     v_img = torch.div(keys, lay.stride, rounding_mode="floor").long()
     n_vertices = torch.bincount(v_img, minlength=n_img)
@@ -216,7 +161,7 @@ def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tupl
     total = n_img * v_max
     slot = v_img * v_max + (torch.arange(n_vert, device=device) - (torch.cumsum(n_vertices, 0) - n_vertices)[v_img])
     run_slot = slot.index_select(0, run_vertex)
-    pixel_slot = _repeat(run_slot, run_len, n_pix)
+    pixel_slot = torch.repeat_interleave(run_slot, run_len, output_size=n_pix)
     counts = torch.ones(total, dtype=torch.float64, device=device)
     counts[slot] = 0.0
     counts.index_add_(0, run_slot, run_len.to(torch.float64))
@@ -229,13 +174,13 @@ def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tupl
     want = keys.unsqueeze(0) + w  # [5, V]
     pos = torch.empty(want.shape, dtype=torch.long, device=device)
     pos[0] = torch.arange(1, n_vert + 1, device=device)
-    pos[1:] = _search(keys, want[1:].reshape(-1)).to(device).view(GRID_DIM - 1, n_vert)
+    pos[1:] = torch.searchsorted(keys, want[1:].reshape(-1)).view(GRID_DIM - 1, n_vert)
     pos.clamp_(max=n_vert - 1)
     hit = keys.index_select(0, pos.view(-1)).view(pos.shape) == want
     dims = torch.arange(GRID_DIM, device=device).unsqueeze(1).expand(GRID_DIM, n_vert)
-    src = _masked(slot.unsqueeze(0).expand(GRID_DIM, n_vert), hit)
-    dst = _masked(slot.index_select(0, pos.view(-1)).view(pos.shape), hit)
-    d_hit = _masked(dims, hit)
+    src = slot.unsqueeze(0).expand(GRID_DIM, n_vert)[hit]
+    dst = slot.index_select(0, pos.view(-1)).view(pos.shape)[hit]
+    d_hit = dims[hit]
     flat = columns.view(-1)
     flat.index_put_((src * (2 * GRID_DIM + 1) + (GRID_DIM + 1) + d_hit,), dst)
     flat.index_put_((dst * (2 * GRID_DIM + 1) + (GRID_DIM - 1) - d_hit,), src)
@@ -245,50 +190,10 @@ def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tupl
     idt = torch.int32 if nnz < 2**31 - 1 else torch.int64
     crow = torch.zeros(total + 1, dtype=idt, device=device)
     crow[1:] = torch.cumsum(per_row, 0)
-    col = _masked(columns, valid).to(idt)
+    col = columns[valid].to(idt)
     row = torch.zeros(nnz, dtype=torch.long, device=device)  # every row has its diagonal: crow increases
     row[crow[1:-1].long()] = 1
     row = torch.cumsum(row, 0)
     diag_pos = crow[:-1].long() + valid[:, :GRID_DIM].sum(1)
     return Grid(pixel_slot=pixel_slot, n_vertices=n_vertices, v_max=v_max, counts=counts,
                  crow=crow, col=col, row=row, diag_pos=diag_pos)
-
-
-def _vertices_numpy(keys: np.ndarray, run_vertex: np.ndarray, run_len: np.ndarray, n_img: int, lay: Layout) -> Grid:
-    """The vertex part of :func:`build_grid` (slots, counts, neighbours, CSR pattern) in numpy, for
-    CPU tensors: the same arrays, built with a fraction of torch's per-call cost on these sizes."""
-    n_vert = keys.size
-    k = 2 * GRID_DIM + 1
-    v_img = keys // lay.stride
-    n_vertices = np.bincount(v_img, minlength=n_img)
-    v_max = int(n_vertices.max())
-    total = n_img * v_max
-    slot = v_img.astype(np.int64) * v_max + (np.arange(n_vert) - (np.cumsum(n_vertices) - n_vertices)[v_img])
-    pixel_slot = np.repeat(slot[run_vertex], run_len)
-    counts = np.ones(total)
-    counts[slot] = np.bincount(run_vertex, weights=run_len, minlength=n_vert)  # exact: integer sums
-
-    # neighbours as in build_grid: +w_d searched (+1 along x is the next key), −w_d mirrored
-    want = keys[None, :] + np.array(lay.weights, dtype=keys.dtype)[:, None]  # [5, V]
-    pos = np.empty(want.shape, dtype=np.int64)
-    pos[0] = np.arange(1, n_vert + 1)
-    pos[1:] = np.searchsorted(keys, want[1:].reshape(-1)).reshape(GRID_DIM - 1, n_vert)
-    np.minimum(pos, n_vert - 1, out=pos)
-    d_hit, v_hit = np.nonzero(keys[pos] == want)
-    src, dst = slot[v_hit], slot[pos[d_hit, v_hit]]
-    columns = np.full((total, k), -1, dtype=np.int64)
-    columns[:, GRID_DIM] = np.arange(total)
-    flat = columns.reshape(-1)
-    flat[src * k + (GRID_DIM + 1) + d_hit] = dst
-    flat[dst * k + (GRID_DIM - 1) - d_hit] = src
-    valid = columns >= 0
-    per_row = valid.sum(1)
-    nnz = int(per_row.sum())
-    idt = np.int32 if nnz < 2**31 - 1 else np.int64
-    crow = np.zeros(total + 1, dtype=idt)
-    np.cumsum(per_row, out=crow[1:])
-    return Grid(pixel_slot=torch.from_numpy(pixel_slot), n_vertices=torch.from_numpy(n_vertices), v_max=v_max,
-                counts=torch.from_numpy(counts), crow=torch.from_numpy(crow),
-                col=torch.from_numpy(columns[valid].astype(idt)),
-                row=torch.from_numpy(np.repeat(np.arange(total), per_row)),
-                diag_pos=torch.from_numpy(crow[:-1].astype(np.int64) + valid[:, :GRID_DIM].sum(1)))
