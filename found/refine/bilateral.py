@@ -363,9 +363,10 @@ def _one_torch_thread() -> Callable[[], None]:
 _single_threaded_torch = SharedOverride(_one_torch_thread)
 
 
-#: On CPU, images are solved in groups of about this many pixels: the working set then stays in
-#: cache, which beats one huge system (memory-bound) while keeping Python overhead amortised.
-CPU_CHUNK_PIXELS = 1 << 19
+#: On CPU, images are solved in groups of about this many pixels (one 224² or larger image per
+#: group; small images together, which amortises Python overhead): the working set stays in cache
+#: and groups spread evenly over the threads. Larger groups measured no faster.
+CPU_CHUNK_PIXELS = 1 << 16
 
 
 def _chunks(sizes: Sequence[tuple[int, int]], device: torch.device) -> list[tuple[int, int]]:

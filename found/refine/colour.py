@@ -140,15 +140,24 @@ def _exact_coords(rgb: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
 
 def _margin(sigmas: Sequence[float]) -> float:
     """Above this ``0.5 − distance to the nearest integer`` of ``value/σ`` in float32, recompute exactly."""
-    return 0.5 - 1e-3 * max(1.0, 1.0 / min(sigmas))
+    return 0.5 - _eps(sigmas)
+
+
+def _eps(sigmas: Sequence[float]) -> float:
+    """Largest error of a float32 evaluation of ``value/σ`` we allow for (with a wide safety factor)."""
+    return 1e-3 * max(1.0, 1.0 / min(sigmas))
 
 
 def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.ndarray]:
-    """:func:`colour_coords` for [P, 3] uint8 numpy pixels (3 × [P] int32): the same float32 evaluation and exact fix-up,
-    with contiguous channels and no temporaries (strided reads and fresh buffers dominated), grey
-    pixels from their 256-entry table in one pass, and the few other near-boundary pixels
-    recomputed exactly with the numpy form of :func:`rgb_to_yuv`."""
-    f = rgb.T.astype(np.float32, order="C")  # [3, P], unit-stride channels
+    """:func:`colour_coords` for [P, 3] uint8 numpy pixels (3 × [P] int32).
+
+    The same float32 evaluation and exact fix-up as the torch code, arranged for numpy: contiguous
+    channels, no temporaries, and ``ε`` folded into the offset, so that ``c = int(q + ε)`` is the
+    cell and ``q + ε − c < 2ε`` flags the pixels within ``ε`` of a boundary (exactly recomputed:
+    grey pixels from their 256-entry table, the few others with the numpy form of
+    :func:`rgb_to_yuv`)."""
+    eps = _eps(sigmas)
+    f = np.ascontiguousarray(rgb.T).astype(np.float32)  # [3, P], unit-stride channels
     q = np.empty_like(f)
     tmp = np.empty(f.shape[1], dtype=np.float32)
     for i, (row, off, sig) in enumerate(zip(RGB_TO_YUV, YUV_OFFSET, sigmas)):
@@ -156,21 +165,19 @@ def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.nda
         np.multiply(f[0], w[0], out=q[i])
         q[i] += np.multiply(f[1], w[1], out=tmp)
         q[i] += np.multiply(f[2], w[2], out=tmp)
-        q[i] += np.float32(off / sig)
-    t = np.trunc(q)  # q >= 0
-    coords = t.astype(np.int32)
-    q -= t
-    q -= 0.5
-    np.abs(q, out=q)
-    near = q.max(0) > _margin(sigmas)  # within ~1e-3 of a cell boundary: the float32 value may be off by one cell
+        q[i] += np.float32(off / sig + eps)
+    coords = q.astype(np.int32)  # truncation = floor: q > 0
+    np.subtract(q, coords, out=q, casting="unsafe")
+    near = q.min(0) < 2 * eps  # the float32 cell may be off by one: recompute exactly
     grey = np.equal(f[0], f[1])
     grey &= np.equal(f[1], f[2])
-    if grey.any():  # every grey pixel sits on a chroma boundary (U = V = 128): take its exact cells
+    g_idx = np.flatnonzero(grey)
+    if g_idx.size:  # every grey pixel sits on a chroma boundary (U = V = 128): take its exact cells
         table = _grey_coords(sigmas[0], sigmas[1]).numpy().astype(np.int32)
-        level = f[0].astype(np.intp)
+        level = rgb[g_idx, 0]
         for c in range(3):
-            np.copyto(coords[c], table[:, c].take(level), where=grey)
-        near &= ~grey
+            coords[c][g_idx] = table[:, c].take(level)
+        near[g_idx] = False
     idx = np.flatnonzero(near)
     if idx.size:
         yuv = _yuv_channels(rgb[idx].astype(np.float64))
