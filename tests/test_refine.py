@@ -130,6 +130,23 @@ def test_cpu_and_torch_grids_are_the_same_grid(sigmas):
         assert np.all(np.diff(deg[lo:lo + nv[i]]) >= 0)
 
 
+@pytest.mark.parametrize("sigmas", [(16.0, 16.0, 8.0), (5.0, 7.0, 3.0)])
+def test_neighbour_lookup_table_matches_the_search(sigmas, monkeypatch):
+    """The dense (colour cell, spatial cell) lookup finds exactly the neighbours a search of the
+    sorted keys finds, images of a batch included."""
+    imgs = [_image(37, 53, 1), _image(20, 90, 2), _image(64, 64, 3)]
+    sizes = [im.shape[:2] for im in imgs]
+    lay = grid.key_layout(sizes, sigmas)
+    assert lay.compact
+    keys = np.unique(cpu.pixel_keys(np.concatenate([im.reshape(-1, 3) for im in imgs]), sizes, sigmas, lay))
+    table = cpu.neighbour_pairs(keys, lay)
+    monkeypatch.setattr(cpu, "DENSE_LOOKUP_MAX", 0)
+    search = cpu.neighbour_pairs(keys, lay)
+    assert all(len(s) for s, _ in table)  # links along every dimension
+    for (s1, d1), (s2, d2) in zip(table, search):
+        assert np.array_equal(s1, s2) and np.array_equal(d1, d2)
+
+
 def test_cpu_matvec_without_the_private_kernel(monkeypatch):
     """The CPU solver calls scipy's compiled CSR kernel directly; without it (another scipy) it uses
     the public operator, with identical results."""
