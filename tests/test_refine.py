@@ -131,20 +131,25 @@ def test_cpu_and_torch_grids_are_the_same_grid(sigmas):
 
 
 @pytest.mark.parametrize("sigmas", [(16.0, 16.0, 8.0), (5.0, 7.0, 3.0)])
-def test_neighbour_lookup_table_matches_the_search(sigmas, monkeypatch):
-    """The dense (colour cell, spatial cell) lookup finds exactly the neighbours a search of the
-    sorted keys finds, images of a batch included."""
+def test_dense_lookup_table_builds_the_same_grid_as_sorting(sigmas, monkeypatch):
+    """The dense (colour cell, spatial cell) table finds exactly the vertices, run → vertex map and
+    neighbours that sorting and searching the keys find, images of a batch included."""
     imgs = [_image(37, 53, 1), _image(20, 90, 2), _image(64, 64, 3)]
+    rgb = np.concatenate([im.reshape(-1, 3) for im in imgs])
     sizes = [im.shape[:2] for im in imgs]
     lay = grid.key_layout(sizes, sigmas)
-    assert lay.compact
-    keys = np.unique(cpu.pixel_keys(np.concatenate([im.reshape(-1, 3) for im in imgs]), sizes, sigmas, lay))
-    table = cpu.neighbour_pairs(keys, lay)
+    keys = np.unique(cpu.pixel_keys(rgb, sizes, sigmas, lay))
+    assert cpu.dense_index(keys, lay) is not None  # the table path is what runs
+    table = cpu.build_grid(rgb, sizes, sigmas)
+    assert all(len(src) for src, *_ in table.links)  # links along every dimension
     monkeypatch.setattr(cpu, "DENSE_LOOKUP_MAX", 0)
-    search = cpu.neighbour_pairs(keys, lay)
-    assert all(len(s) for s, _ in table)  # links along every dimension
-    for (s1, d1), (s2, d2) in zip(table, search):
-        assert np.array_equal(s1, s2) and np.array_equal(d1, d2)
+    assert cpu.dense_index(keys, lay) is None
+    search = cpu.build_grid(rgb, sizes, sigmas)
+    for name in ("run_start", "run_len", "run_vertex", "n_vertices", "order", "counts", "indptr", "indices",
+                 "diag_pos"):
+        assert np.array_equal(getattr(table, name), getattr(search, name)), name
+    for a, b in zip(table.links, search.links):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_cpu_matvec_without_the_private_kernel(monkeypatch):

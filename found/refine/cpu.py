@@ -177,48 +177,72 @@ def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys.numpy(), inverse.numpy()
 
 
-#: Largest lookup table (entries) :func:`neighbour_pairs` builds instead of searching the sorted keys.
+#: Largest lookup table (entries) :func:`dense_index` builds; beyond it the keys are sorted and searched.
 DENSE_LOOKUP_MAX = 1 << 22
+
+
+def dense_index(run_keys: np.ndarray, lay: Layout):
+    """Vertices, run → vertex and neighbour pairs through a dense table over (occupied colour cell,
+    spatial cell): (sorted unique keys, vertex of each run, :func:`neighbour_pairs`' pairs), or None
+    when the layout is not compact or the table would exceed ``DENSE_LOOKUP_MAX`` entries.
+
+    A compact key is ``spatial cell + s_cells · (colour cell + image · colours)``; a 320×480 image
+    occupies a few hundred colour cells, so the table has a few hundred thousand entries and stays
+    in cache. Marking, numbering and looking up keys in it replaces the sort of the runs' keys
+    and the binary searches of the neighbours, at ~half their cost."""
+    if not lay.compact:
+        return None
+    s_cells = lay.weights[2]
+    cc = run_keys // s_cells
+    sp = run_keys - cc * s_cells
+    lo = int(cc.min())
+    cc_range = int(cc.max()) - lo + 1 + lay.weights[4] // s_cells  # room for the largest colour step
+    if cc_range > DENSE_LOOKUP_MAX:
+        return None
+    occupied = np.zeros(cc_range, dtype=bool)
+    occupied[cc - lo] = True
+    cells = np.flatnonzero(occupied)  # occupied colour cells − lo, increasing
+    n_cells = cells.size
+    if n_cells * s_cells > DENSE_LOOKUP_MAX:
+        return None
+    cmap = np.full(cc_range, -1, dtype=np.int64)  # colour cell − lo → compact index
+    cmap[cells] = np.arange(n_cells)
+    ck = cmap.take(cc - lo) * s_cells + sp  # compact key of each run: same order as the key
+    present = np.zeros(n_cells * s_cells, dtype=bool)
+    present[ck] = True
+    vk = np.flatnonzero(present)  # compact keys of the vertices, increasing
+    n_vert = vk.size
+    table = np.full(n_cells * s_cells, -1, dtype=np.int32 if n_vert >= 2**15 else np.int16)
+    table[vk] = np.arange(n_vert, dtype=table.dtype)
+    run_vertex = table.take(ck).astype(np.int64)
+    keys = np.empty(n_vert, dtype=run_keys.dtype)
+    keys[run_vertex] = run_keys
+
+    # neighbours: +1 along x is the next key; +1 along y stays in the colour cell (s + w_y < s_cells);
+    # a colour step moves to another colour cell, present or not
+    src = np.flatnonzero((keys[1:] - keys[:-1]) == lay.weights[0])
+    pairs = [(src, src + 1)]
+    dst = table.take(vk + lay.weights[1])
+    src = np.flatnonzero(dst >= 0)
+    pairs.append((src, dst.take(src).astype(np.int64)))
+    ci = vk // s_cells
+    sp_v = vk - ci * s_cells
+    cell_v = cells.take(ci)
+    for wd in lay.weights[2:]:
+        nc = cmap.take(cell_v + wd // s_cells)
+        src = np.flatnonzero(nc >= 0)
+        dst = table.take(nc.take(src) * s_cells + sp_v.take(src))
+        hit = dst >= 0
+        pairs.append((src[hit], dst[hit].astype(np.int64)))
+    return keys, run_vertex, pairs
 
 
 def neighbour_pairs(keys: np.ndarray, lay: Layout) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each dimension d, the vertex pairs (src, dst) with ``keys[dst] = keys[src] + w_d`` (sorted
-    unique keys; src increasing).
-
-    +w_0 (x) is the next key when it exists. The others are looked up in a dense table over
-    (occupied colour cell, spatial cell) when the layout is compact and the table small (a few
-    hundred thousand entries for a 320×480 image: in cache, unlike the binary searches of
-    ``searchsorted`` it replaces, which cost ~3× more); else the sorted keys are searched."""
+    unique keys; src increasing): +w_0 (x) is the next key when it exists, the others are searched."""
     n_vert = keys.size
     src = np.flatnonzero((keys[1:] - keys[:-1]) == lay.weights[0])
     pairs = [(src, src + 1)]
-    s_cells = lay.weights[2]  # key = spatial cell + s_cells · (colour cell + image · colours)
-    if lay.compact:
-        cc = keys // s_cells
-        sp = keys - cc * s_cells
-        new_cell = np.empty(n_vert, dtype=bool)
-        new_cell[0] = True
-        np.not_equal(cc[1:], cc[:-1], out=new_cell[1:])
-        cells = cc[new_cell]  # occupied colour cells, increasing
-        n_cells, lo = cells.size, int(cells[0])
-        cc_range = int(cells[-1]) - lo + 1 + lay.weights[4] // s_cells
-        if n_cells * s_cells <= DENSE_LOOKUP_MAX and cc_range <= DENSE_LOOKUP_MAX:
-            cidx = np.cumsum(new_cell, dtype=np.int64) - 1  # compact colour index of each vertex
-            table = np.full(n_cells * s_cells, -1, dtype=np.int32 if n_vert >= 2**15 else np.int16)
-            slot = cidx * s_cells + sp
-            table[slot] = np.arange(n_vert, dtype=table.dtype)
-            cmap = np.full(cc_range, -1, dtype=np.int64)
-            cmap[cells - lo] = np.arange(n_cells)
-            dst = table.take(slot + lay.weights[1])  # +1 along y: same colour cell (s + w_y < s_cells)
-            src = np.flatnonzero(dst >= 0)
-            pairs.append((src, dst.take(src).astype(np.int64)))
-            for wd in lay.weights[2:]:
-                nc = cmap.take(cc - lo + wd // s_cells)  # colour cell + δ (in range: cc_range is padded)
-                src = np.flatnonzero(nc >= 0)
-                dst = table.take(nc.take(src) * s_cells + sp.take(src))
-                hit = dst >= 0
-                pairs.append((src[hit], dst[hit].astype(np.int64)))
-            return pairs
     for wd in lay.weights[1:]:
         want = keys + keys.dtype.type(wd)
         pos = np.searchsorted(keys, want)
@@ -244,16 +268,20 @@ def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[
         change[1:] |= labels[1:] != labels[:-1]
     run_start = np.flatnonzero(change)
     run_len = np.diff(run_start, append=n_pix)
-    keys, run_vertex = _unique(key[run_start])  # runs (≈ 1/2 of the pixels): a smaller sort
+    run_keys = key[run_start]  # runs (≈ 1/2 of the pixels): fewer keys to number
     del key, change
+    dense = dense_index(run_keys, lay)
+    if dense is None:
+        keys, run_vertex = _unique(run_keys)
+        pairs = neighbour_pairs(keys, lay)
+    else:
+        keys, run_vertex, pairs = dense
     n_vert = keys.size
     if len(sizes) == 1:
         n_vertices = [n_vert]
     else:
         n_vertices = np.bincount(keys // lay.stride, minlength=len(sizes)).tolist()
     counts = np.bincount(run_vertex, weights=run_len, minlength=n_vert)  # exact: integer sums
-
-    pairs = neighbour_pairs(keys, lay)
 
     # Vertices are numbered by (image, number of neighbours), in key order within each group: scipy's
     # CSR mat-vec then meets rows of one length in long stretches (its inner loop's branch is
