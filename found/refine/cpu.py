@@ -183,7 +183,8 @@ DENSE_LOOKUP_MAX = 1 << 22
 
 def dense_index(run_keys: np.ndarray, lay: Layout):
     """Vertices, run → vertex and neighbour pairs through a dense table over (occupied colour cell,
-    spatial cell): (sorted unique keys, vertex of each run, :func:`neighbour_pairs`' pairs), or None
+    spatial cell): (image of each vertex, vertex of each run, :func:`neighbour_pairs`' pairs), with
+    vertices in key order, or None
     when the layout is not compact or the table would exceed ``DENSE_LOOKUP_MAX`` entries.
 
     A compact key is ``spatial cell + s_cells · (colour cell + image · colours)``; a 320×480 image
@@ -215,26 +216,26 @@ def dense_index(run_keys: np.ndarray, lay: Layout):
     table = np.full(n_cells * s_cells, -1, dtype=np.int32 if n_vert >= 2**15 else np.int16)
     table[vk] = np.arange(n_vert, dtype=table.dtype)
     run_vertex = table.take(ck).astype(np.int64)
-    keys = np.empty(n_vert, dtype=run_keys.dtype)
-    keys[run_vertex] = run_keys
+    ci = vk // s_cells
+    sp_v = vk - ci * s_cells
+    cell_v = cells.take(ci)
+    image = (cell_v + lo) // (lay.stride // s_cells)  # image of each vertex
 
-    # neighbours: +1 along x is the next key; +1 along y stays in the colour cell (s + w_y < s_cells);
-    # a colour step moves to another colour cell, present or not
-    src = np.flatnonzero((keys[1:] - keys[:-1]) == lay.weights[0])
+    # neighbours: +1 along x is the next compact key (x + 1 never leaves the spatial row of cells, so
+    # consecutive compact keys are consecutive keys); +1 along y stays in the colour cell
+    # (s + w_y < s_cells); a colour step moves to another colour cell, present or not
+    src = np.flatnonzero((vk[1:] - vk[:-1]) == lay.weights[0])
     pairs = [(src, src + 1)]
     dst = table.take(vk + lay.weights[1])
     src = np.flatnonzero(dst >= 0)
     pairs.append((src, dst.take(src).astype(np.int64)))
-    ci = vk // s_cells
-    sp_v = vk - ci * s_cells
-    cell_v = cells.take(ci)
     for wd in lay.weights[2:]:
         nc = cmap.take(cell_v + wd // s_cells)
         src = np.flatnonzero(nc >= 0)
         dst = table.take(nc.take(src) * s_cells + sp_v.take(src))
         hit = dst >= 0
         pairs.append((src[hit], dst[hit].astype(np.int64)))
-    return keys, run_vertex, pairs
+    return image, run_vertex, pairs
 
 
 def neighbour_pairs(keys: np.ndarray, lay: Layout) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -274,13 +275,14 @@ def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[
     if dense is None:
         keys, run_vertex = _unique(run_keys)
         pairs = neighbour_pairs(keys, lay)
+        image = keys // lay.stride
     else:
-        keys, run_vertex, pairs = dense
-    n_vert = keys.size
+        image, run_vertex, pairs = dense
+    n_vert = image.size
     if len(sizes) == 1:
         n_vertices = [n_vert]
     else:
-        n_vertices = np.bincount(keys // lay.stride, minlength=len(sizes)).tolist()
+        n_vertices = np.bincount(image, minlength=len(sizes)).tolist()
     counts = np.bincount(run_vertex, weights=run_len, minlength=n_vert)  # exact: integer sums
 
     # Vertices are numbered by (image, number of neighbours), in key order within each group: scipy's
