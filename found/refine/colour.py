@@ -166,8 +166,9 @@ def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.nda
         q[i] += np.multiply(f[1], w[1], out=tmp)
         q[i] += np.multiply(f[2], w[2], out=tmp)
         q[i] += np.float32(off / sig + eps)
-    coords = q.astype(np.int32)  # truncation = floor: q > 0
-    np.subtract(q, coords, out=q, casting="unsafe")
+    t = np.trunc(q)  # = floor: q > 0
+    coords = t.astype(np.int32)
+    q -= t
     near = q.min(0) < 2 * eps  # the float32 cell may be off by one: recompute exactly
     grey = np.equal(f[0], f[1])
     grey &= np.equal(f[1], f[2])

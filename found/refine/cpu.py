@@ -4,8 +4,9 @@ fraction of torch's per-call cost on these small arrays.
 Pixels are handled as runs of equal consecutive grid keys (a few pixels each): the grid is built,
 splatted and sliced per run. Vertices of all images of a batch are concatenated without padding
 (images never share a vertex, so ``A`` is block-diagonal) and CG runs on them with per-image
-scalars. Grid construction mirrors :func:`found.refine.grid.build_grid` (same vertices, same
-CSR pattern with sorted columns, same values) and the tests check both against each other.
+scalars. The grid is :func:`found.refine.grid.build_grid`'s (same vertices, neighbours and values,
+each CSR row in the same order) with the vertices renumbered for speed; the tests check both
+against each other.
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ from .grid import GRID_DIM, Layout, key_layout
 
 @dataclass
 class FlatGrid:
-    """Bilateral grids of a batch of images, vertices concatenated (image by image, sorted by key)."""
+    """Bilateral grids of a batch of images, vertices concatenated image by image (within an image:
+    by number of neighbours, then by key)."""
 
     run_start: np.ndarray  # [R] first pixel of each run of equal consecutive keys (images concatenated)
     run_len: np.ndarray  # [R] its length
     run_vertex: np.ndarray  # [R] its vertex
-    order: np.ndarray  # [V] rank of each vertex in key order (vertices are numbered by image, then degree)
+    order: np.ndarray  # [V] index of each vertex among the batch's vertices sorted by key
     n_vertices: list[int]  # per image
     counts: np.ndarray  # [V] float64 pixels per vertex
     indptr: np.ndarray  # [V + 1] CSR row pointers of the ±1 neighbour graph plus the diagonal
@@ -255,7 +257,7 @@ def neighbour_pairs(keys: np.ndarray, lay: Layout) -> list[tuple[np.ndarray, np.
 
 def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float],
                labels: np.ndarray | None = None) -> FlatGrid:
-    """Vertices (sorted unique keys per image), runs of pixels → vertex, and the neighbour CSR pattern.
+    """Vertices (the unique keys of each image), runs of pixels → vertex, and the neighbour CSR pattern.
 
     Runs also end where ``labels`` [P] changes, so that each run has one label (the splat of a
     binary target is then one value per run)."""
