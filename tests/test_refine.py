@@ -177,6 +177,19 @@ def test_private_kernel_is_used_only_if_it_computes_correctly(monkeypatch):
     assert cpu._find_kernel() is None
 
 
+def test_spatial_key_maps_are_cached_only_for_small_images(monkeypatch):
+    monkeypatch.setattr(cpu, "SPATIAL_CACHE_PIXELS", 40 * 40)
+    clear_caches()
+    small, large = _image(30, 40), _image(50, 60)
+    for im in (small, large, small):
+        out = solve_batch([im], [_ellipse(*im.shape[:2])])
+        assert out.soft[0].shape == im.shape[:2]
+    assert cpu._cached_spatial_map.cache_info().currsize == 1  # the small image's, reused
+    assert cpu._cached_spatial_map.cache_info().hits == 1
+    clear_caches()
+    assert cpu._cached_spatial_map.cache_info().currsize == 0
+
+
 def test_inputs_that_require_grad_are_accepted():
     img = torch.from_numpy(_image(20, 24)).permute(2, 0, 1).double().div(255).requires_grad_()
     mask = torch.from_numpy(_ellipse(20, 24)).requires_grad_()

@@ -1,4 +1,5 @@
-"""Bilateral-solver refinement as in FOUND (Siméoni et al., CVPR 2023), batched in torch.
+"""Bilateral-solver refinement as in FOUND (Siméoni et al., CVPR 2023), batched: torch on any
+device, numpy/scipy on CPU.
 
 * :func:`bilateral_solve` — soft solver outputs for a batch of images of any sizes (CPU or CUDA);
 * :func:`postprocess` / :func:`mask_iou` — the authors' component selection and accept IoU;

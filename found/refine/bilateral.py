@@ -59,9 +59,10 @@ _PIXELS_SOLVED: dict[tuple, int] = {}  # pixels solved so far per (sigmas, devic
 
 
 def clear_caches() -> None:
-    """Drop the cached colour tables and the pixel counts that trigger them (e.g. to free memory or
-    to time a cold start)."""
+    """Drop the cached colour tables, the pixel counts that trigger them and the cached spatial key
+    maps (e.g. to free memory or to time a cold start)."""
     clear_tables()
+    cpu._cached_spatial_map.cache_clear()
     _PIXELS_SOLVED.clear()
 
 

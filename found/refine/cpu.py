@@ -120,14 +120,25 @@ def colour_cells(rgb: np.ndarray, s_luma: float, s_chroma: float, radix: tuple[i
     return lum
 
 
-@functools.lru_cache(maxsize=8)
 def _spatial_map(h: int, w: int, s_spatial: float, wx: int, wy: int, dtype: str) -> np.ndarray:
-    """Per-pixel key part of (x, y) for an h×w image: ``trunc(ix/σ)·w_x + trunc(iy/σ)·w_y`` (read-only)."""
+    """Per-pixel key part of (x, y) for an h×w image: ``trunc(ix/σ)·w_x + trunc(iy/σ)·w_y`` (read-only;
+    cached for images of up to ``SPATIAL_CACHE_PIXELS`` pixels)."""
+    if h * w <= SPATIAL_CACHE_PIXELS:
+        return _cached_spatial_map(h, w, s_spatial, wx, wy, dtype)
+    return _compute_spatial_map(h, w, s_spatial, wx, wy, dtype)
+
+
+def _compute_spatial_map(h: int, w: int, s_spatial: float, wx: int, wy: int, dtype: str) -> np.ndarray:
     ys = np.trunc(np.arange(h, dtype=np.float64) / s_spatial).astype(dtype) * wy
     xs = np.trunc(np.arange(w, dtype=np.float64) / s_spatial).astype(dtype) * wx
     out = (ys[:, None] + xs[None, :]).reshape(-1)
     out.flags.writeable = False
     return out
+
+
+#: Spatial key maps of images up to this size are kept (8 of them at most: ≤ 32 MiB).
+SPATIAL_CACHE_PIXELS = 1 << 20
+_cached_spatial_map = functools.lru_cache(maxsize=8)(_compute_spatial_map)
 
 
 def pixel_keys(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float],
@@ -386,7 +397,9 @@ def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]],
 _BLAS_PIECE = 8192
 
 
+@functools.lru_cache(maxsize=None)
 def _blas(dtype: np.dtype):
+    """BLAS dot and axpy for float32 / float64 vectors."""
     from scipy.linalg import blas
 
     return blas.get_blas_funcs(("dot", "axpy"), dtype=dtype)
