@@ -14,9 +14,9 @@ see the same machine load; the best repetition of each is reported. The baseline
 (``scipy_bilateral.py``) solves one image at a time, so its per-image time does not depend on the
 batch size. Every run also checks that both give the same soft output (max |Δ| is printed).
 "table" says whether the cached colour table was used: the library builds it once calls with the
-same sigmas have solved ``found.refine.bilateral.LUT_MIN_PIXELS`` pixels in all; batch 1 is timed
-both in a cold process (no table) and in a warm one (table built), large batches build it during
-the warm-up; its one-off cost is printed last.
+same sigmas have solved ``found.refine.bilateral.LUT_MIN_PIXELS`` pixels in all (~64 M on CPU);
+batch 1 is timed both in a cold process (no table: short jobs) and in a warm one (table built:
+long jobs), large batches in a warm one (training's steady state); its one-off cost is printed last.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def main() -> None:
     print(f"found.refine on {device} ({args.dtype}) vs scipy baseline; threads={args.threads}; clock={args.clock}; "
           f"torch {torch.__version__}, numpy {np.__version__}; best of {reps}, interleaved")
     print(f"{'size':>9} {'batch':>5} {'found ms/img':>13} {'scipy ms/img':>13} {'speed-up':>9} {'max|Δ|':>9} {'table':>5}")
-    lut_min = bilateral.LUT_MIN_PIXELS
+    lut_min, lut_min_gpu = bilateral.LUT_MIN_PIXELS, bilateral.LUT_MIN_PIXELS_GPU
     for hw in sizes:
         images, masks = make_inputs(max(max(batches), n_base), hw, seed=hw[0] * 1000 + hw[1])
         base_ref = None if args.no_baseline else scipy_bilateral.solve(images[0], masks[0])[0]
@@ -118,15 +118,16 @@ def main() -> None:
             for i in range(n_base):
                 scipy_bilateral.solve(images[i], masks[i])
 
-        rows = [(b, "cold" if b == 1 else "auto") for b in batches]
+        rows = [(b, "cold" if b == 1 else "warm") for b in batches]
         if 1 in batches:
             rows.insert(rows.index((1, "cold")) + 1, (1, "warm"))
         for bsz, mode in rows:
             # batch 1 "cold": a fresh process (no colour table; its automatic build is held off so that
-            # it cannot land in a timed call); batch 1 "warm": a process that already built the table
-            # (after LUT_MIN_PIXELS pixels of earlier calls); large batches build it in the warm-up
+            # it cannot land in a timed call); "warm" (batch 1 and large batches): a process that has
+            # built the table (as the library does after LUT_MIN_PIXELS pixels of earlier calls)
             clear_caches()
             bilateral.LUT_MIN_PIXELS = float("inf") if mode == "cold" else lut_min
+            bilateral.LUT_MIN_PIXELS_GPU = float("inf") if mode == "cold" else lut_min_gpu
             if mode == "warm":
                 lay = grid.key_layout([hw], (16.0, 16.0, 8.0))
                 colour.colour_table(16.0, 8.0, (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2]),
@@ -161,7 +162,7 @@ def main() -> None:
             base = f"{base_ms:13.2f}" if base_ms else f"{'—':>13}"
             lut = "yes" if colour._LUT_CACHE else "no"
             print(f"{hw[0]:>4}x{hw[1]:<4} {bsz:>5} {ms:13.2f} {base} {ratio} {err:9.1e} {lut:>5}", flush=True)
-    bilateral.LUT_MIN_PIXELS = lut_min
+    bilateral.LUT_MIN_PIXELS, bilateral.LUT_MIN_PIXELS_GPU = lut_min, lut_min_gpu
     clear_caches()
     lay = grid.key_layout([(8, 8)], (16.0, 16.0, 8.0))
     radix = (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2])

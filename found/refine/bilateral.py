@@ -51,10 +51,15 @@ __all__ = [
     "clear_caches",
 ]
 
-#: The colour table (:mod:`found.refine.colour`) is built once the calls with the same sigmas on a
-#: device have solved at least this many pixels in all (one training batch; ~40 single 224²
-#: images), then reused by every such call.
-LUT_MIN_PIXELS = 1 << 21
+#: The colour table (:mod:`found.refine.colour`) is built once the calls with the same sigmas on the
+#: CPU have solved this many pixels in all, then reused by every such call. It takes ~0.5 s to
+#: build and saves ~5–10 ns per pixel, so it is built once the calls have solved about as many
+#: pixels as its build would save time on (~64 M pixels: ~1,300 images of 224², ~400 of 320×480,
+#: the first ~13 iterations of training): never more than twice the cost of the better choice in
+#: hindsight, and no build at all for short jobs.
+LUT_MIN_PIXELS = 1 << 26
+#: The same on other devices, where the table takes milliseconds to build (one training batch).
+LUT_MIN_PIXELS_GPU = 1 << 21
 _PIXELS_SOLVED: dict[tuple, int] = {}  # pixels solved so far per (sigmas, device), towards LUT_MIN_PIXELS
 
 
@@ -325,7 +330,7 @@ def _run(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], params: 
     sigmas = params[1]
     seen_key = (sigmas[1], sigmas[2], str(device))
     seen = _PIXELS_SOLVED[seen_key] = _PIXELS_SOLVED.get(seen_key, 0) + sum(h * w for h, w in sizes)
-    if seen >= LUT_MIN_PIXELS:  # enough colour work so far for the table to pay off: build it once
+    if seen >= (LUT_MIN_PIXELS if device.type == "cpu" else LUT_MIN_PIXELS_GPU):  # the table pays off: build it
         lay = key_layout(sizes, sigmas)
         if lay.compact:
             wl, wu, wv = lay.weights[2:]
