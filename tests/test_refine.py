@@ -190,6 +190,22 @@ def test_spatial_key_maps_are_cached_only_for_small_images(monkeypatch):
     assert cpu._cached_spatial_map.cache_info().currsize == 0
 
 
+def test_float32_solver_on_cpu(monkeypatch):
+    """dtype=float32 runs the CPU solver in single precision (float32 products and BLAS): outputs
+    are float32 and within single-precision error of float64 and of the torch path."""
+    imgs = [_image(40, 50, 1), _image(30, 20, 2)]
+    masks = [_ellipse(40, 50), (_ellipse(30, 20) * 0.6 + 0.2).astype(np.float32)]
+    f64 = bilateral_solve(imgs, masks)
+    for batch in (imgs, imgs[:1]):
+        f32 = bilateral_solve(batch, masks[:len(batch)], dtype=torch.float32)
+        with monkeypatch.context() as mp:
+            mp.setattr(_cpu, "NUMPY_FAST_PATHS", False)
+            plain = bilateral_solve(batch, masks[:len(batch)], dtype=torch.float32)
+        for a, b, c in zip(f32, plain, f64):
+            assert a.dtype == torch.float32
+            assert (a.double() - c).abs().max() < 1e-4 and (a - b).abs().max() < 1e-4
+
+
 def test_inputs_that_require_grad_are_accepted():
     img = torch.from_numpy(_image(20, 24)).permute(2, 0, 1).double().div(255).requires_grad_()
     mask = torch.from_numpy(_ellipse(20, 24)).requires_grad_()
