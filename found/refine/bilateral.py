@@ -34,6 +34,7 @@ from ._cpu import numpy_ok
 
 from .colour import clear_tables, colour_table, rgb_to_yuv
 from .grid import GRID_DIM, Grid, build_grid, key_layout
+from .system import a_diagonal, bistochastize, sequential_sums
 
 if TYPE_CHECKING:
     from PIL import Image as _PILImage
@@ -175,8 +176,7 @@ def _sequential_sums(value: float, counts: torch.Tensor) -> torch.Tensor:
     """``0 + value + value + …`` (k terms, left to right) for every k in ``counts``: what scipy's
     CSR splat gives for a constant per-pixel value (zeros in between change nothing), bit for bit
     and independent of the summation order of the device."""
-    kmax = int(counts.max())
-    table = np.concatenate([[0.0], np.cumsum(np.full(kmax, float(value)))])  # add.accumulate: sequential
+    table = sequential_sums(value, int(counts.max()))
     return torch.from_numpy(table).to(counts.device).index_select(0, counts.long())
 
 
@@ -189,15 +189,10 @@ def _system_torch(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, lam: float
     # bistochastisation; blur = 2·dim·I + Σ_d (shift_−d + shift_+d)
     unit = torch.ones(grid.col.shape, dtype=torch.float64, device=device)
     unit[grid.diag_pos] = 2 * GRID_DIM
-    blur = grid.matrix(unit)
-    m = grid.counts
-    n = torch.ones_like(m)
-    for _ in range(bistochastize_iters):
-        n = torch.sqrt(n * m / (blur @ n))
-    m = n * (blur @ n)
+    n, m = bistochastize(grid.matrix(unit), grid.counts, bistochastize_iters)
 
     # A = λ (D_m − D_n B D_n) + diag(S w), the authors' expression entry by entry
-    diag = lam * (m - n * ((2 * GRID_DIM) * n)) + w_splat
+    diag = a_diagonal(m, n, w_splat, lam)
     entries = -(lam * (n.index_select(0, grid.row) * n.index_select(0, grid.col)))
     entries[grid.diag_pos] = diag
     A = grid.matrix(entries.to(dtype))

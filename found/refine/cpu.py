@@ -20,6 +20,7 @@ import torch
 
 from .colour import colour_coords_numpy, colour_table
 from .grid import GRID_DIM, Layout, key_layout
+from .system import a_diagonal, bistochastize, sequential_sums
 
 
 @dataclass
@@ -341,11 +342,9 @@ def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[
 
 # --------------------------------------------------------------------------- solver
 def _sequential_sums(value: float, counts: np.ndarray) -> np.ndarray:
-    """``0 + value + value + …`` (k terms, left to right) for every k in ``counts`` (integer-valued
-    floats): what scipy's CSR splat gives for a constant per-pixel value, bit for bit."""
+    """:func:`found.refine.system.sequential_sums` for every count (integer-valued floats)."""
     k = counts.astype(np.int64)
-    table = np.concatenate([[0.0], np.cumsum(np.full(int(k.max(initial=0)), float(value)))])  # sequential
-    return table.take(k)
+    return sequential_sums(value, k.max(initial=0)).take(k)
 
 
 def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]], confidence: float,
@@ -367,15 +366,10 @@ def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]],
         b = np.bincount(np.repeat(grid.run_vertex, grid.run_len), weights=target * confidence, minlength=n_vert)
 
     # bistochastisation; blur = 2·dim·I + Σ_d (shift_−d + shift_+d)
-    blur = grid.matrix(grid.values(float(2 * GRID_DIM), 1.0))
-    m = grid.counts
-    n = np.ones_like(m)
-    for _ in range(bistochastize_iters):
-        n = np.sqrt(n * m / (blur @ n))
-    m = n * (blur @ n)
+    n, m = bistochastize(grid.matrix(grid.values(float(2 * GRID_DIM), 1.0)), grid.counts, bistochastize_iters)
 
     # A = λ (D_m − D_n B D_n) + diag(S w), the authors' expression entry by entry
-    diag = lam * (m - n * ((2 * GRID_DIM) * n)) + w_splat
+    diag = a_diagonal(m, n, w_splat, lam)
     pair = [-(lam * (n[src] * n[dst])) for src, dst, _, _ in grid.links]
     A = grid.matrix(grid.values(diag, pair).astype(nd, copy=False))
     inv_diag = (1.0 / np.maximum(diag, a_diag_min)).astype(nd, copy=False)
