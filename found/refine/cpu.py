@@ -82,7 +82,7 @@ class Matrix:
         self.n = indptr.size - 1
 
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
-        if KERNEL is not None and x.dtype == self.data.dtype:
+        if KERNEL is not None and x.dtype == self.data.dtype and x.ndim == 1 and x.flags.c_contiguous:
             y = np.zeros(self.n, dtype=x.dtype)
             KERNEL(self.n, self.n, self.indptr, self.indices, self.data, x, y)
             return y
