@@ -140,10 +140,10 @@ def test_debug_shows_the_traceback_for_user_errors(tmp_path: Path, tiny, batch) 
 
 
 def test_refine_missing_is_a_usage_error(tmp_path: Path, tiny, batch, monkeypatch) -> None:
-    from found.cli import segment
+    from found.cli import common
 
     good, _ = batch
-    monkeypatch.setattr(segment, "_refine_available", lambda: False)
+    monkeypatch.setattr(common, "refine_available", lambda: False)
     r = run_cli(["segment", str(good[0]), "-o", str(tmp_path / "out"), "--refine", *tiny.args()])
     assert r.code == 2 and "--refine is not available" in r.err
 

@@ -32,7 +32,7 @@ from ..errors import FoundError, InputError
 from ..fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text, check_writable
 from ..imageio import IMAGE_SUFFIXES, LoadedImage, read_image
 from ..pipeline import map_ahead
-from .common import add_model_args, check_model_args, model_from_args
+from .common import add_model_args, check_model_args, check_refine, model_from_args
 
 OUTPUTS = {
     "mask": "_mask.png",
@@ -218,14 +218,6 @@ class Report:
             print(f"  stopped: {self.stopped}; finished outputs are kept, rerun the same command to resume", file=err)
 
 
-def _refine_available() -> bool:
-    try:
-        from ..refine import refine_masks  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -243,8 +235,7 @@ def run(args: argparse.Namespace) -> int:
         raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
     if args.max_side < 0:
         raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
-    if args.refine and not _refine_available():
-        raise FoundError("--refine is not available in this installation (found.refine is missing)")
+    check_refine(args)
     check_model_args(args)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():

@@ -133,13 +133,6 @@ def colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: Layout, d
 
 
 # --------------------------------------------------------------------------- grid construction
-def _unique_runs(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Runs of equal consecutive keys (key, length) and the sorted unique keys with each run's index."""
-    run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
-    keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
-    return run_keys, run_len, keys, run_vertex
-
-
 def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> Grid:
     """Vertices (sorted unique keys per image), pixel → vertex map and ±1 neighbours of a batch."""
     device = rgb.device
@@ -151,7 +144,8 @@ def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tupl
 
     # unique over runs of equal consecutive keys (≈ 1/3 of the pixels): a smaller sort
     n_pix = key.numel()
-    run_keys, run_len, keys, run_vertex = _unique_runs(key)
+    run_keys, run_len = torch.unique_consecutive(key, return_counts=True)
+    keys, run_vertex = torch.unique(run_keys, sorted=True, return_inverse=True)
     del key
     n_vert = keys.numel()
 
