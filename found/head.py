@@ -5,15 +5,27 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .backbone import FoundFeatures
+from .background import discover_background
+from .masks import upsample_logits
 
 
 class FoundHead(nn.Module):
     """``Conv2d(D, 1, 1)`` on the key map [B, D, h, w] → logits [B, 1, h, w] (385 parameters for ViT-S)."""
 
+    #: Logits are real-valued: probabilities by sigmoid, pixels by bilinear upsampling.
+    coarse = False
+
     def __init__(self, in_dim: int = 384) -> None:
         super().__init__()
         self.decoder = nn.Conv2d(in_dim, 1, kernel_size=1)
+
+    def from_features(self, f: FoundFeatures) -> torch.Tensor:
+        """Object logits [B, 1, h, w] (float32) from the backbone's FOUND features."""
+        return self(f.key_map()).float()
 
     @property
     def in_dim(self) -> int:
@@ -58,3 +70,35 @@ class FoundHead(nn.Module):
         head = cls(dim)
         head.load_state(state)
         return head
+
+
+class CoarseHead(nn.Module):
+    """Step 1 alone as a head: background discovery gives logits +1 (object) / -1 (background).
+
+    It has no parameters; with it the predictor, retrieval and the benchmark run the one
+    features → logits → soft path whether or not a trained head is used.
+    """
+
+    #: Logits are ±1: probabilities are the binary mask itself, pixels by nearest upsampling.
+    coarse = True
+
+    def __init__(self, tau: float = 0.3) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def from_features(self, f: FoundFeatures) -> torch.Tensor:
+        bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=self.tau)
+        return (bkg.objects.float() * 2 - 1)[:, None]
+
+
+def probabilities(logits: torch.Tensor, coarse: bool) -> torch.Tensor:
+    """Patch-level object probability: sigmoid of a head's logits, or the coarse binary mask."""
+    return logits.gt(0).float() if coarse else torch.sigmoid(logits)
+
+
+def soft_masks(logits: torch.Tensor, patch: int, image_hw: tuple[int, int], coarse: bool) -> torch.Tensor:
+    """Pixel-level object probability [B, H, W]: bilinear ×patch of the logits then sigmoid (the
+    authors' inference), or nearest ×patch of a coarse mask; cropped to ``image_hw``."""
+    if coarse:
+        return F.interpolate(logits.gt(0).float(), scale_factor=patch, mode="nearest")[:, 0, : image_hw[0], : image_hw[1]]
+    return torch.sigmoid(upsample_logits(logits, patch, image_hw))[:, 0]

@@ -1,29 +1,22 @@
 """The user-facing FOUND model: images in, object masks and boxes out."""
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from .background import discover_background
-from .backbone import FoundFeatures, VisionTransformer
-from .head import FoundHead
-from .masks import component_box, largest_component, single_component, upsample_logits
+from .core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default_device
+from .masks import component_box, largest_component, single_component
 from .preprocess import normalize, padded_size, to_chw_float
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
 MODES = ("multi", "single")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-#: CPU batches are split into backbone calls of at most this many tokens (one 224² image: 785).
-CPU_CHUNK_TOKENS = 1024
+__all__ = ["CPU_CHUNK_TOKENS", "MODES", "PRECISIONS", "Found", "Prediction", "as_rgb_array", "default_device"]
 
 
 @dataclass
@@ -40,15 +33,6 @@ class Prediction:
     @property
     def image_hw(self) -> tuple[int, int]:
         return tuple(self.mask.shape)  # type: ignore[return-value]
-
-
-def default_device() -> torch.device:
-    """CUDA, then Apple MPS, then CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -72,132 +56,13 @@ def as_rgb_array(image) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-class Found:
+class Found(FoundCore):
     """FOUND on a frozen ViT: ``predict`` gives soft/binary masks and boxes for a list of images.
 
-    ``head=None`` gives the training-free coarse masks of step 1 (background discovery).
-
-    ``precision``: ``"fp32"`` (exact), ``"bf16"``/``"fp16"`` (autocast; for CUDA, also valid on
-    CPU where it is usually slower), or ``"int8"`` (CPU only: dynamically quantised linear layers,
-    see :mod:`found.backbone.quantize`). ``compile=True`` (or a ``torch.compile`` mode such as
-    ``"reduce-overhead"``, which adds CUDA graphs) compiles the backbone on CUDA; it is ignored,
-    with a warning, on other devices.
+    The image front end over :class:`found.core.FoundCore` (which holds the backbone, the head,
+    precision and compilation). ``head=None`` gives the training-free coarse masks of step 1
+    (background discovery, as :class:`found.head.CoarseHead`).
     """
-
-    def __init__(
-        self,
-        backbone: VisionTransformer,
-        head: FoundHead | None = None,
-        device: str | torch.device | None = None,
-        precision: str = "fp32",
-        tau: float = 0.3,
-        *,
-        compile: bool | str = False,
-    ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.device = torch.device(device) if device is not None else default_device()
-        if precision == "int8" and self.device.type != "cpu":
-            raise ValueError(f"precision 'int8' runs on the CPU only (got device {self.device}); use 'bf16' or 'fp16' on GPUs")
-        self.backbone = backbone.eval().requires_grad_(False).to(self.device)
-        self.head = None if head is None else head.eval().to(self.device)  # not frozen: a head being trained stays trainable
-        self.precision = precision
-        self.tau = tau
-        self._net = self.backbone
-        if precision == "int8":
-            from .backbone.quantize import quantize_int8
-
-            self._net = quantize_int8(self.backbone)
-        self._features_fn = self._net.found_features
-        self._cudagraphs = False
-        self.compile_mode: str | None = None
-        if compile:
-            mode = "default" if compile is True else str(compile)
-            if self.device.type != "cuda":
-                warnings.warn(f"compile={compile!r} is only used on CUDA; running eagerly on {self.device}", stacklevel=2)
-            else:
-                self._features_fn = torch.compile(self._net.found_features, mode=None if mode == "default" else mode, dynamic=False)
-                self._cudagraphs = "reduce-overhead" in mode or mode == "max-autotune"
-                self.compile_mode = mode
-
-    @property
-    def patch_size(self) -> int:
-        return self.backbone.patch_size
-
-    # ------------------------------------------------------------------ tensors
-    def _autocast(self):
-        if self.precision in ("fp32", "int8"):
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _no_tf32(self):
-        """fp32 on CUDA stays fp32: cuDNN would otherwise run the patch embedding in TF32."""
-        if self.precision != "fp32" or self.device.type != "cuda":
-            return contextlib.nullcontext()
-        c = torch.backends.cudnn
-        return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=False)
-
-    def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
-        if self._cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast(), self._no_tf32():
-            f = self._features_fn(x)
-        att, keys = f.cls_attention.float(), f.keys.float()
-        if self._cudagraphs:  # CUDA-graph outputs are overwritten by the next replay
-            att, keys = att.clone(), keys.clone()
-        return FoundFeatures(att, keys, f.grid_hw)
-
-    @torch.inference_mode()
-    def features(self, x: torch.Tensor) -> FoundFeatures:
-        """Last-block attention and keys (float32) for a normalised, padded batch [B, 3, H, W]."""
-        x = x.to(self.device, non_blocking=True)
-        chunk = self._cpu_chunk(x)
-        if chunk < x.shape[0]:
-            parts = [self._backbone_features(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
-            return FoundFeatures(
-                torch.cat([f.cls_attention for f in parts]), torch.cat([f.keys for f in parts]), parts[0].grid_hw
-            )
-        return self._backbone_features(x)
-
-    def _cpu_chunk(self, x: torch.Tensor) -> int:
-        """Images per backbone call. On CPU, batches run in chunks of about CPU_CHUNK_TOKENS tokens:
-        the activations then stay in cache, which is faster than one large batch. int8 runs one
-        image per call, since its activation scales are per call (batching would couple images)."""
-        if self.device.type != "cpu":
-            return x.shape[0]
-        if self.precision == "int8":
-            return 1
-        tokens = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size) + 1
-        return max(1, CPU_CHUNK_TOKENS // tokens)
-
-    def logits_from_features(self, f: FoundFeatures) -> torch.Tensor:
-        """Object logits on the patch grid [B, 1, h, w] (coarse masks give ±1 when there is no head)."""
-        if self.head is None:
-            bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=self.tau)
-            return (bkg.objects.float() * 2 - 1)[:, None]
-        return self.head(f.key_map()).float()
-
-    @torch.inference_mode()
-    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Object logits on the patch grid [B, 1, h, w] (coarse masks give ±1 when there is no head)."""
-        return self.logits_from_features(self.features(x))
-
-    def soft_from_logits(self, logits: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        """Pixel-level object probability [B, H, W]: bilinear ×patch of the logits (nearest ×patch of
-        the coarse mask without a head), cropped to ``image_hw`` (default: the padded size)."""
-        p = self.patch_size
-        hw = tuple(image_hw) if image_hw is not None else (logits.shape[-2] * p, logits.shape[-1] * p)
-        if self.head is None:
-            return F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[:, 0, : hw[0], : hw[1]]
-        return torch.sigmoid(upsample_logits(logits, p, hw))[:, 0]
-
-    @torch.inference_mode()
-    def masks(self, x: torch.Tensor, image_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tensor in, masks out, all on the model's device: soft [B, H, W] float32 and binary
-        (soft > 0.5) masks for a normalised, padded batch, cropped to ``image_hw``."""
-        soft = self.soft_from_logits(self.patch_logits(x), image_hw)
-        return soft, soft > 0.5
 
     # ------------------------------------------------------------------ images
     def _batches(self, arrays: Sequence[np.ndarray], batch_size: int) -> Iterable[list[int]]:
@@ -262,7 +127,7 @@ class Found:
         for idx in self._batches(arrays, batch_size):
             logits = self.patch_logits(self.input_batch([arrays[i] for i in idx]))
             soft = self.soft_from_logits(logits)
-            probs = torch.sigmoid(logits) if self.head is not None else logits.gt(0).float()
+            probs = self.probabilities(logits)
             soft_np = soft.cpu().numpy()
             patch_np = probs[:, 0].gt(0.5).cpu().numpy()  # sigmoid > 0.5, as the authors (not logit > 0)
             probs_np = probs[:, 0].cpu().numpy()

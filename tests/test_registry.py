@@ -5,6 +5,7 @@ import torch
 from found import build_found, get_model_spec, list_models
 from found.backbone import VisionTransformer
 from found.build import build_vit, load_backbone
+from found.head import CoarseHead
 from found.hub import WeightsError, infer_arch
 from found.registry import DEFAULT_MODEL
 
@@ -54,6 +55,6 @@ def test_coarse_model_needs_no_head(tmp_path):
     vit = VisionTransformer(patch_size=8, embed_dim=64, depth=2, num_heads=2)
     torch.save(vit.state_dict(), tmp_path / "small.pth")
     model = build_found("auto", weights=tmp_path / "small.pth", coarse=True, device="cpu")
-    assert model.head is None
+    assert model.coarse and isinstance(model.head, CoarseHead)
     with pytest.raises(WeightsError, match="no published FOUND head"):
         build_found("auto", weights=tmp_path / "small.pth", device="cpu")

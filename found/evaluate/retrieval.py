@@ -49,7 +49,6 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import FoundError
-from ..masks import upsample_logits
 from ..preprocess import prepare
 from .datasets import VOC_CLASSES
 
@@ -226,12 +225,7 @@ def forward_saliency_and_features(model, image: np.ndarray, features: str = "key
     x = prepare(image, p).to(model.device)
     f = model.features(x)
     H, W = image.shape[:2]
-    if model.head is not None:
-        logits = model.head(f.key_map()).float()
-        soft = torch.sigmoid(upsample_logits(logits, p, (H, W)))[0, 0]
-    else:
-        logits = model.patch_logits(x).float()
-        soft = F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[0, 0, :H, :W]
+    soft = model.soft_from_logits(model.logits_from_features(f), (H, W))[0]
     if features == "keys":
         feats = f.keys[0]
     elif features == "tokens":
