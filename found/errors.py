@@ -12,3 +12,9 @@ class InputError(FoundError):
     """An input file cannot be used (unreadable, not an image, too small, …)."""
 
     exit_code = 1
+
+
+class InferenceError(FoundError):
+    """The model failed on an input (e.g. out of memory even alone); the batch goes on."""
+
+    exit_code = 1

@@ -15,6 +15,8 @@ without a warning since the cap bounds what happens next. See docs/robustness.md
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import warnings
@@ -49,10 +51,11 @@ _RESIZABLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I
 class LoadedImage:
     """An image ready for inference: ``image`` (mode RGB or RGBA) at the processing size."""
 
-    path: Path
+    path: Path | None  # the file, or None for an in-memory input
     image: Image.Image
     original_size: tuple[int, int]  # (width, height) of the file, orientation applied
     notes: list[str] = field(default_factory=list)
+    name: str = ""  # how messages name this input (the path, or e.g. "<bytes #3>")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -124,7 +127,7 @@ def _open(path: Path) -> Image.Image:
         raise InputError(f"{path}: cannot open image ({_why(e)})") from None
 
 
-def _decode_error(path: Path, e: BaseException) -> InputError:
+def _decode_error(path: object, e: BaseException) -> InputError:
     if isinstance(e, InputError):
         return e
     if isinstance(e, Image.DecompressionBombError):
@@ -199,29 +202,83 @@ def capped_size(size: tuple[int, int], max_side: int | None, min_side: int = 1) 
     return max(min(w, min_side), round(w * s), 1), max(min(h, min_side), round(h * s), 1)
 
 
-def read_image(path: str | os.PathLike, max_side: int | None = None, min_side: int = 1) -> LoadedImage:
-    """First frame of ``path``, oriented, in RGB/RGBA, with its longer side capped at ``max_side``.
+#: What :func:`read_image` accepts: a file path, encoded bytes, a Pillow image or uint8 pixels.
+ImageSource = "str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray"
 
-    Images whose shorter side is below ``min_side`` (e.g. one patch) are refused with an InputError.
-    JPEGs are decoded at a reduced scale (``draft``) when the cap allows, others reduced right after
-    decoding, so memory stays near the size of the file's pixels, never a float copy of them.
+
+def source_name(source: object, index: int | None = None) -> str:
+    """How messages name an input: its path, or ``<bytes #i>`` / ``<image #i>`` for in-memory ones."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    kind = "bytes" if isinstance(source, (bytes, bytearray, memoryview)) else "image"
+    return f"<{kind}>" if index is None else f"<{kind} #{index}>"
+
+
+def read_image(source, max_side: int | None = None, min_side: int = 1, name: str | None = None) -> LoadedImage:
+    """First frame of ``source`` in RGB/RGBA, with its longer side capped at ``max_side``.
+
+    ``source`` is a path or encoded bytes (EXIF orientation applied), or a Pillow image or uint8
+    [H, W, 3|4] array (taken as it is). Images whose shorter side is below ``min_side`` (e.g. one
+    patch) are refused with an InputError. JPEGs are decoded at a reduced scale (``draft``) when the
+    cap allows, others reduced right after decoding, so memory stays near the size of the file's
+    pixels, never a float copy of them. Every failure is a one-line :class:`InputError` naming ``name``.
     """
-    path = Path(path)
-    im = _open(path)
+    label = name or source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return _decode(_open(path), path, label, max_side, min_side, orient=True, owned=True)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(_open_bytes(bytes(source), label), None, label, max_side, min_side, orient=True, owned=True)
+    if isinstance(source, Image.Image):
+        return _decode(source, None, label, max_side, min_side, orient=False, owned=False)
+    return _decode(_array_image(source, label), None, label, max_side, min_side, orient=False, owned=True)
+
+
+def _open_bytes(data: bytes, label: str) -> Image.Image:
+    """``Image.open`` on encoded bytes, every failure a one-line InputError."""
+    if not data:
+        raise InputError(f"{label}: empty file (0 bytes)")
+    try:
+        with _quiet_warnings():
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InputError(f"{label}: not an image Pillow can read (unknown format or corrupt header)") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{label}: refused, image too large for Pillow's decompression-bomb guard ({e})") from None
+    except Exception as e:  # Pillow's plugins raise many types on hostile headers
+        raise InputError(f"{label}: cannot open image ({_why(e)})") from None
+
+
+def _array_image(a, label: str) -> Image.Image:
+    """uint8 [H, W], [H, W, 1|3|4] pixels (numpy or torch) as a Pillow image; bad shapes are InputErrors."""
+    a = a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
+    if a.dtype != np.uint8:
+        raise InputError(f"{label}: expected uint8 pixels, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise InputError(f"{label}: expected an [H, W, 3] RGB image, got shape {a.shape}")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _decode(im: Image.Image, path: Path | None, label: str, max_side: int | None, min_side: int, *,
+            orient: bool, owned: bool) -> LoadedImage:
+    """The first frame of an opened image, oriented (files), capped and in RGB/RGBA."""
     notes: list[str] = []
     try:
-        with im, _quiet_warnings():
+        with (im if owned else contextlib.nullcontext()), _quiet_warnings():
             note = _frame_note(im)
             if note:
                 notes.append(note)
-            im.seek(0)
-            orient = _orientation(im)
+            if owned:
+                im.seek(0)
+            rotation = _orientation(im) if orient else 1
             w0, h0 = im.size
-            orig = (h0, w0) if orient in _TRANSPOSING else (w0, h0)
+            orig = (h0, w0) if rotation in _TRANSPOSING else (w0, h0)
             if min(orig) < min_side:
-                raise InputError(f"{path}: image is {orig[0]}×{orig[1]} px, smaller than one {min_side}×{min_side} patch")
+                raise InputError(f"{label}: image is {orig[0]}×{orig[1]} px, smaller than one {min_side}×{min_side} patch")
             target = capped_size((w0, h0), max_side, min_side)
-            if target != (w0, h0) and im.format == "JPEG":
+            if target != (w0, h0) and im.format == "JPEG" and owned:
                 im.draft(None, target)  # DCT-domain 1/2, 1/4 or 1/8 scale, still at least `target`
             im.load()
             out: Image.Image = im
@@ -229,16 +286,16 @@ def read_image(path: str | os.PathLike, max_side: int | None = None, min_side: i
                 out = to_working_mode(out)
             if out.size != target:
                 out = out.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
-            if orient in _ORIENT:
-                out = out.transpose(_ORIENT[orient])
+            if rotation in _ORIENT:
+                out = out.transpose(_ORIENT[rotation])
             out = to_working_mode(out)
             if out is im:
-                out = im.copy()  # detach from the file before it is closed
+                out = im.copy()  # detach from the file (or the caller's image) before it is closed
     except Exception as e:
-        raise _decode_error(path, e) from None
+        raise _decode_error(label, e) from None
     if out.size != orig:
         notes.append(f"downscaled {orig[0]}×{orig[1]} → {out.size[0]}×{out.size[1]} for inference (--max-side {max_side})")
-    return LoadedImage(path, out, orig, notes)
+    return LoadedImage(path, out, orig, notes, name=label)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from found import engine, writers
 from found.cli import segment
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
@@ -77,7 +78,7 @@ def test_workers_give_byte_identical_outputs_and_report(tmp_path: Path, tiny, ba
 def test_workers_decode_and_write_off_the_main_thread(tmp_path: Path, tiny, monkeypatch) -> None:
     good, _ = _mixed_folder(tmp_path / "in")
     threads: dict[str, set[str]] = {"read": set(), "write": set()}
-    real_read, real_write = segment.read_image, segment._write_outputs
+    real_read, real_write = engine.read_image, writers.ImageOutputs.write
 
     def read_image(*a, **k):
         threads["read"].add(threading.current_thread().name)
@@ -87,8 +88,8 @@ def test_workers_decode_and_write_off_the_main_thread(tmp_path: Path, tiny, monk
         threads["write"].add(threading.current_thread().name)
         return real_write(*a, **k)
 
-    monkeypatch.setattr(segment, "read_image", read_image)
-    monkeypatch.setattr(segment, "_write_outputs", write_outputs)
+    monkeypatch.setattr(engine, "read_image", read_image)
+    monkeypatch.setattr(writers.ImageOutputs, "write", write_outputs)
     filters = list(warnings.filters)
     r = _segment([str(p) for p in good], tmp_path / "out", tiny, "--workers", "2")
     assert r.code == 0, r.err
@@ -103,7 +104,7 @@ def test_workers_decode_and_write_off_the_main_thread(tmp_path: Path, tiny, monk
 
 def test_write_failures_in_the_writer_thread_are_reported(tmp_path: Path, tiny, monkeypatch) -> None:
     good, _ = _mixed_folder(tmp_path / "in")
-    real_save, real_overlay = Image.Image.save, segment.overlay_image
+    real_save, real_overlay = Image.Image.save, writers.overlay_image
     where: set[str] = set()
 
     def save(self, fp, *a, **k):
@@ -118,7 +119,7 @@ def test_write_failures_in_the_writer_thread_are_reported(tmp_path: Path, tiny, 
         return real_overlay(rgb, mask, box)
 
     monkeypatch.setattr(Image.Image, "save", save)
-    monkeypatch.setattr(segment, "overlay_image", overlay)
+    monkeypatch.setattr(writers, "overlay_image", overlay)
     out = tmp_path / "out"
     r = _segment([str(p) for p in good], out, tiny, "--mask", "--overlay", "--boxes", "--batch-size", "2", "--workers", "3")
     assert r.code == 1 and "Traceback" not in r.err
@@ -203,7 +204,7 @@ def test_read_ahead_and_pending_writes_stay_bounded(tmp_path: Path, tiny, monkey
     lock = threading.Lock()
     count = {"read": 0, "written": 0, "predicted": 0}
     seen: list[tuple[int, int, int]] = []
-    real_read, real_write, real_predict = segment.read_image, segment._write_outputs, Found.predict
+    real_read, real_write, real_predict = engine.read_image, writers.ImageOutputs.write, Found.predict
 
     def read_image(*a, **k):
         with lock:
@@ -224,13 +225,13 @@ def test_read_ahead_and_pending_writes_stay_bounded(tmp_path: Path, tiny, monkey
         count["predicted"] += len(images)
         return out
 
-    monkeypatch.setattr(segment, "read_image", read_image)
-    monkeypatch.setattr(segment, "_write_outputs", write_outputs)
+    monkeypatch.setattr(engine, "read_image", read_image)
+    monkeypatch.setattr(writers.ImageOutputs, "write", write_outputs)
     monkeypatch.setattr(Found, "predict", predict)
     bs, workers = 2, 3
     r = _segment([str(p) for p in paths], tmp_path / "out", tiny, "--batch-size", str(bs), "--workers", str(workers))
     assert r.code == 0 and "14 ok" in r.err
-    window = max(segment.READ_AHEAD_CHUNKS * bs, workers)
+    window = max(engine.READ_AHEAD_CHUNKS * bs, workers)
     for reads, predicted, written in seen:
         assert reads <= predicted + bs + window, seen  # decoded ahead: at most `window` beyond this chunk
         assert predicted - written <= segment.PENDING_WRITE_CHUNKS * bs, seen  # outputs waiting to be written
@@ -243,7 +244,7 @@ def test_workers_option_validation_and_help(tmp_path: Path, tiny) -> None:
     assert r.code == 2 and "--workers" in r.err
     r = run_cli(["segment", "--help"])
     assert r.code == 0 and "--workers N" in r.out
-    assert 1 <= segment.default_workers() <= 4
+    assert 1 <= engine.default_workers() <= 4
 
 
 def test_read_image_in_threads_stays_quiet_and_restores_filters(tmp_path: Path) -> None:

@@ -192,7 +192,11 @@ def test_downscaled_outputs_masks_full_size_box_in_file_pixels(tmp_path: Path, t
     assert f"downscaled: {p} (200×100 → 64×32)" in r.err
     assert Image.open(out / "wide_mask.png").size == (200, 100)
     assert Image.open(out / "wide_soft.png").size == (200, 100)
-    assert Image.open(out / "wide_cutout.png").size == (64, 32)
+    assert Image.open(out / "wide_cutout.png").size == (200, 100)  # every output at the input's full size
+    assert Image.open(out / "wide_overlay.png").size == (200, 100)
+    cut = np.asarray(Image.open(out / "wide_cutout.png"))
+    assert np.array_equal(cut[..., :3], np.asarray(Image.open(p).convert("RGB")))  # the file's own pixels
+    assert np.array_equal(cut[..., 3] > 0, np.asarray(Image.open(out / "wide_mask.png")) > 0)
     rec = json.loads((out / "boxes.json").read_text())["images"][0]
     assert rec["width"] == 200 and rec["height"] == 100 and rec["downscaled"] and rec["processed_size"] == [64, 32]
     if rec["box_xyxy"] is not None:

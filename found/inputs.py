@@ -1,0 +1,101 @@
+"""Input collection for batch runs: files, folders and glob patterns → jobs with output stems.
+
+Unusable arguments come back as failures (never exceptions), so a run can report them and go on.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .imageio import IMAGE_SUFFIXES
+from .writers import OUTPUT_SUFFIXES
+
+
+@dataclass
+class Job:
+    """One input file and the stem of its outputs (relative to the output folder, no suffix)."""
+
+    path: Path
+    rel: Path
+
+
+def path_key(path: Path) -> Path:
+    """Identity of an input for de-duplication (a symlink loop cannot be resolved: keep it as is)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Expand files, folders and globs into jobs; unusable arguments are returned as failures.
+
+    Folders are scanned for files with an image suffix (hidden files skipped; sub-folders only with
+    ``recursive``, symbolic links to folders never followed, so link loops cannot recurse).
+    Files inside ``outdir`` named like this command's outputs are never taken as inputs, so a run
+    whose output folder is (inside) an input folder can be repeated.
+    """
+    out_key = path_key(outdir) if outdir is not None and outdir.exists() else None
+
+    def own_output(f: Path) -> bool:
+        return out_key is not None and out_key in path_key(f).parents and f.name.endswith(tuple(OUTPUT_SUFFIXES.values()))
+
+    jobs: list[Job] = []
+    failures: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, rel: Path) -> None:
+        key = path_key(path)
+        if key not in seen:
+            seen.add(key)
+            jobs.append(Job(path, rel))
+
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            errors: list[OSError] = []
+            if recursive:
+                walker = os.walk(p, followlinks=False, onerror=errors.append)
+            else:
+                try:
+                    walker = [(str(p), [], os.listdir(p))]
+                except OSError as e:
+                    errors.append(e)
+                    walker = []
+            n_before = len(jobs)
+            for root, dirs, files in walker:
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    f = Path(root) / name
+                    if name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir() or own_output(f):
+                        continue
+                    add(f, f.relative_to(p).with_suffix(""))
+            for e in errors:
+                failures.append((str(e.filename or p), f"cannot list folder ({e.strerror or e})"))
+            if len(jobs) == n_before and not errors:
+                hint = " (add -r for sub-folders)" if not recursive and any(c.is_dir() for c in p.iterdir()) else ""
+                failures.append((arg, f"no images found in this folder{hint}"))
+        elif p.exists() or p.is_symlink():
+            add(p, Path(p.stem))
+        elif any(ch in arg for ch in "*?["):
+            matches = sorted(glob.glob(arg, recursive=recursive))
+            if not matches:
+                failures.append((arg, "no file matches this pattern"))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    failures.append((m, "is a directory, not an image (give the folder itself to scan it)"))
+                else:
+                    add(mp, Path(mp.stem))
+        else:
+            failures.append((arg, "no such file or folder"))
+    # Disambiguate equal output stems (e.g. a/x.jpg and b/x.png given as files).
+    counts: dict[Path, int] = {}
+    for j in jobs:
+        n = counts.get(j.rel, 0)
+        counts[j.rel] = n + 1
+        if n:
+            j.rel = j.rel.with_name(f"{j.rel.name}_{n}")
+    return jobs, failures
