@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Folder throughput: JPEG files in → PNG masks out, fast pipeline vs a sequential eager loop.
+"""Folder throughput: JPEG files in → PNG masks out, through the engine ``found segment`` runs.
 
-Generates a temporary folder of ~400×300 JPEGs, then runs :func:`found.pipeline.segment_files`
-(decoding/resizing and PNG writing in worker threads, same-size batches, fast backbone) and, in the
-same run, a plain loop (no workers, eager float32 backbone); images are resized to 224² and
-320×480 for inference and the masks written at the original size. Prints img/s, the ratio, peak
-memory (CPU) and whether both wrote identical masks.
+Generates temporary folders of JPEGs (224² and 320×480 by default), then runs the engine and the
+mask writer of ``found segment`` (:func:`found.cli.bench.segment_folder`: decoding in worker
+threads, same-size batches, PNG writing behind the model, fast backbone) and, in the same run, the
+same engine with the eager float32 backbone and no threads. Prints img/s, the ratio, peak memory
+(CPU) and whether both wrote identical masks.
 
     python benchmarks/bench_folder.py --quick
     python benchmarks/bench_folder.py --device cuda --folder-images 1000 --batch-sizes 64 --precision bf16

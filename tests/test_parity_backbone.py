@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import load_parity, tiny_vit
+from found.baseline import eager_found_features, last_selfattention
 from found.preprocess import pad_to_multiple, normalize, to_chw_float
 
 VIT = load_parity("vit_cases.npz")
@@ -35,8 +36,8 @@ def test_reference_path_and_full_attention_match_too(vit, i):
     c = _case(i)
     x = torch.from_numpy(c["x"])
     with torch.inference_mode():
-        f = vit.found_features_reference(x)
-        att = vit.get_last_selfattention(x)
+        f = eager_found_features(vit, x)
+        att = last_selfattention(vit, x)
     np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)
     np.testing.assert_allclose(att[0, :, 0, 0].numpy(), c["cls_self_attention"], atol=1e-5, rtol=0)

@@ -122,13 +122,6 @@ class VisionTransformer(nn.Module):
         """CLS embedding [B, D], as DINO's ``VisionTransformer.forward`` (head = identity)."""
         return self.forward_tokens(x)[:, 0]
 
-    def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
-        """Full last-block attention [B, heads, N+1, N+1] (materialised; for inspection only)."""
-        t = self.prepare_tokens(x)
-        for blk in self.blocks[:-1]:
-            t = blk(t)
-        return self.blocks[-1].attn.forward_materialized(self.blocks[-1].norm1(t))[1]
-
     def found_features(self, x: torch.Tensor) -> FoundFeatures:
         """FOUND's inputs from the last block: CLS→patch attention and patch keys.
 
@@ -141,19 +134,3 @@ class VisionTransformer(nn.Module):
         last = self.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
         return FoundFeatures(cls_attention=attn[:, :, 1:], keys=keys[:, 1:], grid_hw=grid)
-
-    def found_features_reference(self, x: torch.Tensor) -> FoundFeatures:
-        """The same outputs computed the way DINO + FOUND's hook do it (the benchmark baseline).
-
-        Eager attention materialising the N×N map in every block; in the last block DINO's
-        ``get_last_selfattention`` runs the whole attention (incl. ``attn @ v`` and ``proj``) and
-        stops before the MLP, and FOUND's hook takes the keys from the ``qkv`` output.
-        """
-        grid = self.grid_size(x)
-        t = self.prepare_tokens(x)
-        for blk in self.blocks[:-1]:
-            t, _ = blk.forward_materialized(t)
-        last = self.blocks[-1]
-        _, attn, qkv = last.attn.forward_eager(last.norm1(t))
-        d = self.embed_dim
-        return FoundFeatures(cls_attention=attn[:, :, 0, 1:], keys=qkv[:, 1:, d : 2 * d], grid_hw=grid)

@@ -5,8 +5,9 @@ candidates (medians over repetitions, so that load from other jobs hits both ali
 
 * model: a normalised tensor in → binary mask out (backbone, head, upsampling), per image size and
   batch size; also the agreement of the outputs (max |Δ| of CLS attention and keys, mask IoU);
-* folder: JPEG files in → PNG masks out (:func:`found.pipeline.segment_files`), decoding and
-  writing in worker threads, against a plain sequential loop with the eager model.
+* folder: JPEG files in → PNG masks out through the engine and writers that ``found segment`` runs
+  (:func:`segment_folder`), decoding and writing in worker threads, against the same engine with
+  the eager model and everything in turn.
 
 The backbone is a ViT-S/8 with random weights (same architecture, hence the same compute, as DINO
 ViT-S/8; no download needed) and a random 1×1 head: the masks mean nothing, the timings do.
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from ..backbone import FoundFeatures, VisionTransformer
+from ..baseline import eager_found_features
 from ..errors import FoundError
 from ..head import FoundHead
 from ..predictor import PRECISIONS, Found, default_device
@@ -60,10 +62,11 @@ def random_head(dim: int = 384, seed: int = 1) -> FoundHead:
 
 
 class EagerFound(Found):
-    """The baseline: the same predictor, but the backbone runs DINO's eager float32 path."""
+    """The baseline: the same predictor, but the backbone runs DINO's eager float32 path
+    (:func:`found.baseline.eager_found_features`)."""
 
     def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
-        return self.backbone.found_features_reference(x)
+        return eager_found_features(self.backbone, x)
 
     def _cpu_chunk(self, x: torch.Tensor) -> int:
         return x.shape[0]  # the whole batch in one call, as plain eager code does
@@ -310,67 +313,77 @@ def bench_model(
     return rows
 
 
+def segment_folder(model: Found, files: list[Path], outdir: Path, batch_size: int, workers: int | None) -> int:
+    """``found segment FILES -o OUTDIR --mask --max-side 0``: the engine and the mask writer that
+    ``found segment`` runs, without its option handling; returns the number of masks written."""
+    from ..engine import Engine
+    from ..writers import ImageOutputs, write_results
+
+    engine = Engine(model, batch_size=batch_size, workers=workers, max_side=None)
+    images = ImageOutputs(outdir, ["mask"])
+    outdir.mkdir(parents=True, exist_ok=True)
+    done: list[bool] = []
+    write_results(engine.run(files), [f.stem for f in files], images.write, lambda o: done.append(o.ok),
+                  threaded=engine.workers > 0, max_pending=2 * batch_size)
+    return sum(done)
+
+
+def _jpeg_folder(folder: Path, n: int, hw: tuple[int, int]) -> list[Path]:
+    """``n`` JPEG files of size ``hw`` (at most 64 distinct pictures; the others are copies)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, a in enumerate(_synthetic_images(min(n, 64), hw, seed=7)):
+        Image.fromarray(a).save(folder / f"img{i:04d}.jpg", quality=90)
+    for i in range(n):  # more files than distinct pictures: copies (decoding cost is the same)
+        f = folder / f"img{i:04d}.jpg"
+        if not f.exists():
+            f.write_bytes((folder / f"img{i % 64:04d}.jpg").read_bytes())
+        files.append(f)
+    return files
+
+
 def bench_folder(
     device: torch.device,
     precisions: list[str],
-    sizes: list[tuple[int, int] | None],
+    sizes: list[tuple[int, int]],
     batches: list[int],
     n_images: int | dict,
     reps: int = 1,
     workers: int | None = None,
     compile_mode: bool | str = False,
-    src_hw: tuple[int, int] = (300, 400),
     log: Callable[[str], None] = print,
     nets: Nets = None,
 ) -> list[dict]:
-    """JPEG files in → PNG masks out: the threaded pipeline (fast path) vs a sequential eager loop."""
-    from ..pipeline import segment_files
-
+    """JPEG files in → PNG masks out through the engine of ``found segment`` (:func:`segment_folder`):
+    the fast model with decoding/writing threads vs the eager model with everything in turn."""
     base, fast = _baseline_and_fast(device, precisions, compile_mode, nets)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="found-bench-") as tmp:
         tmp_path = Path(tmp)
-        n_max = max(n_images.values()) if isinstance(n_images, dict) else n_images
-        src = tmp_path / "jpeg"
-        src.mkdir()
-        from PIL import Image
-
-        files = []
-        for i, a in enumerate(_synthetic_images(min(n_max, 64), src_hw, seed=7)):
-            Image.fromarray(a).save(src / f"img{i:04d}.jpg", quality=90)
-        for i in range(n_max):  # more files than distinct pictures: copies (decoding cost is the same)
-            f = src / f"img{i:04d}.jpg"
-            if not f.exists():
-                f.write_bytes((src / f"img{i % 64:04d}.jpg").read_bytes())
-            files.append(f)
         for hw in sizes:
-            n = n_images.get(hw, n_max) if isinstance(n_images, dict) else n_images
+            n = n_images.get(hw, 16) if isinstance(n_images, dict) else n_images
+            files = _jpeg_folder(tmp_path / f"jpeg-{hw[0]}x{hw[1]}", n, hw)
             for b in batches:
-                fns: dict[str, Callable[[], object]] = {}
-                outs: dict[str, Path] = {}
-                if baseline_fits(device, b, hw or src_hw):
-                    outs["eager-fp32"] = tmp_path / "out-eager"
-                    fns["eager-fp32"] = lambda: segment_files(base, files[:n], outs["eager-fp32"], size=hw, batch_size=b, workers=0)
-                for p, m in fast.items():
-                    outs[f"fast-{p}"] = tmp_path / f"out-{p}"
-                    fns[f"fast-{p}"] = lambda m=m, o=outs[f"fast-{p}"]: segment_files(m, files[:n], o, size=hw, batch_size=b, workers=workers)
-                # warm up on a few files (compilation, caches), then time whole-folder runs
-                for name, fn in fns.items():
-                    segment_files(base if name == "eager-fp32" else fast[name[5:]], files[: min(n, b)], tmp_path / "warm", size=hw, batch_size=b, workers=0)
+                models = {"eager-fp32": (base, 0)} if baseline_fits(device, b, hw) else {}
+                models.update({f"fast-{p}": (m, workers) for p, m in fast.items()})
+                outs = {name: tmp_path / f"out-{name}-{b}" for name in models}
+                fns = {name: (lambda m=m, w=w, o=outs[name]: segment_folder(m, files, o, b, w)) for name, (m, w) in models.items()}
+                for m, _ in models.values():  # warm up on a few files (compilation, caches)
+                    segment_folder(m, files[: min(n, b)], tmp_path / "warm", b, 0)
                 times = time_interleaved(fns, device, reps, warmup=0)
                 mem = {k: peak_memory_mib(fn, device) if device.type == "cpu" else (None, None) for k, fn in fns.items()}
-                ref_dir = outs.get("eager-fp32")
-                label = f"{hw[0]}x{hw[1]}" if hw else f"native {src_hw[0]}x{src_hw[1]}"
                 for name, ts in times.items():
                     med = statistics.median(ts)
                     row = {
-                        "bench": "folder", "device": device.type, "size": label, "batch": b, "path": name, "images": n,
-                        "ms_per_img": 1e3 * med / n, "img_per_s": n / med, **ratios(times.get("eager-fp32"), ts),
+                        "bench": "folder", "device": device.type, "size": f"{hw[0]}x{hw[1]}", "batch": b, "path": name,
+                        "images": n, "ms_per_img": 1e3 * med / n, "img_per_s": n / med, **ratios(times.get("eager-fp32"), ts),
                         "peak_mib": mem[name][0], "extra_mib": mem[name][1], "reps": len(ts),
-                        "workers": 0 if name == "eager-fp32" else workers,
+                        "workers": models[name][1] if models[name][1] is not None else "default",
                     }
-                    if ref_dir is not None and name != "eager-fp32":
-                        row["masks_identical"] = _same_pngs(ref_dir, outs[name], files[:n])
+                    if "eager-fp32" in outs and name != "eager-fp32":
+                        row["masks_identical"] = _same_pngs(outs["eager-fp32"], outs[name], files)
                     rows.append(row)
                     log(format_row(row))
     return rows
@@ -462,10 +475,20 @@ def _list(text: str, conv) -> list:
     return [conv(t) for t in text.split(",") if t.strip()]
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"320x480"`` (height × width) or ``"224"`` → (h, w)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        hw = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
+    except ValueError:
+        hw = None
+    if hw is None or min(hw) < 1:
+        raise ValueError(f"size {text!r} is not HxW (e.g. 320x480) or a single side")
+    return hw
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``found bench`` (shared by the scripts in benchmarks/)."""
-    from ..pipeline import parse_size
-
     p.add_argument("--quick", action="store_true", help="a short run (fewer repetitions, smaller batches and folders)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available, else CPU)")
     p.add_argument("--precision", type=lambda s: _list(s, str), metavar="LIST",
@@ -476,7 +499,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="run_model", action=argparse.BooleanOptionalAction, default=True, help="model throughput (tensor in → mask out)")
     p.add_argument("--folder", dest="run_folder", action=argparse.BooleanOptionalAction, default=True, help="folder throughput (JPEG files in → PNG masks out)")
     p.add_argument("--folder-images", type=int, metavar="N", help="JPEGs in the generated folder (default: cpu 16, quick 4; cuda 1000)")
-    p.add_argument("--workers", type=int, help="decoding/writing threads of the folder pipeline (default: CPUs − 1)")
+    p.add_argument("--workers", type=int, help="decoding threads of the engine in the folder benchmark (default: as found segment, min(4, CPUs))")
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="torch.compile the backbone on CUDA (optional mode, e.g. reduce-overhead for CUDA graphs)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

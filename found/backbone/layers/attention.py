@@ -2,7 +2,8 @@
 
 Two paths: a fused one (``scaled_dot_product_attention``) for the ordinary blocks, and
 ``cls_attention_and_keys`` for the last block, which gives FOUND exactly what it needs — the
-CLS→patch attention and the patch keys — without building the N×N attention matrix.
+CLS→patch attention and the patch keys — without building the N×N attention matrix. DINO's eager
+path (the benchmark baseline) lives in :mod:`found.baseline`, outside the model.
 """
 from __future__ import annotations
 
@@ -33,27 +34,6 @@ class Attention(nn.Module):
         q, k, v = self._split_qkv(x)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-    def forward_materialized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plain eager attention as DINO's code computes it; also returns the full attention map.
-
-        Used as the baseline in benchmarks and to obtain the full [B, heads, N, N] map on demand.
-        """
-        out, attn, _ = self.forward_eager(x)
-        return out, attn
-
-    def forward_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """DINO's ``Attention.forward`` line by line: (output, attention [B, heads, N, N], qkv [B, N, 3D]).
-
-        ``qkv`` is the output of the ``qkv`` layer, i.e. what FOUND's forward hook captures.
-        """
-        b, n, d = x.shape
-        qkv_out = self.qkv(x)
-        qkv = qkv_out.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        return self.proj(out), attn, qkv_out
 
     def _query_and_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLS query [B, 1, D] and all keys [B, N, D]; only the q and k rows of ``qkv`` are applied.

@@ -19,9 +19,3 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-    def forward_materialized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eager block as in DINO; returns (output, full attention map)."""
-        y, attn = self.attn.forward_materialized(self.norm1(x))
-        x = x + y
-        return x + self.mlp(self.norm2(x)), attn

@@ -1,0 +1,52 @@
+"""DINO's eager code path as FOUND's reference code runs it: the benchmark baseline.
+
+Not used for inference. ``found bench`` times the model against it, and the parity tests check
+that the fast path (:meth:`found.backbone.VisionTransformer.found_features`) computes the same
+numbers. Every block materialises its N×N attention map (``softmax(q kᵀ · scale) @ v``), the last
+block runs its whole attention and stops before its MLP (DINO's ``get_last_selfattention``), and
+the keys come from the ``qkv`` output (FOUND's forward hook).
+"""
+from __future__ import annotations
+
+import torch
+
+from .backbone import FoundFeatures, VisionTransformer
+from .backbone.layers.attention import Attention
+from .backbone.layers.block import Block
+
+
+def eager_attention(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DINO's ``Attention.forward`` line by line: (output, attention [B, heads, N, N], qkv [B, N, 3D])."""
+    b, n, d = x.shape
+    qkv_out = attn.qkv(x)
+    qkv = qkv_out.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    a = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1)
+    out = (a @ v).transpose(1, 2).reshape(b, n, d)
+    return attn.proj(out), a, qkv_out
+
+
+def eager_block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """A pre-norm block with eager attention, as DINO computes it."""
+    x = x + eager_attention(block.attn, block.norm1(x))[0]
+    return x + block.mlp(block.norm2(x))
+
+
+def _last_block_input(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    t = vit.prepare_tokens(x)
+    for blk in vit.blocks[:-1]:
+        t = eager_block(blk, t)
+    return vit.blocks[-1].norm1(t)
+
+
+def last_selfattention(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """The full last-block attention [B, heads, N+1, N+1] (DINO's ``get_last_selfattention``)."""
+    return eager_attention(vit.blocks[-1].attn, _last_block_input(vit, x))[1]
+
+
+def eager_found_features(vit: VisionTransformer, x: torch.Tensor) -> FoundFeatures:
+    """FOUND's features computed the way DINO + FOUND's hook compute them."""
+    grid = vit.grid_size(x)
+    _, attn, qkv = eager_attention(vit.blocks[-1].attn, _last_block_input(vit, x))
+    d = vit.embed_dim
+    return FoundFeatures(cls_attention=attn[:, :, 0, 1:], keys=qkv[:, 1:, d : 2 * d], grid_hw=grid)
