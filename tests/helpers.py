@@ -51,19 +51,41 @@ class CliResult:
     code: int
     out: str
     err: str
+    report: dict | None = None  # ``found segment --report`` JSON, when the run got that far
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """(ok, skipped, failed, not processed) from the structured run report."""
+        r = self.report
+        assert r is not None, f"no run report (exit {self.code}): {self.err}"
+        return r["ok"], r["skipped"], len(r["failed"]), r["not_processed"]
+
+    def failed(self) -> dict[str, str]:
+        """Input → reason, from the structured run report."""
+        assert self.report is not None, self.err
+        return {f["input"]: f["reason"] for f in self.report["failed"]}
 
 
 def run_cli(argv: list[str]) -> CliResult:
-    """``found.cli.main.main(argv)`` in-process with stdout/stderr captured; SystemExit becomes a code."""
+    """``found.cli.main.main(argv)`` in-process with stdout/stderr captured; SystemExit becomes a code.
+    ``found segment`` runs also write their report as JSON (``--report``), read back into ``report``."""
+    import json
+    import tempfile
+
     from found.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse usage errors
-            code = e.code if isinstance(e.code, int) else 1
-    return CliResult(code, out.getvalue(), err.getvalue())
+    with tempfile.TemporaryDirectory(prefix="found-report-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        if argv[:1] == ["segment"] and "--report" not in argv and "--help" not in argv:
+            argv = [*argv, "--report", str(report_path)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse usage errors
+                code = e.code if isinstance(e.code, int) else 1
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return CliResult(code, out.getvalue(), err.getvalue(), report)
 
 
 def noise_image(w: int, h: int, mode: str = "RGB", seed: int = 0) -> Image.Image:

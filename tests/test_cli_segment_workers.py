@@ -58,7 +58,7 @@ def test_workers_give_byte_identical_outputs_and_report(tmp_path: Path, tiny, ba
     r0 = _segment([str(tmp_path / "in")], tmp_path / "w0", tiny, *opts, "--workers", "0")
     r3 = _segment([str(tmp_path / "in")], tmp_path / "w3", tiny, *opts, "--workers", "3")
     assert r0.code == r3.code == 1
-    assert f"found segment: {len(good)} ok, 0 skipped (outputs exist), {len(bad)} failed" in r3.err
+    assert r3.counts == (len(good), 0, len(bad), 0)
     assert "Traceback" not in r3.err
     for p in bad:  # every bad file is reported, and the run went on past it
         assert any(line.startswith(f"  failed: {p}: ") for line in r3.err.splitlines()), (p, r3.err)
@@ -71,7 +71,7 @@ def test_workers_give_byte_identical_outputs_and_report(tmp_path: Path, tiny, ba
     assert files == sorted(str(p) for p in good)  # deterministic order
     # a rerun with threads skips everything and rewrites boxes.json identically
     r = _segment([str(tmp_path / "in")], tmp_path / "w3", tiny, *opts, "--workers", "3")
-    assert f"0 ok, {len(good)} skipped (outputs exist), {len(bad)} failed" in r.err
+    assert r.counts == (0, len(good), len(bad), 0)
     assert _tree(tmp_path / "w3") == t0
 
 
@@ -124,7 +124,7 @@ def test_write_failures_in_the_writer_thread_are_reported(tmp_path: Path, tiny, 
     r = _segment([str(p) for p in good], out, tiny, "--mask", "--overlay", "--boxes", "--batch-size", "2", "--workers", "3")
     assert r.code == 1 and "Traceback" not in r.err
     assert where and threading.main_thread().name not in where  # the failure happened in a worker thread
-    assert f"{len(good) - 2} ok, 0 skipped (outputs exist), 2 failed" in r.err
+    assert r.counts == (len(good) - 2, 0, 2, 0)
     assert f"failed: {good[2]}: cannot write outputs: Input/output error (nothing written for this image)" in r.err
     assert f"failed: {good[4]}: unexpected error while writing outputs (ValueError: bug on an odd image)" in r.err
     assert "stopped:" not in r.err  # an ordinary write error does not stop the run
@@ -162,7 +162,7 @@ def test_disk_full_in_the_writer_stops_like_a_sequential_run(tmp_path: Path, tin
     assert sorted(tree) == sorted(["boxes.json"] + [f"g{i}_{k}.png" for i in range(3) for k in ("mask", "soft")])
     full["on"] = False  # space is back: a threaded rerun finishes the rest
     r = _segment([str(p) for p in good], tmp_path / "w3", tiny, "--mask", "--soft", "--boxes", "--workers", "3")
-    assert r.code == 0 and f"{len(good) - 3} ok, 3 skipped (outputs exist), 0 failed" in r.err
+    assert r.code == 0 and r.counts == (len(good) - 3, 3, 0, 0)
     r = _segment([str(p) for p in good], tmp_path / "ref", tiny, "--mask", "--soft", "--boxes", "--workers", "0")
     ref = _tree(tmp_path / "ref")
     assert _tree(tmp_path / "w3") == ref
@@ -185,7 +185,7 @@ def test_ctrl_c_with_workers_writes_what_was_predicted(tmp_path: Path, tiny, mon
     out = tmp_path / "out"
     r = _segment([str(p) for p in good], out, tiny, "--mask", "--boxes", "--batch-size", "2", "--workers", "3")
     assert r.code == 130
-    assert f"4 ok, 0 skipped (outputs exist), 0 failed, {len(good) - 4} not processed" in r.err
+    assert r.counts == (4, 0, 0, len(good) - 4)
     assert "stopped: interrupted" in r.err and "Traceback" not in r.err
     assert sorted(p.name for p in out.glob("*_mask.png")) == [f"g{i}_mask.png" for i in range(4)]
     assert leftovers(out) == []

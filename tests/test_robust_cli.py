@@ -77,7 +77,7 @@ def test_failing_inference_is_isolated_to_its_image(tmp_path: Path, tiny, batch,
     monkeypatch.setattr(Found, "predict", predict)
     r = run_cli(["segment", *map(str, good), "-o", str(tmp_path / "out"), "--batch-size", "3", *tiny.args()])
     assert r.code == 1
-    assert "2 ok, 0 skipped (outputs exist), 1 failed" in r.err
+    assert r.counts == (2, 0, 1, 0)
     assert f"failed: {good[1]}: inference failed (RuntimeError: CUDA out of memory (simulated))" in r.err
     with pytest.raises(RuntimeError, match="simulated"):  # --debug: the real error, with its traceback
         run_cli(["segment", str(good[1]), "-o", str(tmp_path / "out"), *tiny.args(), "--debug"])
@@ -98,7 +98,7 @@ def test_unexpected_error_while_writing_is_isolated(tmp_path: Path, tiny, batch,
 
     monkeypatch.setattr(writers, "overlay_image", overlay)
     r = run_cli(["segment", *map(str, good), "-o", str(tmp_path / "out"), "--mask", "--overlay", *tiny.args()])
-    assert r.code == 1 and "2 ok, 0 skipped (outputs exist), 1 failed" in r.err
+    assert r.code == 1 and r.counts == (2, 0, 1, 0)
     assert "unexpected error while writing outputs (ValueError: bug on an odd image); rerun with --debug" in r.err
     assert not list((tmp_path / "out").glob(f"{good[1].stem}*")) and leftovers(tmp_path / "out") == []
 
@@ -120,7 +120,7 @@ def test_ctrl_c_mid_batch_keeps_finished_outputs(tmp_path: Path, tiny, batch, mo
     out = tmp_path / "out"
     r = run_cli(["segment", *map(str, good), "-o", str(out), "--mask", "--boxes", "--batch-size", "1", *tiny.args()])
     assert r.code == 130
-    assert "1 ok, 0 skipped (outputs exist), 0 failed, 2 not processed" in r.err
+    assert r.counts == (1, 0, 0, 2)
     assert "stopped: interrupted" in r.err
     assert (out / "good0_mask.png").is_file() and leftovers(out) == []
     assert "good0.png" in (out / "boxes.json").read_text()

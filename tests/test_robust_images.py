@@ -268,7 +268,7 @@ def test_cli_reports_every_bad_input_and_keeps_going(tmp_path: Path, good_png: P
     r = run_cli(["segment", *inputs, "-o", str(out), *tiny.args()])
     assert r.code == 1
     assert "Traceback" not in r.err
-    assert f"1 ok, 0 skipped (outputs exist), {len(bad)} failed" in r.err
+    assert r.counts == (1, 0, len(bad), 0)
     for name, (path, words) in bad.items():
         if name == "directory":  # a folder argument is scanned; named like an image it holds none
             assert f"failed: {path}: no images found in this folder" in r.err
@@ -292,7 +292,7 @@ def test_cli_notes_first_frame_small_image_and_modes(tmp_path: Path, tiny) -> No
     out = tmp_path / "out"
     r = run_cli(["segment", str(d), "-o", str(out), "--mask", "--cutout", *tiny.args()])
     assert r.code == 1, r.err
-    assert "7 ok, 0 skipped (outputs exist), 1 failed" in r.err
+    assert r.counts == (7, 0, 1, 0)
     assert f"failed: {d / 'speck.png'}: image is 4×4 px, smaller than one 8×8 patch" in r.err
     assert f"note: {d / 'anim.gif'}: animated GIF: only the first of 3 frames was used" in r.err
     assert f"note: {d / 'pages.tif'}: multi-page TIFF: only the first of 2 pages was used" in r.err
@@ -337,7 +337,7 @@ def test_cli_unicode_spaces_and_symlink_loops(tmp_path: Path, tiny) -> None:
     out = tmp_path / "sortie ñ"
     r = run_cli(["segment", str(d), "-r", "-o", str(out), *tiny.args()])
     assert r.code == 1, r.err
-    assert "2 ok, 0 skipped (outputs exist), 2 failed" in r.err
+    assert r.counts == (2, 0, 2, 0)
     assert "symbolic link loop" in r.err and "Traceback" not in r.err
     assert (out / "photo 1 ünï_mask.png").is_file()
     assert (out / "sub" / "deeper é_mask.png").is_file()

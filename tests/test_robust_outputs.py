@@ -89,7 +89,7 @@ def test_disk_full_stops_cleanly_without_partial_files(tmp_path: Path, tiny, mon
     monkeypatch.setattr(Image.Image, "save", save)
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--soft", "--batch-size", "1", *tiny.args()])
     assert r.code == 1
-    assert "1 ok, 0 skipped (outputs exist), 1 failed, 2 not processed" in r.err
+    assert r.counts == (1, 0, 1, 2)
     assert f"failed: {imgs[1]}: cannot write outputs: No space left on device (nothing written for this image)" in r.err
     assert "stopped: No space left on device" in r.err and "Traceback" not in r.err
     assert sorted(p.name for p in out.iterdir()) == ["img0_mask.png", "img0_soft.png"]
@@ -97,7 +97,7 @@ def test_disk_full_stops_cleanly_without_partial_files(tmp_path: Path, tiny, mon
     # once space is back, a rerun finishes the rest and skips what is done
     monkeypatch.setattr(Image.Image, "save", real_save)
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--soft", *tiny.args()])
-    assert r.code == 0 and "3 ok, 1 skipped (outputs exist), 0 failed" in r.err
+    assert r.code == 0 and r.counts == (3, 1, 0, 0)
 
 
 def test_one_image_failing_to_write_does_not_stop_the_batch(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +112,7 @@ def test_one_image_failing_to_write_does_not_stop_the_batch(tmp_path: Path, tiny
 
     monkeypatch.setattr(Image.Image, "save", save)
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--mask", "--overlay", *tiny.args()])
-    assert r.code == 1 and "2 ok, 0 skipped (outputs exist), 1 failed" in r.err
+    assert r.code == 1 and r.counts == (2, 0, 1, 0)
     assert not list(out.glob("img1*")) and leftovers(out) == []
 
 
@@ -171,14 +171,14 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, tiny) -> 
     imgs = _images(tmp_path / "in", 2)
     out = tmp_path / "out"
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--boxes", *tiny.args()])
-    assert r.code == 0 and "2 ok, 0 skipped" in r.err
+    assert r.code == 0 and r.counts[:2] == (2, 0)
     (out / "img0_mask.png").write_bytes(b"sentinel")
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--boxes", *tiny.args()])
-    assert r.code == 0 and "0 ok, 2 skipped (outputs exist), 0 failed" in r.err
+    assert r.code == 0 and r.counts == (0, 2, 0, 0)
     assert (out / "img0_mask.png").read_bytes() == b"sentinel"
     assert len(json.loads((out / "boxes.json").read_text())["images"]) == 2
     r = run_cli(["segment", *map(str, imgs), "-o", str(out), "--overwrite", *tiny.args()])
-    assert r.code == 0 and "2 ok, 0 skipped" in r.err
+    assert r.code == 0 and r.counts[:2] == (2, 0)
     assert Image.open(out / "img0_mask.png").size == (24, 24)
 
 
