@@ -2,6 +2,7 @@
 post-processing rules, the inference and training entry points."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import math
@@ -467,6 +468,65 @@ def test_invalid_inputs():
     assert bilateral_solve([], []) == []
 
 
+# --------------------------------------------------------------------------- settings and backends
+def test_settings_are_validated_and_normalised():
+    s = RefineSettings(sigma_spatial=8, lam=100, max_iter=np.int64(5))
+    assert s.sigmas == (8.0, 16.0, 8.0) and isinstance(s.lam, float) and type(s.max_iter) is int
+    assert s.replace(tol=0.5) == RefineSettings(sigma_spatial=8, lam=100, max_iter=5, tol=0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lam = 1.0
+    for bad, word in [({"sigma_chroma": -1}, "sigma_chroma"), ({"lam": float("nan")}, "lam"),
+                      ({"max_iter": 2.5}, "max_iter"), ({"bistochastize_iters": True}, "bistochastize_iters"),
+                      ({"tol": -1e-3}, "tol"), ({"confidence": 0}, "confidence"), ({"a_diag_min": 0}, "a_diag_min"),
+                      ({"dtype": torch.float16}, "dtype"), ({"backend": "cuda"}, "backend")]:
+        with pytest.raises(ValueError, match=word):
+            RefineSettings(**bad)
+
+
+def test_backend_chooses_the_solver(monkeypatch):
+    """"auto" and "numpy" run the numpy solver on CPU tensors, "torch" the torch solver (what GPUs
+    run), with the same results."""
+    img, mask = _image(30, 40), _ellipse(30, 40)
+    calls = []
+
+    def spy(module):
+        real = module.solve
+        monkeypatch.setattr(module, "solve", lambda *a: calls.append(module.__name__) or real(*a))
+
+    from found.refine import torch_solver
+    spy(numpy_solver)
+    spy(torch_solver)
+    outs = {b: solve_batch([img], [mask], settings=RefineSettings(backend=b)) for b in ("auto", "numpy", "torch")}
+    assert calls == ["found.refine.numpy_solver"] * 2 + ["found.refine.torch_solver"]
+    assert torch.equal(outs["auto"].soft[0], outs["numpy"].soft[0])
+    assert (outs["auto"].soft[0] - outs["torch"].soft[0]).abs().max() <= 1e-12
+
+
+def test_numpy_backend_on_a_gpu_is_a_one_line_error():
+    numpy_only = RefineSettings(backend="numpy")
+    with pytest.raises(ValueError, match="backend='numpy' solves CPU tensors only") as err:
+        numpy_only.check_device("cuda")
+    assert "\n" not in str(err.value)
+    numpy_only.check_device("cpu")
+    RefineSettings().check_device("cuda")  # "auto" runs torch there
+    img, mask = _image(10, 12), _ellipse(10, 12)
+    for call in (lambda: bilateral_solve([img], [mask], settings=numpy_only, device="meta"),
+                 lambda: refine_masks([img], [mask], settings=numpy_only, device="meta"),
+                 lambda: pseudo_labels(torch.rand(1, 3, 16, 24), torch.ones(1, 2, 3), settings=numpy_only,
+                                       device="meta")):
+        with pytest.raises(ValueError, match="backend='numpy'"):
+            call()
+
+
+def test_settings_reach_every_entry_point():
+    img, mask = _image(30, 40), _ellipse(30, 40)
+    settings = RefineSettings(max_iter=2, sigma_luma=4)
+    soft = solve_batch([img], [mask], settings=settings).soft[0]
+    assert torch.equal(bilateral_solve([img], [mask], settings=settings)[0], soft)
+    assert not torch.equal(bilateral_solve([img], [mask])[0], soft)
+    assert np.array_equal(refine_masks([img], [mask], settings=settings)[0].soft, soft.numpy())
+
+
 # --------------------------------------------------------------------------- post-processing rules
 def _blobs() -> np.ndarray:
     soft = np.zeros((20, 20))
@@ -555,6 +615,10 @@ def test_cuda_matches_cpu():
     cpu = bilateral_solve(imgs, masks)
     gpu64 = bilateral_solve([torch.from_numpy(x).cuda() for x in imgs], [torch.from_numpy(m).cuda() for m in masks])
     gpu32 = bilateral_solve(imgs, masks, device="cuda", settings=RefineSettings(dtype=torch.float32))
+    gpu_torch = bilateral_solve(imgs, masks, device="cuda", settings=TORCH)  # "auto" is "torch" on a GPU
+    assert all(torch.equal(a, b) for a, b in zip(gpu64, gpu_torch))
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        bilateral_solve(imgs, masks, device="cuda", settings=RefineSettings(backend="numpy"))
     for a, b, c in zip(cpu, gpu64, gpu32):
         assert b.device.type == "cuda" and b.dtype == torch.float64
         assert (a - b.cpu()).abs().max() <= 1e-10
