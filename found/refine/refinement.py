@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .inputs import ImageLike, MaskLike, as_rgb_uint8, as_rgb_uint8_batch, as_target
 from .postprocess import check_keep, mask_iou, postprocess
-from .settings import RefineSettings
+from .settings import RefineSettings, as_settings
 from .solver import resolve_device, solve_normalised
 
 __all__ = ["IOU_THRESHOLD", "RefineResult", "refine_masks", "pseudo_labels", "downsample_binary"]
@@ -35,15 +35,6 @@ class RefineResult:
     accepted: bool  # IoU(input mask, binary) > threshold
     iou: float  # the authors' IoU (float32 precision; NaN if both masks are empty)
     mask: np.ndarray  # [H, W] bool final mask: ``binary`` if accepted, else the input mask (> 0.5)
-
-
-def _settings(settings: RefineSettings | None) -> RefineSettings:
-    """``settings`` or the defaults; anything else is a TypeError."""
-    if settings is None:
-        return RefineSettings()
-    if not isinstance(settings, RefineSettings):
-        raise TypeError(f"settings must be a RefineSettings, got {type(settings).__name__}")
-    return settings
 
 
 def refine_masks(images: Sequence[ImageLike], masks: Sequence[MaskLike], keep: str = "single", *,
@@ -66,7 +57,7 @@ def refine_masks(images: Sequence[ImageLike], masks: Sequence[MaskLike], keep: s
     images, masks = list(images), list(masks)
     if len(images) != len(masks):
         raise ValueError(f"got {len(images)} images but {len(masks)} masks")
-    settings = _settings(settings)
+    settings = as_settings(settings)
     if not images:
         return []
     device = resolve_device(device, [*images, *masks])
@@ -117,7 +108,7 @@ def pseudo_labels(images: torch.Tensor, patch_masks: torch.Tensor, patch: int = 
     if (h, w) != (height // patch, width // patch):
         raise ValueError(f"patch_masks grid {(h, w)} does not match images {(height, width)} with patch {patch}: "
                          f"expected {(height // patch, width // patch)}")
-    settings = _settings(settings)
+    settings = as_settings(settings)
     device = torch.device(device) if device is not None else images.device
     settings.check_device(device)
     if n_img == 0:

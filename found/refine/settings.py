@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["BACKENDS", "RefineSettings"]
+__all__ = ["BACKENDS", "RefineSettings", "as_settings"]
 
 Backend = Literal["auto", "torch", "numpy"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numpy")
@@ -77,6 +77,15 @@ class RefineSettings:
         """Whether work on ``device`` runs the numpy/scipy code (after :meth:`check_device`)."""
         self.check_device(device)
         return self.backend != "torch" and torch.device(device).type == "cpu"
+
+
+def as_settings(settings: RefineSettings | None) -> RefineSettings:
+    """``settings``, or the defaults for None; anything else is a TypeError."""
+    if settings is None:
+        return RefineSettings()
+    if not isinstance(settings, RefineSettings):
+        raise TypeError(f"settings must be a RefineSettings, got {type(settings).__name__}")
+    return settings
 
 
 def _real(v: Any, name: str, ok: Any, what: str) -> float:

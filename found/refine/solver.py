@@ -23,7 +23,7 @@ from . import numpy_solver, torch_solver
 from .colour import clear_tables, colour_table
 from .grid import key_layout
 from .inputs import ImageLike, MaskLike, as_rgb_uint8, as_target
-from .settings import RefineSettings
+from .settings import RefineSettings, as_settings
 
 __all__ = ["SolveOutput", "bilateral_solve", "solve_batch", "solve_normalised", "clear_caches"]
 
@@ -76,12 +76,11 @@ def _split(pix: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Te
         start += h * w
     return soft
 
+
 def solve_batch(images: Sequence[ImageLike], targets: Sequence[MaskLike], *, settings: RefineSettings | None = None,
                 device: torch.device | str | None = None) -> SolveOutput:
     """Like :func:`bilateral_solve`, plus per-image grid sizes and CG iteration counts."""
-    settings = RefineSettings() if settings is None else settings
-    if not isinstance(settings, RefineSettings):
-        raise TypeError(f"settings must be a RefineSettings, got {type(settings).__name__}")
+    settings = as_settings(settings)
     images, targets = list(images), list(targets)
     if len(images) != len(targets):
         raise ValueError(f"got {len(images)} images but {len(targets)} masks")
