@@ -14,7 +14,7 @@ see the same machine load; the best repetition of each is reported. The baseline
 (``scipy_bilateral.py``) solves one image at a time, so its per-image time does not depend on the
 batch size. Every run also checks that both give the same soft output (max |Δ| is printed).
 "table" says whether the cached colour table was used: the library builds it once calls with the
-same sigmas have solved ``found.refine.bilateral.LUT_MIN_PIXELS`` pixels in all (~64 M on CPU);
+same sigmas have solved ``found.refine.solver.LUT_MIN_PIXELS`` pixels in all (~64 M on CPU);
 batch 1 is timed both in a cold process (no table: short jobs) and in a warm one (table built:
 long jobs), large batches in a warm one (training's steady state); its one-off cost is printed last.
 """
@@ -36,6 +36,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads (default 1)")
     ap.add_argument("--device", default="cpu", help="device of found.refine (cpu, cuda, …)")
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="solver dtype of found.refine")
+    ap.add_argument("--backend", default="auto", choices=("auto", "torch", "numpy"),
+                    help="RefineSettings.backend: auto = numpy on CPU, torch elsewhere")
     ap.add_argument("--sizes", default="224x224,320x480", help="comma-separated HxW")
     ap.add_argument("--batches", default="1,50", help="comma-separated batch sizes")
     ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
@@ -95,10 +97,11 @@ def main() -> None:
     import torch
 
     import scipy_bilateral
-    from found.refine import bilateral, clear_caches, colour, grid, solve_batch
+    from found.refine import RefineSettings, clear_caches, colour, grid, solve_batch, solver
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    settings = RefineSettings(dtype=dtype, backend=args.backend)  # FOUND's parameters
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -106,10 +109,11 @@ def main() -> None:
     reps = 2 if args.quick else 5
     n_base = 5 if args.quick else 10
 
-    print(f"found.refine on {device} ({args.dtype}) vs scipy baseline; threads={args.threads}; clock={args.clock}; "
+    print(f"found.refine on {device} ({args.dtype}, backend {args.backend}) vs scipy baseline; "
+          f"threads={args.threads}; clock={args.clock}; "
           f"torch {torch.__version__}, numpy {np.__version__}; best of {reps}, interleaved")
     print(f"{'size':>9} {'batch':>5} {'found ms/img':>13} {'scipy ms/img':>13} {'speed-up':>9} {'max|Δ|':>9} {'table':>5}")
-    lut_min, lut_min_gpu = bilateral.LUT_MIN_PIXELS, bilateral.LUT_MIN_PIXELS_GPU
+    lut_min, lut_min_gpu = solver.LUT_MIN_PIXELS, solver.LUT_MIN_PIXELS_GPU
     for hw in sizes:
         images, masks = make_inputs(max(max(batches), n_base), hw, seed=hw[0] * 1000 + hw[1])
         base_ref = None if args.no_baseline else scipy_bilateral.solve(images[0], masks[0])[0]
@@ -126,12 +130,12 @@ def main() -> None:
             # it cannot land in a timed call); "warm" (batch 1 and large batches): a process that has
             # built the table (as the library does after LUT_MIN_PIXELS pixels of earlier calls)
             clear_caches()
-            bilateral.LUT_MIN_PIXELS = float("inf") if mode == "cold" else lut_min
-            bilateral.LUT_MIN_PIXELS_GPU = float("inf") if mode == "cold" else lut_min_gpu
+            solver.LUT_MIN_PIXELS = float("inf") if mode == "cold" else lut_min
+            solver.LUT_MIN_PIXELS_GPU = float("inf") if mode == "cold" else lut_min_gpu
             if mode == "warm":
-                lay = grid.key_layout([hw], (16.0, 16.0, 8.0))
-                colour.colour_table(16.0, 8.0, (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2]),
-                                      device, build=True)
+                lay = grid.key_layout([hw], settings)
+                radix = (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2])
+                colour.colour_table(settings, radix, device, build=True)
             if bsz == 1:  # single-image calls on n_base different images
                 calls = [([torch.from_numpy(images[i]).to(device)], [torch.from_numpy(masks[i]).to(device)])
                          for i in range(n_base)]
@@ -143,7 +147,7 @@ def main() -> None:
 
             def ours():
                 for ims, mks in calls:
-                    solve_batch(ims, mks, dtype=dtype)
+                    solve_batch(ims, mks, settings=settings)
                 sync()
 
             ours()  # warm-up (and colour-table build for large batches)
@@ -156,18 +160,18 @@ def main() -> None:
             base_ms = min(t_base) if t_base else None
             err = float("nan")
             if base_ref is not None:
-                out = solve_batch(calls[0][0][:1], calls[0][1][:1], dtype=dtype).soft[0].double().cpu().numpy()
+                out = solve_batch(calls[0][0][:1], calls[0][1][:1], settings=settings).soft[0].double().cpu().numpy()
                 err = float(np.abs(out - base_ref).max())
             ratio = f"{base_ms / ms:8.1f}x" if base_ms else "      n/a"
             base = f"{base_ms:13.2f}" if base_ms else f"{'—':>13}"
             lut = "yes" if colour._LUT_CACHE else "no"
             print(f"{hw[0]:>4}x{hw[1]:<4} {bsz:>5} {ms:13.2f} {base} {ratio} {err:9.1e} {lut:>5}", flush=True)
-    bilateral.LUT_MIN_PIXELS, bilateral.LUT_MIN_PIXELS_GPU = lut_min, lut_min_gpu
+    solver.LUT_MIN_PIXELS, solver.LUT_MIN_PIXELS_GPU = lut_min, lut_min_gpu
     clear_caches()
-    lay = grid.key_layout([(8, 8)], (16.0, 16.0, 8.0))
+    lay = grid.key_layout([(8, 8)], settings)
     radix = (lay.weights[3] // lay.weights[2], lay.weights[4] // lay.weights[2])
     t = CLOCK()
-    colour.colour_table(16.0, 8.0, radix, device, build=True)
+    colour.colour_table(settings, radix, device, build=True)
     sync()
     print(f"one-off colour-table build (sigma_luma 16, sigma_chroma 8): {(CLOCK() - t) * 1e3:.0f} ms")
     clear_caches()

@@ -53,7 +53,7 @@ def scipy_pseudo_labels(images: torch.Tensor, patch_masks: torch.Tensor, patch: 
     from scipy_bilateral import solve
 
     from found.refine import postprocess
-    from found.refine.pipeline import downsample_binary
+    from found.refine.refinement import downsample_binary
 
     masks = patch_masks.reshape(patch_masks.shape[0], 1, *patch_masks.shape[-2:]).float().cpu()
     imgs = images.detach().float().cpu()

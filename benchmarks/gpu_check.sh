@@ -75,7 +75,7 @@ step folder 75 "$PY" -m found.cli.main bench --device cuda --no-model --precisio
 fi
 
 if want refine; then
-step refine_correctness 60 "$PY" -m pytest -q -rs tests/test_refine.py -k cuda
+step refine_correctness 60 "$PY" -m pytest -q -rs tests/test_refine.py -k "cuda or backend"
 step refine_parity_cpu 45 "$PY" -m pytest -q tests/test_parity_bilateral.py
 step bilateral_cuda_f64 75 "$PY" benchmarks/bench_bilateral.py --quick --device cuda --dtype float64 --clock wall
 step bilateral_cuda_f32 60 "$PY" benchmarks/bench_bilateral.py --quick --device cuda --dtype float32 --clock wall --no-baseline

@@ -132,16 +132,15 @@ def test_pseudo_labels_batched(cases):
 def test_device_agnostic_code_path(cases, monkeypatch):
     """The pure-torch path used on GPUs (no numpy helpers, whole batch at once, colour table
     instead of the per-pixel colour maths), run here on CPU, reproduces the reference too."""
-    from found.refine import _cpu
-    from found.refine import bilateral as bl
+    from found.refine import RefineSettings, solver
 
-    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", False)
-    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1 << 40)
-    monkeypatch.setattr(bl, "LUT_MIN_PIXELS", 0)
+    monkeypatch.setattr(solver, "CPU_CHUNK_PIXELS", 1 << 40)
+    monkeypatch.setattr(solver, "LUT_MIN_PIXELS", 0)
     try:
-        out = solve_batch([c["image"] for c in cases for _ in MASKS], [c[f"mask_{m}"] for c in cases for m in MASKS])
+        out = solve_batch([c["image"] for c in cases for _ in MASKS], [c[f"mask_{m}"] for c in cases for m in MASKS],
+                          settings=RefineSettings(backend="torch"))
     finally:
-        bl.clear_caches()
+        solver.clear_caches()
     softs = iter(out.soft)
     n_vert = iter(out.n_vertices)
     for c in cases:

@@ -2,6 +2,7 @@
 post-processing rules, the inference and training entry points."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import math
@@ -18,15 +19,22 @@ from found.refine import (
     postprocess,
     pseudo_labels,
     refine_masks,
+    RefineSettings,
     rgb_to_yuv,
     solve_batch,
 )
-from found.refine import _cpu, colour, cpu, grid
-from found.refine import bilateral as bl
-from found.refine.pipeline import downsample_binary
+from found.refine import colour, grid, inputs, numpy_solver, solver
+from found.refine.refinement import downsample_binary
+
+TORCH = RefineSettings(backend="torch")  # the device-agnostic torch path (what GPUs run), here on CPU
 
 RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 OFFSET = np.array([0.0, 128.0, 128.0])
+
+
+def _sigmas(sigmas: tuple[float, float, float], **kw) -> RefineSettings:
+    """Settings with (sigma_spatial, sigma_luma, sigma_chroma) = ``sigmas``."""
+    return RefineSettings(**dict(zip(("sigma_spatial", "sigma_luma", "sigma_chroma"), sigmas)), **kw)
 
 
 def _scipy_baseline():
@@ -88,16 +96,16 @@ def test_plain_float64_would_not_be_exact():
     assert not np.array_equal(naive, _numpy_yuv(rgb))
 
 
-@pytest.mark.parametrize("numpy_path", [True, False], ids=["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("sigmas", [(16.0, 8.0), (4.0, 4.0), (12.5, 3.0), (255.0, 0.7)])
-def test_colour_coordinates_exact(sigmas, numpy_path, monkeypatch):
-    monkeypatch.setattr(_cpu, "NUMPY_FAST_PATHS", numpy_path)
+def test_colour_coordinates_exact(sigmas, backend):
     s_l, s_c = sigmas
+    settings = RefineSettings(sigma_luma=s_l, sigma_chroma=s_c, backend=backend)
     rgb = np.concatenate([_boundary_colours(), np.random.default_rng(2).integers(0, 256, (50_000, 3)).astype(np.uint8),
                           np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)])
     yuv = _numpy_yuv(rgb)
     ref = np.stack([(yuv[:, 0] / s_l).astype(int), (yuv[:, 1] / s_c).astype(int), (yuv[:, 2] / s_c).astype(int)], 1)
-    ours = torch.stack(colour.colour_coords(torch.from_numpy(rgb), s_l, s_c), 1).numpy()
+    ours = torch.stack(colour.colour_coords(torch.from_numpy(rgb), settings), 1).numpy()
     assert np.array_equal(ours, ref)
 
 
@@ -109,8 +117,9 @@ def test_cpu_and_torch_grids_are_the_same_grid(sigmas):
     imgs = [_image(37, 53, 1), _image(20, 300, 2), _image(37, 53, 3)]
     rgb = np.concatenate([im.reshape(-1, 3) for im in imgs])
     sizes = [im.shape[:2] for im in imgs]
-    flat = cpu.build_grid(rgb, sizes, sigmas)
-    ref = grid.build_grid(torch.from_numpy(rgb), sizes, sigmas)
+    settings = _sigmas(sigmas)
+    flat = numpy_solver.build_grid(rgb, sizes, settings)
+    ref = grid.build_grid(torch.from_numpy(rgb), sizes, settings.replace(backend="torch"))
     nv = ref.n_vertices.numpy()
     assert flat.n_vertices == nv.tolist()
     # slot in the padded torch layout of each CPU vertex (order: its rank in key order, images concatenated)
@@ -137,14 +146,15 @@ def test_dense_lookup_table_builds_the_same_grid_as_sorting(sigmas, monkeypatch)
     imgs = [_image(37, 53, 1), _image(20, 90, 2), _image(64, 64, 3)]
     rgb = np.concatenate([im.reshape(-1, 3) for im in imgs])
     sizes = [im.shape[:2] for im in imgs]
-    lay = grid.key_layout(sizes, sigmas)
-    keys = np.unique(cpu.pixel_keys(rgb, sizes, sigmas, lay))
-    assert cpu.dense_index(keys, lay) is not None  # the table path is what runs
-    table = cpu.build_grid(rgb, sizes, sigmas)
+    settings = _sigmas(sigmas)
+    lay = grid.key_layout(sizes, settings)
+    keys = np.unique(numpy_solver.pixel_keys(rgb, sizes, settings, lay))
+    assert numpy_solver.dense_index(keys, lay) is not None  # the table path is what runs
+    table = numpy_solver.build_grid(rgb, sizes, settings)
     assert all(len(src) for src, *_ in table.links)  # links along every dimension
-    monkeypatch.setattr(cpu, "DENSE_LOOKUP_MAX", 0)
-    assert cpu.dense_index(keys, lay) is None
-    search = cpu.build_grid(rgb, sizes, sigmas)
+    monkeypatch.setattr(numpy_solver, "DENSE_LOOKUP_MAX", 0)
+    assert numpy_solver.dense_index(keys, lay) is None
+    search = numpy_solver.build_grid(rgb, sizes, settings)
     for name in ("run_start", "run_len", "run_vertex", "n_vertices", "order", "counts", "indptr", "indices",
                  "diag_pos"):
         assert np.array_equal(getattr(table, name), getattr(search, name)), name
@@ -157,10 +167,10 @@ def test_cpu_matvec_without_the_private_kernel(monkeypatch):
     the public operator, with identical results."""
     imgs = [_image(40, 50, 1), _image(30, 20, 2)]
     masks = [_ellipse(40, 50), (_ellipse(30, 20) * 0.6 + 0.2).astype(np.float32)]
-    assert cpu.KERNEL is not None  # this scipy has it: the fast path is what runs
+    assert numpy_solver.KERNEL is not None  # this scipy has it: the fast path is what runs
     fast = solve_batch(imgs, masks)
     one = solve_batch(imgs[:1], masks[:1])
-    monkeypatch.setattr(cpu, "KERNEL", None)
+    monkeypatch.setattr(numpy_solver, "KERNEL", None)
     plain = solve_batch(imgs, masks)
     assert plain.iterations == fast.iterations
     assert all(torch.equal(a, b) for a, b in zip(fast.soft, plain.soft))
@@ -170,37 +180,35 @@ def test_cpu_matvec_without_the_private_kernel(monkeypatch):
 def test_private_kernel_is_used_only_if_it_computes_correctly(monkeypatch):
     from scipy.sparse import _sparsetools
 
-    assert cpu._find_kernel() is _sparsetools.csr_matvec
+    assert numpy_solver._find_kernel() is _sparsetools.csr_matvec
     monkeypatch.setattr(_sparsetools, "csr_matvec", lambda *args: None, raising=False)  # computes nothing
-    assert cpu._find_kernel() is None
+    assert numpy_solver._find_kernel() is None
     monkeypatch.delattr(_sparsetools, "csr_matvec")
-    assert cpu._find_kernel() is None
+    assert numpy_solver._find_kernel() is None
 
 
 def test_spatial_key_maps_are_cached_only_for_small_images(monkeypatch):
-    monkeypatch.setattr(cpu, "SPATIAL_CACHE_PIXELS", 40 * 40)
+    monkeypatch.setattr(numpy_solver, "SPATIAL_CACHE_PIXELS", 40 * 40)
     clear_caches()
     small, large = _image(30, 40), _image(50, 60)
     for im in (small, large, small):
         out = solve_batch([im], [_ellipse(*im.shape[:2])])
         assert out.soft[0].shape == im.shape[:2]
-    assert cpu._cached_spatial_map.cache_info().currsize == 1  # the small image's, reused
-    assert cpu._cached_spatial_map.cache_info().hits == 1
+    assert numpy_solver._cached_spatial_map.cache_info().currsize == 1  # the small image's, reused
+    assert numpy_solver._cached_spatial_map.cache_info().hits == 1
     clear_caches()
-    assert cpu._cached_spatial_map.cache_info().currsize == 0
+    assert numpy_solver._cached_spatial_map.cache_info().currsize == 0
 
 
-def test_float32_solver_on_cpu(monkeypatch):
+def test_float32_solver_on_cpu():
     """dtype=float32 runs the CPU solver in single precision (float32 products and BLAS): outputs
     are float32 and within single-precision error of float64 and of the torch path."""
     imgs = [_image(40, 50, 1), _image(30, 20, 2)]
     masks = [_ellipse(40, 50), (_ellipse(30, 20) * 0.6 + 0.2).astype(np.float32)]
     f64 = bilateral_solve(imgs, masks)
     for batch in (imgs, imgs[:1]):
-        f32 = bilateral_solve(batch, masks[:len(batch)], dtype=torch.float32)
-        with monkeypatch.context() as mp:
-            mp.setattr(_cpu, "NUMPY_FAST_PATHS", False)
-            plain = bilateral_solve(batch, masks[:len(batch)], dtype=torch.float32)
+        f32 = bilateral_solve(batch, masks[:len(batch)], settings=RefineSettings(dtype=torch.float32))
+        plain = bilateral_solve(batch, masks[:len(batch)], settings=TORCH.replace(dtype=torch.float32))
         for a, b, c in zip(f32, plain, f64):
             assert a.dtype == torch.float32
             assert (a.double() - c).abs().max() < 1e-4 and (a - b).abs().max() < 1e-4
@@ -217,12 +225,13 @@ def test_inputs_that_require_grad_are_accepted():
 def test_colour_lut_matches_direct_path(monkeypatch):
     rgb = torch.from_numpy(np.concatenate([_boundary_colours(),
                                            np.random.default_rng(3).integers(0, 256, (100_000, 3)).astype(np.uint8)]))
-    lay = grid.key_layout([(8, 8)], (16.0, 16.0, 8.0))
+    settings = RefineSettings()
+    lay = grid.key_layout([(8, 8)], settings)
     clear_caches()
-    direct = grid.colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    direct = grid.colour_key(rgb, settings, lay, torch.int64)
     wl, wu, wv = lay.weights[2:]
-    assert colour.colour_table(16.0, 8.0, (wu // wl, wv // wl), rgb.device, build=True) is not None
-    via_lut = grid.colour_key(rgb, 16.0, 8.0, lay, torch.int64)
+    assert colour.colour_table(settings, (wu // wl, wv // wl), rgb.device, build=True) is not None
+    via_lut = grid.colour_key(rgb, settings, lay, torch.int64)
     clear_caches()
     assert np.array_equal(direct.numpy(), via_lut.numpy())
 
@@ -233,18 +242,18 @@ def test_colour_table_is_built_once_enough_pixels_were_solved(monkeypatch):
     imgs = [_image(40, 50, k) for k in range(3)]
     masks = [_ellipse(40, 50, k) for k in range(3)]
     clear_caches()
-    monkeypatch.setattr(bl, "LUT_MIN_PIXELS", 3 * 40 * 50)
+    monkeypatch.setattr(solver, "LUT_MIN_PIXELS", 3 * 40 * 50)
     try:
         first = [bilateral_solve([im], [m])[0] for im, m in zip(imgs[:2], masks[:2])]
         assert not colour._LUT_CACHE  # 2 × 2,000 pixels so far
-        bilateral_solve(imgs[2:], masks[2:], sigma_luma=8)  # other sigmas count separately
+        bilateral_solve(imgs[2:], masks[2:], settings=RefineSettings(sigma_luma=8))  # other sigmas count separately
         assert not colour._LUT_CACHE
         third = bilateral_solve(imgs[2:], masks[2:])[0]  # 6,000 pixels with these sigmas: built
         assert len(colour._LUT_CACHE) == 1
         again = [bilateral_solve([im], [m])[0] for im, m in zip(imgs, masks)]
     finally:
         clear_caches()
-    assert not colour._LUT_CACHE and not bl._PIXELS_SOLVED
+    assert not colour._LUT_CACHE and not solver._PIXELS_SOLVED
     for a, b in zip([*first, third], again):
         assert torch.equal(a, b)
 
@@ -267,7 +276,7 @@ def test_matches_scipy_formulation(shape, kw):
     img, mask = _image(*shape, seed=shape[1]), _ellipse(*shape, seed=shape[0])
     soft_target = (mask * 0.8 + 0.1).astype(np.float32)  # non-binary target
     for target in (mask, soft_target):
-        out = solve_batch([img], [target], **kw)
+        out = solve_batch([img], [target], settings=RefineSettings(**kw))
         ref, n_vert = sb.solve(img, target, **kw)
         assert out.n_vertices == [n_vert]
         assert np.abs(out.soft[0].numpy() - ref).max() <= 1e-10
@@ -279,7 +288,7 @@ def test_authors_hash_collisions_are_reproduced():
     sb = _scipy_baseline()
     img = np.full((6, 300, 3), 90, np.uint8)
     mask = _ellipse(6, 300)
-    out = solve_batch([img], [mask], sigma_spatial=1)
+    out = solve_batch([img], [mask], settings=RefineSettings(sigma_spatial=1))
     assert out.n_vertices == [6 * 300 - 5 * 45]
     ref, n_vert = sb.solve(img, mask, sigma_spatial=1)
     assert n_vert == out.n_vertices[0]
@@ -288,10 +297,11 @@ def test_authors_hash_collisions_are_reproduced():
 
 def test_iteration_count_and_tolerance_rule():
     img, mask = _image(40, 40), _ellipse(40, 40)
-    assert solve_batch([img], [mask], max_iter=7).iterations == [7]
-    assert solve_batch([img], [mask], tol=1e9).iterations == [0]  # ‖r0‖ < tol·‖b‖ at the first check
-    flat = solve_batch([img], [mask], max_iter=0).soft[0]
-    assert torch.equal(flat, solve_batch([img], [mask], tol=1e9).soft[0])
+    assert solve_batch([img], [mask], settings=RefineSettings(max_iter=7)).iterations == [7]
+    # ‖r0‖ < tol·‖b‖ at the first check
+    assert solve_batch([img], [mask], settings=RefineSettings(tol=1e9)).iterations == [0]
+    flat = solve_batch([img], [mask], settings=RefineSettings(max_iter=0)).soft[0]
+    assert torch.equal(flat, solve_batch([img], [mask], settings=RefineSettings(tol=1e9)).soft[0])
     assert solve_batch([img], [np.zeros((40, 40))]).iterations == [0]  # b = 0
 
 
@@ -309,7 +319,7 @@ def test_cpu_chunking_is_invisible(monkeypatch):
     imgs = [_image(40, 50, k) for k in range(5)]
     masks = [_ellipse(40, 50, k) for k in range(5)]
     ref = bilateral_solve(imgs, masks)
-    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
+    monkeypatch.setattr(solver, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
     for a, b in zip(ref, bilateral_solve(imgs, masks)):
         assert (a - b).abs().max() <= 1e-12
 
@@ -319,7 +329,7 @@ def test_parallel_cpu_chunks_match_sequential(monkeypatch):
     keep the input order, and leave torch's thread count as it was."""
     imgs = [_image(30 + 3 * k, 41, k) for k in range(6)]
     masks = [_ellipse(30 + 3 * k, 41, k) for k in range(6)]
-    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
+    monkeypatch.setattr(solver, "CPU_CHUNK_PIXELS", 1)  # one image per chunk
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -341,7 +351,7 @@ def test_concurrent_solves_restore_the_thread_count(monkeypatch):
 
     imgs = [_image(24, 30, k) for k in range(4)]
     masks = [_ellipse(24, 30, k) for k in range(4)]
-    monkeypatch.setattr(bl, "CPU_CHUNK_PIXELS", 1)
+    monkeypatch.setattr(solver, "CPU_CHUNK_PIXELS", 1)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -356,17 +366,16 @@ def test_concurrent_solves_restore_the_thread_count(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(ref, out))
 
 
-def test_cg_backends_agree(monkeypatch):
+def test_cg_backends_agree():
     """The numpy/scipy CG used on CPU and the torch CG used on other devices run the same
     iterations and agree to rounding, for a batch of different sizes."""
     imgs = [_image(33, 47, 1), _image(52, 20, 2), _image(20, 30, 3)]
     masks = [_ellipse(33, 47), (_ellipse(52, 20) * 0.7 + 0.2).astype(np.float32), np.zeros((20, 30))]  # b = 0
     for kw in ({}, {"max_iter": 4}, {"tol": 0.2}):  # tol 0.2: the images stop after 14 and 10 steps
-        fast = solve_batch(imgs, masks, **kw)
-        alone = [solve_batch([im], [m], **kw) for im, m in zip(imgs, masks)]  # the one-image CG
-        with monkeypatch.context() as mp:
-            mp.setattr(_cpu, "NUMPY_FAST_PATHS", False)
-            plain = solve_batch(imgs, masks, **kw)
+        settings = RefineSettings(**kw)
+        fast = solve_batch(imgs, masks, settings=settings)
+        alone = [solve_batch([im], [m], settings=settings) for im, m in zip(imgs, masks)]  # the one-image CG
+        plain = solve_batch(imgs, masks, settings=settings.replace(backend="torch"))
         assert fast.iterations == plain.iterations == [a.iterations[0] for a in alone]
         assert fast.n_vertices == plain.n_vertices
         assert fast.iterations[2] == 0
@@ -425,7 +434,7 @@ def test_float_and_pil_images():
     assert torch.equal(bilateral_solve([as_float], [mask])[0], ref)
     assert torch.equal(bilateral_solve([Image.fromarray(img)], [mask])[0], ref)
     # float images are truncated like ToPILImage (x·255 → uint8), not rounded
-    assert torch.equal(bl.as_rgb_uint8(torch.full((3, 2, 2), 0.999)), torch.full((2, 2, 3), 254, dtype=torch.uint8))
+    assert torch.equal(inputs.as_rgb_uint8(torch.full((3, 2, 2), 0.999)), torch.full((2, 2, 3), 254, dtype=torch.uint8))
 
 
 def test_one_pixel_image():
@@ -445,14 +454,77 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="NaN"):
         bilateral_solve([img], [np.full((10, 10), np.nan)])
     with pytest.raises(ValueError, match="sigma_luma"):
-        bilateral_solve([img], [mask], sigma_luma=0)
+        RefineSettings(sigma_luma=0)
     with pytest.raises(ValueError, match="keep"):
         postprocess(np.zeros((4, 4)), keep="largest")
     with pytest.raises(ValueError, match="single array"):
         refine_masks(img, [mask])
-    with pytest.raises(TypeError, match="unknown solver option"):
+    with pytest.raises(TypeError):
         refine_masks([img], [mask], sigma=3)
+    with pytest.raises(TypeError, match="unknown refine setting"):
+        RefineSettings().replace(sigma=3)
+    with pytest.raises(TypeError, match="RefineSettings"):
+        bilateral_solve([img], [mask], settings={"lam": 1.0})
     assert bilateral_solve([], []) == []
+
+
+# --------------------------------------------------------------------------- settings and backends
+def test_settings_are_validated_and_normalised():
+    s = RefineSettings(sigma_spatial=8, lam=100, max_iter=np.int64(5))
+    assert s.sigmas == (8.0, 16.0, 8.0) and isinstance(s.lam, float) and type(s.max_iter) is int
+    assert s.replace(tol=0.5) == RefineSettings(sigma_spatial=8, lam=100, max_iter=5, tol=0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lam = 1.0
+    for bad, word in [({"sigma_chroma": -1}, "sigma_chroma"), ({"lam": float("nan")}, "lam"),
+                      ({"max_iter": 2.5}, "max_iter"), ({"bistochastize_iters": True}, "bistochastize_iters"),
+                      ({"tol": -1e-3}, "tol"), ({"confidence": 0}, "confidence"), ({"a_diag_min": 0}, "a_diag_min"),
+                      ({"dtype": torch.float16}, "dtype"), ({"backend": "cuda"}, "backend")]:
+        with pytest.raises(ValueError, match=word):
+            RefineSettings(**bad)
+
+
+def test_backend_chooses_the_solver(monkeypatch):
+    """"auto" and "numpy" run the numpy solver on CPU tensors, "torch" the torch solver (what GPUs
+    run), with the same results."""
+    img, mask = _image(30, 40), _ellipse(30, 40)
+    calls = []
+
+    def spy(module):
+        real = module.solve
+        monkeypatch.setattr(module, "solve", lambda *a: calls.append(module.__name__) or real(*a))
+
+    from found.refine import torch_solver
+    spy(numpy_solver)
+    spy(torch_solver)
+    outs = {b: solve_batch([img], [mask], settings=RefineSettings(backend=b)) for b in ("auto", "numpy", "torch")}
+    assert calls == ["found.refine.numpy_solver"] * 2 + ["found.refine.torch_solver"]
+    assert torch.equal(outs["auto"].soft[0], outs["numpy"].soft[0])
+    assert (outs["auto"].soft[0] - outs["torch"].soft[0]).abs().max() <= 1e-12
+
+
+def test_numpy_backend_on_a_gpu_is_a_one_line_error():
+    numpy_only = RefineSettings(backend="numpy")
+    with pytest.raises(ValueError, match="backend='numpy' solves CPU tensors only") as err:
+        numpy_only.check_device("cuda")
+    assert "\n" not in str(err.value)
+    numpy_only.check_device("cpu")
+    RefineSettings().check_device("cuda")  # "auto" runs torch there
+    img, mask = _image(10, 12), _ellipse(10, 12)
+    for call in (lambda: bilateral_solve([img], [mask], settings=numpy_only, device="meta"),
+                 lambda: refine_masks([img], [mask], settings=numpy_only, device="meta"),
+                 lambda: pseudo_labels(torch.rand(1, 3, 16, 24), torch.ones(1, 2, 3), settings=numpy_only,
+                                       device="meta")):
+        with pytest.raises(ValueError, match="backend='numpy'"):
+            call()
+
+
+def test_settings_reach_every_entry_point():
+    img, mask = _image(30, 40), _ellipse(30, 40)
+    settings = RefineSettings(max_iter=2, sigma_luma=4)
+    soft = solve_batch([img], [mask], settings=settings).soft[0]
+    assert torch.equal(bilateral_solve([img], [mask], settings=settings)[0], soft)
+    assert not torch.equal(bilateral_solve([img], [mask])[0], soft)
+    assert np.array_equal(refine_masks([img], [mask], settings=settings)[0].soft, soft.numpy())
 
 
 # --------------------------------------------------------------------------- post-processing rules
@@ -542,7 +614,11 @@ def test_cuda_matches_cpu():
     masks = [_ellipse(40, 56, k) for k in range(3)]
     cpu = bilateral_solve(imgs, masks)
     gpu64 = bilateral_solve([torch.from_numpy(x).cuda() for x in imgs], [torch.from_numpy(m).cuda() for m in masks])
-    gpu32 = bilateral_solve(imgs, masks, device="cuda", dtype=torch.float32)
+    gpu32 = bilateral_solve(imgs, masks, device="cuda", settings=RefineSettings(dtype=torch.float32))
+    gpu_torch = bilateral_solve(imgs, masks, device="cuda", settings=TORCH)  # "auto" is "torch" on a GPU
+    assert all(torch.equal(a, b) for a, b in zip(gpu64, gpu_torch))
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        bilateral_solve(imgs, masks, device="cuda", settings=RefineSettings(backend="numpy"))
     for a, b, c in zip(cpu, gpu64, gpu32):
         assert b.device.type == "cuda" and b.dtype == torch.float64
         assert (a - b.cpu()).abs().max() <= 1e-10

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ._cpu import numpy_ok
+from .settings import RefineSettings
 
 #: RGB → YUV (JPEG / BT.601 full range), rows Y, U, V — FOUND's ``RGB_TO_YUV``.
 RGB_TO_YUV = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
@@ -88,18 +88,20 @@ def _yuv_channels(f):
 
 
 # --------------------------------------------------------------------------- grid colour coordinates
-def colour_coords(rgb: torch.Tensor, s_luma: float, s_chroma: float) -> list[torch.Tensor]:
+def colour_coords(rgb: torch.Tensor, settings: RefineSettings) -> list[torch.Tensor]:
     """Grid coordinates ``trunc(Y/σ_l), trunc(U/σ_c), trunc(V/σ_c)`` (3 × [P] int32) of [P, 3] uint8
-    pixels, bit-exact with the authors' numpy.
+    pixels, bit-exact with the authors' numpy (σ from ``settings``; numpy on CPU unless its
+    backend is "torch").
 
     A float32 evaluation is within ~2e-4/σ of the reference value, so it can only get a
     coordinate wrong when ``value/σ`` is that close to an integer: those pixels (all grey pixels
     for U and V, ~1 % of the others) are recomputed exactly (:func:`rgb_to_yuv`, or a 256-entry
     table for grey pixels).
     """
+    s_luma, s_chroma = settings.sigma_luma, settings.sigma_chroma
     sigmas = (s_luma, s_chroma, s_chroma)
-    if numpy_ok(rgb):
-        return [torch.from_numpy(c) for c in colour_coords_numpy(rgb.numpy(), sigmas)]
+    if settings.uses_numpy(rgb.device):
+        return [torch.from_numpy(c) for c in colour_coords_numpy(rgb.numpy(), settings)]
     margin = _margin(sigmas)
     r, g, b = (rgb[:, i].float() for i in range(3))
     coords, dev = [], None
@@ -148,7 +150,7 @@ def _eps(sigmas: Sequence[float]) -> float:
     return 1e-3 * max(1.0, 1.0 / min(sigmas))
 
 
-def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.ndarray]:
+def colour_coords_numpy(rgb: np.ndarray, settings: RefineSettings) -> list[np.ndarray]:
     """:func:`colour_coords` for [P, 3] uint8 numpy pixels (3 × [P] int32).
 
     The same float32 evaluation and exact fix-up as the torch code, arranged for numpy: contiguous
@@ -156,6 +158,7 @@ def colour_coords_numpy(rgb: np.ndarray, sigmas: Sequence[float]) -> list[np.nda
     cell and ``q + ε − c < 2ε`` flags the pixels within ``ε`` of a boundary (exactly recomputed:
     grey pixels from their 256-entry table, the few others with the numpy form of
     :func:`rgb_to_yuv`)."""
+    sigmas = (settings.sigma_luma, settings.sigma_chroma, settings.sigma_chroma)
     eps = _eps(sigmas)
     f = np.ascontiguousarray(rgb.T).astype(np.float32)  # [3, P], unit-stride channels
     q = np.empty_like(f)
@@ -197,15 +200,16 @@ def _grey_coords(s_luma: float, s_chroma: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- colour table
 #: Colour → cell tables over all 2^24 RGB values (int16, 32 MiB, when the cells fit, as with the
 #: default sigmas; else int32; ~0.5–1 s to build on one CPU core), kept for the most recent sigmas /
-#: devices: with one, the per-pixel colour work is one gather instead of ~30 elementwise passes (:mod:`found.refine.bilateral` decides when to build).
+#: devices: with one, the per-pixel colour work is one gather instead of ~30 elementwise passes (:mod:`found.refine.solver` decides when to build).
 _LUT_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _LUT_CACHE_SIZE = 2
 
 
-def colour_table(s_luma: float, s_chroma: float, radix: tuple[int, int], device: torch.device,
-                build: bool) -> torch.Tensor | None:
-    """The cached cell table for these sigmas on ``device`` (built now if ``build``), else None."""
-    k = (s_luma, s_chroma, radix, str(device))
+def colour_table(settings: RefineSettings, radix: tuple[int, int], device: torch.device,
+                 build: bool) -> torch.Tensor | None:
+    """The cached cell table for the settings' colour sigmas on ``device`` (built now if ``build``,
+    with the settings' backend), else None."""
+    k = (settings.sigma_luma, settings.sigma_chroma, radix, str(device))
     lut = _LUT_CACHE.get(k)
     if lut is not None:
         _LUT_CACHE.move_to_end(k)
@@ -217,7 +221,7 @@ def colour_table(s_luma: float, s_chroma: float, radix: tuple[int, int], device:
     for lo in range(0, 1 << 24, step):
         i = torch.arange(lo, lo + step, dtype=torch.int32, device=device)
         rgb = torch.stack([i & 255, (i >> 8) & 255, i >> 16], 1).to(torch.uint8)
-        lut[lo:lo + step] = colour_index(colour_coords(rgb, s_luma, s_chroma), *radix)
+        lut[lo:lo + step] = colour_index(colour_coords(rgb, settings), *radix)
     if int(lut.max()) < 2**15:  # half the memory, and fewer cache misses per lookup
         lut = lut.to(torch.int16)
     _LUT_CACHE[k] = lut

@@ -7,7 +7,7 @@ the authors' key itself (collisions included). Images of a batch are laid out in
 ``[B, V_max]`` block-diagonal system (images never share a vertex).
 
 This is the torch construction, for any device; on CPU the solver builds the same grid with
-numpy (:mod:`found.refine.cpu`), and the tests check that the two agree.
+numpy (:mod:`found.refine.numpy_solver`), and the tests check that the two agree.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from .colour import colour_coords, colour_index, colour_table
+from .settings import RefineSettings
 
 #: Base of the authors' coordinate hash (``MAX_VAL``).
 HASH_BASE = 255
@@ -60,7 +61,7 @@ class Layout:
     compact: bool  # mixed radix (True) or the authors' base-255 hash (False)
 
 
-def key_layout(sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> Layout:
+def key_layout(sizes: Sequence[tuple[int, int]], settings: RefineSettings) -> Layout:
     """Choose the key packing from static upper bounds of the coordinates (no device sync).
 
     The authors' key is ``Σ c_d·255^d``; as long as every coordinate is ≤ 253 it is a bijection
@@ -69,7 +70,7 @@ def key_layout(sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, flo
     neighbours with far fewer bits. Otherwise (images wider/taller than 253·σ_spatial pixels, or
     σ_luma/σ_chroma ≈ 1) the authors' hash itself is used, collisions included.
     """
-    s_spatial, s_luma, s_chroma = sigmas
+    s_spatial, s_luma, s_chroma = sigmas = settings.sigmas
     max_h = max(h for h, _ in sizes)
     max_w = max(w for _, w in sizes)
     bounds = (
@@ -116,31 +117,31 @@ def _spatial_key(sizes: Sequence[tuple[int, int]], s_spatial: float, lay: Layout
             + (iy.to(torch.float64) / s_spatial).trunc().to(dtype) * wy + offsets[img])
 
 
-def colour_key(rgb: torch.Tensor, s_luma: float, s_chroma: float, lay: Layout, dtype: torch.dtype) -> torch.Tensor:
+def colour_key(rgb: torch.Tensor, settings: RefineSettings, lay: Layout, dtype: torch.dtype) -> torch.Tensor:
     """Per-pixel key part of the colour coordinates (luma, u, v), bit-exact with the authors' numpy."""
     wl, wu, wv = lay.weights[2:]
     if not lay.compact:
-        c = colour_coords(rgb, s_luma, s_chroma)
+        c = colour_coords(rgb, settings)
         return c[0].to(dtype) * wl + c[1].to(dtype) * wu + c[2].to(dtype) * wv
     radix = (wu // wl, wv // wl)
-    lut = colour_table(s_luma, s_chroma, radix, rgb.device, build=False)
+    lut = colour_table(settings, radix, rgb.device, build=False)
     if lut is not None:
         r, g, b = (rgb[:, i].int() for i in range(3))
         cell = lut.index_select(0, torch.add(torch.add(r, g, alpha=256), b, alpha=65536))
     else:
-        cell = colour_index(colour_coords(rgb, s_luma, s_chroma), *radix)
+        cell = colour_index(colour_coords(rgb, settings), *radix)
     return cell.to(dtype).mul_(wl)
 
 
 # --------------------------------------------------------------------------- grid construction
-def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float]) -> Grid:
+def build_grid(rgb: torch.Tensor, sizes: Sequence[tuple[int, int]], settings: RefineSettings) -> Grid:
     """Vertices (sorted unique keys per image), pixel → vertex map and ±1 neighbours of a batch."""
     device = rgb.device
-    lay = key_layout(sizes, sigmas)
+    lay = key_layout(sizes, settings)
     n_img = len(sizes)
     kdt = torch.int32 if lay.stride * (n_img + 1) < 2**31 else torch.int64
-    key = colour_key(rgb, sigmas[1], sigmas[2], lay, kdt)
-    key += _spatial_key(sizes, sigmas[0], lay, device, kdt)
+    key = colour_key(rgb, settings, lay, kdt)
+    key += _spatial_key(sizes, settings.sigma_spatial, lay, device, kdt)
 
     # unique over runs of equal consecutive keys (≈ 1/3 of the pixels): a smaller sort
     n_pix = key.numel()

@@ -1,5 +1,5 @@
 """Pieces of the solver's linear system that the torch solver (any device) and the numpy solver
-(:mod:`found.refine.cpu`) share: they take torch tensors and numpy arrays alike."""
+(:mod:`found.refine.numpy_solver`) share: they take torch tensors and numpy arrays alike."""
 from __future__ import annotations
 
 import numpy as np

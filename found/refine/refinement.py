@@ -8,18 +8,19 @@
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bilateral import ImageLike, MaskLike, _run, as_rgb_uint8, as_target, solver_params
+from .inputs import ImageLike, MaskLike, as_rgb_uint8, as_rgb_uint8_batch, as_target
 from .postprocess import check_keep, mask_iou, postprocess
+from .settings import RefineSettings, as_settings
+from .solver import resolve_device, solve_normalised
 
-__all__ = ["RefineResult", "refine_masks", "pseudo_labels", "downsample_binary"]
+__all__ = ["IOU_THRESHOLD", "RefineResult", "refine_masks", "pseudo_labels", "downsample_binary"]
 
 #: The authors' acceptance threshold on IoU(input mask, refined mask) (strict ``>``).
 IOU_THRESHOLD = 0.5
@@ -36,26 +37,18 @@ class RefineResult:
     mask: np.ndarray  # [H, W] bool final mask: ``binary`` if accepted, else the input mask (> 0.5)
 
 
-def _split_solver_kw(solver_kw: dict[str, Any]) -> tuple[tuple, torch.device | str | None]:
-    """Solver keyword arguments → (validated parameter tuple, device or None)."""
-    kw = dict(solver_kw)
-    device = kw.pop("device", None)
-    unknown = set(kw) - set(inspect.signature(solver_params).parameters)
-    if unknown:
-        raise TypeError(f"unknown solver option(s): {', '.join(sorted(unknown))}")
-    return solver_params(**kw), device
-
-
 def refine_masks(images: Sequence[ImageLike], masks: Sequence[MaskLike], keep: str = "single", *,
-                 iou_threshold: float = IOU_THRESHOLD, **solver_kw: Any) -> list[RefineResult]:
+                 iou_threshold: float = IOU_THRESHOLD, settings: RefineSettings | None = None,
+                 device: torch.device | str | None = None) -> list[RefineResult]:
     """Refine full-resolution masks with the bilateral solver, the authors' way, for a batch.
 
     ``images``: a sequence of images (see :func:`found.refine.bilateral_solve`) or a float
     [B, 3, H, W] tensor; ``masks``: the matching [H, W] masks (bool or 0/1 float, e.g. the
     thresholded prediction upsampled to the image). ``keep`` selects the components ("single"
     for FOUND's single-object mode, "all" for its multi mode, see :mod:`found.refine.postprocess`).
-    ``solver_kw`` go to the solver (sigmas, ``lam``, ``device``, ``dtype``, …). All images are
-    solved in one batched call; post-processing runs on the CPU.
+    ``settings`` are the solver's (default: FOUND's); it runs on ``device`` (default: the device of
+    the first tensor given, else CPU). All images are solved in one batched call; post-processing
+    runs on the CPU.
     """
     check_keep(keep)
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim != 4:
@@ -64,16 +57,14 @@ def refine_masks(images: Sequence[ImageLike], masks: Sequence[MaskLike], keep: s
     images, masks = list(images), list(masks)
     if len(images) != len(masks):
         raise ValueError(f"got {len(images)} images but {len(masks)} masks")
-    params, device = _split_solver_kw(solver_kw)
+    settings = as_settings(settings)
     if not images:
         return []
-    if device is None:
-        first = next((x for x in [*images, *masks] if isinstance(x, torch.Tensor)), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = resolve_device(device, [*images, *masks])
+    settings.check_device(device)
     rgbs = [as_rgb_uint8(im, device) for im in images]
-    tgts = [as_target(m, r.shape[:2], device, i) for i, (m, r) in enumerate(zip(masks, rgbs))]
-    softs = _run(rgbs, [t.reshape(-1) for t in tgts], params).soft
+    tgts = [as_target(m, r.shape[:2], device, i, settings) for i, (m, r) in enumerate(zip(masks, rgbs))]
+    softs = solve_normalised(rgbs, [t.reshape(-1) for t in tgts], settings).soft
     results = []
     for soft, target in zip(softs, tgts):
         soft = soft.detach().to("cpu", torch.float64).numpy()
@@ -87,13 +78,14 @@ def refine_masks(images: Sequence[ImageLike], masks: Sequence[MaskLike], keep: s
 
 
 def pseudo_labels(images: torch.Tensor, patch_masks: torch.Tensor, patch: int = 8, keep: str = "all", *,
-                  iou_threshold: float = IOU_THRESHOLD, **solver_kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                  iou_threshold: float = IOU_THRESHOLD, settings: RefineSettings | None = None,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilateral-refined patch-level pseudo-labels for a training batch (``batch_apply_bilateral_solver``).
 
     ``images``: float [B, 3, H, W] in [0, 1] (the un-normalised crops); ``patch_masks``: [B, 1, h, w]
     or [B, h, w] (bool or 0/1 float) with h = H // patch, w = W // patch. Per image: the mask is
     resized to (H, W) (bilinear, align_corners=False, like ``cv2.resize``), solved (all images in
-    one batched call, on the inputs' device), post-processed with ``keep`` (training uses "all"),
+    one batched call with ``settings``, on ``device``, default the inputs' device), post-processed with ``keep`` (training uses "all"),
     and accepted if IoU(resized mask, result) > 0.5; an accepted result is brought back to (h, w) by
     bilinear interpolation + ``.bool()`` (a patch is foreground iff any of its 4 central pixels
     is), a rejected one keeps the input mask (``> 0.5``). Gradients are not tracked.
@@ -116,8 +108,9 @@ def pseudo_labels(images: torch.Tensor, patch_masks: torch.Tensor, patch: int = 
     if (h, w) != (height // patch, width // patch):
         raise ValueError(f"patch_masks grid {(h, w)} does not match images {(height, width)} with patch {patch}: "
                          f"expected {(height // patch, width // patch)}")
-    params, device = _split_solver_kw(solver_kw)
+    settings = as_settings(settings)
     device = torch.device(device) if device is not None else images.device
+    settings.check_device(device)
     if n_img == 0:
         empty = torch.zeros((0, h, w), dtype=torch.bool, device=images.device)
         return empty, torch.zeros(0, dtype=torch.bool, device=images.device)
@@ -126,7 +119,8 @@ def pseudo_labels(images: torch.Tensor, patch_masks: torch.Tensor, patch: int = 
         masks = masks.detach().to(device=device, dtype=torch.float32)
         resized = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
         rgb = as_rgb_uint8_batch(images.detach().to(device))
-        softs = _run(list(rgb.unbind(0)), list(resized.to(torch.float64).reshape(n_img, -1).unbind(0)), params).soft
+        targets = list(resized.to(torch.float64).reshape(n_img, -1).unbind(0))
+        softs = solve_normalised(list(rgb.unbind(0)), targets, settings).soft
         soft = torch.stack(softs).to("cpu", torch.float64).numpy()
         binary = torch.from_numpy(np.stack([postprocess(s, keep) for s in soft])).to(device)
         fg = resized > 0.5
@@ -146,14 +140,3 @@ def downsample_binary(binary: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor
     """
     down = F.interpolate(binary.unsqueeze(1).float(), size=tuple(hw), mode="bilinear", align_corners=False)
     return down[:, 0] != 0
-
-
-def as_rgb_uint8_batch(images: torch.Tensor) -> torch.Tensor:
-    """Float [B, C, H, W] in [0, 1] → uint8 [B, H, W, 3] as torchvision's ``ToPILImage`` (×255, truncated)."""
-    x = images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("the images contain NaN or infinite values")
-    rgb = (x * 255).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    if rgb.shape[-1] == 1:
-        rgb = rgb.expand(-1, -1, -1, 3)
-    return rgb.contiguous()

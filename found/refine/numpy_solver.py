@@ -20,6 +20,7 @@ import torch
 
 from .colour import colour_coords_numpy, colour_table
 from .grid import GRID_DIM, Layout, key_layout
+from .settings import RefineSettings
 from .system import a_diagonal, bistochastize, sequential_sums
 
 
@@ -107,13 +108,13 @@ def _rgb_index(rgb: np.ndarray) -> np.ndarray:
     return np.bitwise_and(words, 0xFFFFFF)
 
 
-def colour_cells(rgb: np.ndarray, s_luma: float, s_chroma: float, radix: tuple[int, int]) -> np.ndarray:
+def colour_cells(rgb: np.ndarray, settings: RefineSettings, radix: tuple[int, int]) -> np.ndarray:
     """Mixed-radix colour cell ``L + radix_l·U + radix_lu·V`` of each [P, 3] uint8 pixel, bit-exact with
     the authors' numpy: from the cached colour table when one is built, else computed."""
-    lut = colour_table(s_luma, s_chroma, radix, torch.device("cpu"), build=False)
+    lut = colour_table(settings, radix, torch.device("cpu"), build=False)
     if lut is not None:
         return lut.numpy().take(_rgb_index(rgb))
-    lum, u, v = colour_coords_numpy(rgb, (s_luma, s_chroma, s_chroma))
+    lum, u, v = colour_coords_numpy(rgb, settings)
     u *= radix[0]
     v *= radix[1]
     lum += u
@@ -142,20 +143,20 @@ SPATIAL_CACHE_PIXELS = 1 << 20
 _cached_spatial_map = functools.lru_cache(maxsize=8)(_compute_spatial_map)
 
 
-def pixel_keys(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float],
+def pixel_keys(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], settings: RefineSettings,
                lay: Layout) -> np.ndarray:
     """Grid key of every pixel (images concatenated; image ``i`` offset by ``i·stride``)."""
     kdt = np.int32 if lay.stride * (len(sizes) + 1) < 2**31 else np.int64
     wx, wy, wl, wu, wv = lay.weights
     if lay.compact:
-        key = np.multiply(colour_cells(rgb, sigmas[1], sigmas[2], (wu // wl, wv // wl)), wl, dtype=kdt)
+        key = np.multiply(colour_cells(rgb, settings, (wu // wl, wv // wl)), wl, dtype=kdt)
     else:
-        c = colour_coords_numpy(rgb, (sigmas[1], sigmas[2], sigmas[2]))
+        c = colour_coords_numpy(rgb, settings)
         key = c[0].astype(kdt) * wl + c[1].astype(kdt) * wu + c[2].astype(kdt) * wv
     lo = 0
     for i, (h, w) in enumerate(sizes):
         part = key[lo:lo + h * w]
-        part += _spatial_map(h, w, float(sigmas[0]), wx, wy, np.dtype(kdt).name)
+        part += _spatial_map(h, w, settings.sigma_spatial, wx, wy, np.dtype(kdt).name)
         if i:
             part += kdt(i * lay.stride)
         lo += h * w
@@ -267,14 +268,14 @@ def neighbour_pairs(keys: np.ndarray, lay: Layout) -> list[tuple[np.ndarray, np.
     return pairs
 
 
-def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], sigmas: tuple[float, float, float],
+def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], settings: RefineSettings,
                labels: np.ndarray | None = None) -> FlatGrid:
     """Vertices (the unique keys of each image), runs of pixels → vertex, and the neighbour CSR pattern.
 
     Runs also end where ``labels`` [P] changes, so that each run has one label (the splat of a
     binary target is then one value per run)."""
-    lay = key_layout(sizes, sigmas)
-    key = pixel_keys(rgb, sizes, sigmas, lay)
+    lay = key_layout(sizes, settings)
+    key = pixel_keys(rgb, sizes, settings, lay)
     n_pix = key.size
     change = np.empty(n_pix, dtype=bool)
     change[0] = True
@@ -347,14 +348,14 @@ def _sequential_sums(value: float, counts: np.ndarray) -> np.ndarray:
     return sequential_sums(value, k.max(initial=0)).take(k)
 
 
-def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]], confidence: float,
-          sigmas: tuple[float, float, float], lam: float, max_iter: int, tol: float, a_diag_min: float,
-          bistochastize_iters: int, dtype: torch.dtype) -> tuple[np.ndarray, list[int], list[int]]:
+def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]],
+          settings: RefineSettings) -> tuple[np.ndarray, list[int], list[int]]:
     """Solve a batch on CPU: rgb [P, 3] uint8 and target [P] float64 with images concatenated →
     (soft value of every pixel [P], vertices per image, CG iterations per image)."""
-    nd = np.dtype("float64") if dtype == torch.float64 else np.dtype("float32")
+    confidence, lam, tol, max_iter = settings.confidence, settings.lam, settings.tol, settings.max_iter
+    nd = np.dtype("float64") if settings.dtype == torch.float64 else np.dtype("float32")
     binary = bool(np.all((target == 0) | (target == 1)))
-    grid = build_grid(rgb, sizes, sigmas, labels=target if binary else None)
+    grid = build_grid(rgb, sizes, settings, labels=target if binary else None)
     n_vert = grid.counts.size
 
     # splat, in pixel order per vertex as scipy's CSR product
@@ -366,13 +367,13 @@ def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]],
         b = np.bincount(np.repeat(grid.run_vertex, grid.run_len), weights=target * confidence, minlength=n_vert)
 
     # bistochastisation; blur = 2·dim·I + Σ_d (shift_−d + shift_+d)
-    n, m = bistochastize(grid.matrix(grid.values(float(2 * GRID_DIM), 1.0)), grid.counts, bistochastize_iters)
+    n, m = bistochastize(grid.matrix(grid.values(float(2 * GRID_DIM), 1.0)), grid.counts, settings.bistochastize_iters)
 
     # A = λ (D_m − D_n B D_n) + diag(S w), the authors' expression entry by entry
     diag = a_diagonal(m, n, w_splat, lam)
     pair = [-(lam * (n[src] * n[dst])) for src, dst, _, _ in grid.links]
     A = grid.matrix(grid.values(diag, pair).astype(nd, copy=False))
-    inv_diag = (1.0 / np.maximum(diag, a_diag_min)).astype(nd, copy=False)
+    inv_diag = (1.0 / np.maximum(diag, settings.a_diag_min)).astype(nd, copy=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         x0 = (b / w_splat).astype(nd, copy=False)  # flat initialisation
         b = b.astype(nd, copy=False)
