@@ -55,3 +55,26 @@ def tiny_vit():
     vit = VisionTransformer(patch_size=8, embed_dim=96, depth=3, num_heads=6)
     vit.load_state_dict({k: torch.from_numpy(v) for k, v in d.items() if k != "meta_json"}, strict=True)
     return vit.eval()
+
+
+def seeded_head(dim: int = 96, seed: int = 3, zero_bias: bool = True):
+    """A FOUND head with seeded N(0, 0.1) weights (not an all-zero map: masks are not trivial)."""
+    import torch
+
+    from found.head import FoundHead
+
+    torch.manual_seed(seed)
+    h = FoundHead(dim)
+    with torch.no_grad():
+        h.decoder.weight.normal_(0, 0.1)
+        if zero_bias:
+            h.decoder.bias.zero_()
+    return h
+
+
+@pytest.fixture(scope="module")
+def photos(images_dir) -> dict[str, np.ndarray]:
+    """The bundled photos as uint8 RGB arrays, by stem."""
+    from PIL import Image
+
+    return {p.stem: np.array(Image.open(p).convert("RGB")) for p in sorted(images_dir.glob("*.png"))}

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import tiny_vit
-from found import Found, FoundHead
+from conftest import seeded_head, tiny_vit
+from found import Found
 from found.engine import Engine, ScaledPrediction, map_ahead, segment
 from found.errors import FoundError, InferenceError, InputError
 from found.imageio import read_image
@@ -22,16 +21,7 @@ from helpers import leftovers, noise_image
 
 @pytest.fixture(scope="module")
 def model() -> Found:
-    torch.manual_seed(5)
-    head = FoundHead(96)
-    with torch.no_grad():
-        head.decoder.weight.normal_(0, 0.1)
-    return Found(tiny_vit(), head, device="cpu")
-
-
-@pytest.fixture()
-def photos(images_dir) -> dict[str, np.ndarray]:
-    return {p.stem: np.array(Image.open(p).convert("RGB")) for p in sorted(images_dir.glob("*.png"))}
+    return Found(tiny_vit(), seeded_head(96, seed=5, zero_bias=False), device="cpu")
 
 
 def _png_bytes(a: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from conftest import tiny_vit
+from conftest import seeded_head, tiny_vit
 from found import Found, FoundHead, discover_background
 from found.preprocess import normalize, pad_to_multiple, to_chw_float
 
@@ -20,18 +20,8 @@ def vit():
 
 
 @pytest.fixture(scope="module")
-def photos(images_dir) -> dict[str, np.ndarray]:
-    return {p.stem: np.array(Image.open(p).convert("RGB")) for p in sorted(images_dir.glob("*.png"))}
-
-
-@pytest.fixture(scope="module")
 def head() -> FoundHead:
-    torch.manual_seed(3)
-    h = FoundHead(96)
-    with torch.no_grad():
-        h.decoder.weight.normal_(0, 0.1)
-        h.decoder.bias.zero_()
-    return h
+    return seeded_head(96, seed=3)
 
 
 def _mixed(photos) -> list[np.ndarray]:
