@@ -103,31 +103,59 @@ def image_entry(image_id: int, file_name: str, height: int, width: int) -> dict:
     return {"id": int(image_id), "file_name": str(file_name), "width": int(width), "height": int(height)}
 
 
+def _info(description: str) -> dict:
+    return {"description": description, "version": "1.0", "year": _dt.date.today().year,
+            "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+class CocoBuilder:
+    """Builds a run's COCO dict image by image (a streaming run keeps only RLE strings, not masks).
+
+    ``add(file_name, image_hw, instances)`` encodes the image's instances at once and returns its
+    annotations; ``dataset()`` gives the dict (see :func:`coco_dataset`); ``write(path)`` writes it
+    atomically. Image ids are 1, 2, … in the order added unless ``image_id`` is given.
+    """
+
+    def __init__(self, description: str = "FOUND class-agnostic pseudo-labels") -> None:
+        self.description = description
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self._ids: set[int] = set()
+
+    def add(self, file_name: str, image_hw: tuple[int, int], instances: Sequence[Instance], image_id: int | None = None) -> list[dict]:
+        """Add one image (with no annotation when ``instances`` is empty); returns its annotations."""
+        h, w = int(image_hw[0]), int(image_hw[1])
+        image_id = len(self.images) + 1 if image_id is None else int(image_id)
+        if image_id in self._ids:
+            raise ValueError(f"duplicate COCO image id {image_id} ({file_name})")
+        for inst in instances:
+            if tuple(inst.image_hw) != (h, w):
+                raise ValueError(f"{file_name}: instance of a {tuple(inst.image_hw)} mask on a {(h, w)} image")
+        anns = image_annotations(instances, image_id, first_ann_id=len(self.annotations) + 1)
+        self._ids.add(image_id)
+        self.images.append(image_entry(image_id, file_name, h, w))
+        self.annotations.extend(anns)
+        return anns
+
+    def dataset(self) -> dict:
+        """The COCO dict: info, licenses, images, the "object" category, annotations."""
+        return {"info": _info(self.description), "licenses": [], "images": list(self.images),
+                "categories": [dict(OBJECT_CATEGORY)], "annotations": list(self.annotations)}
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_coco(path, self.dataset())
+
+
 def coco_dataset(images: Iterable[CocoImage], description: str = "FOUND class-agnostic pseudo-labels") -> dict:
     """The COCO dataset dict of a run: info, images, the "object" category, annotations.
 
     Images without instances are listed with no annotation (an image with no object).
     Raises ValueError on a duplicate image id or an instance that does not fit its image.
     """
-    out_images, anns, seen = [], [], set()
+    b = CocoBuilder(description)
     for pos, im in enumerate(images, start=1):
-        image_id = int(im.id) if im.id is not None else pos
-        if image_id in seen:
-            raise ValueError(f"duplicate COCO image id {image_id} ({im.file_name})")
-        seen.add(image_id)
-        for inst in im.instances:
-            if tuple(inst.image_hw) != (int(im.height), int(im.width)):
-                raise ValueError(f"{im.file_name}: instance of a {inst.image_hw} mask on a {(im.height, im.width)} image")
-        out_images.append(image_entry(image_id, im.file_name, im.height, im.width))
-        anns.extend(image_annotations(im.instances, image_id, first_ann_id=len(anns) + 1))
-    return {
-        "info": {"description": description, "version": "1.0", "year": _dt.date.today().year,
-                 "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-        "licenses": [],
-        "images": out_images,
-        "categories": [dict(OBJECT_CATEGORY)],
-        "annotations": anns,
-    }
+        b.add(im.file_name, (im.height, im.width), im.instances, image_id=pos if im.id is None else im.id)
+    return b.dataset()
 
 
 def dumps(dataset: dict) -> str:

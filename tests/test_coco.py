@@ -128,3 +128,21 @@ def test_missing_pycocotools_is_one_clear_line(monkeypatch):
 def test_importing_found_does_not_import_pycocotools():
     code = "import sys, found, found.instances, found.coco; assert 'pycocotools' not in sys.modules, 'pycocotools imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_builder_streams_images_into_the_same_dataset(tmp_path):
+    inst = find_instances(known_mask(), PROBS, PATCH)
+    b = fcoco.CocoBuilder()
+    assert [a["id"] for a in b.add("a.png", (12, 16), inst)] == [1, 2, 3, 4, 5, 6]
+    assert b.add("b.png", (12, 16), []) == []
+    assert [a["id"] for a in b.add("c.png", (12, 16), inst[:2])] == [7, 8]
+    d = b.dataset()
+    ref = fcoco.coco_dataset([fcoco.CocoImage("a.png", 12, 16, inst), fcoco.CocoImage("b.png", 12, 16, []),
+                              fcoco.CocoImage("c.png", 12, 16, inst[:2])])
+    assert d["images"] == ref["images"] and d["annotations"] == ref["annotations"]
+    assert [i["id"] for i in d["images"]] == [1, 2, 3] and {a["image_id"] for a in d["annotations"]} == {1, 3}
+    b.write(tmp_path / "run.json")
+    assert fcoco.check_coco(tmp_path / "run.json") == {"images": 3, "annotations": 8, "categories": 1}
+    with pytest.raises(ValueError, match="duplicate"):
+        b.add("d.png", (12, 16), [], image_id=2)
+    assert len(b.images) == 3  # a refused image leaves the builder as it was
