@@ -46,8 +46,15 @@ def _coco_class():
     try:
         from pycocotools.coco import COCO
     except ImportError:
-        raise CocoUnavailable(f"COCO evaluation needs pycocotools: {COCO_EXTRA_HINT}") from None
+        raise CocoUnavailable(f"COCO files and metrics need pycocotools: {COCO_EXTRA_HINT}") from None
     return COCO
+
+
+def require_pycocotools() -> None:
+    """Raise :class:`CocoUnavailable` (one line, with the install hint) unless pycocotools imports;
+    for surfaces that check before any work (``found segment --coco``, ``found evaluate detection``)."""
+    _mask_utils()
+    _coco_class()
 
 
 def encode_rle(mask: np.ndarray) -> dict:

@@ -121,6 +121,8 @@ def test_missing_pycocotools_is_one_clear_line(monkeypatch):
     with pytest.raises(fcoco.CocoUnavailable) as e:
         fcoco.encode_rle(np.ones((2, 2), bool))
     assert "pip install 'found[coco]'" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(fcoco.CocoUnavailable, match="found\\[coco\\]"):
+        fcoco.require_pycocotools()
     with pytest.raises(fcoco.CocoUnavailable):
         fcoco.load_coco({"images": [], "annotations": [], "categories": []})
 

@@ -208,11 +208,11 @@ def _detection_samples(args):
 
 
 def run_detection(args: argparse.Namespace) -> int:
-    from ..coco import _coco_class
+    from ..coco import require_pycocotools
     from ..evaluate.detection import evaluate_detection
 
     flt = instance_filter_from_args(args)
-    _coco_class()  # pycocotools missing: say so before loading anything
+    require_pycocotools()  # missing: say so before loading anything
     samples = _detection_samples(args)
     model = model_from_args(args)
     res = evaluate_detection(model, samples, objects=args.objects, flt=flt, progress=args.progress, desc=f"{args.dataset} detection")
