@@ -27,7 +27,7 @@ from .errors import FoundError
 INSTANCE_MODES = ("multi", "single")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare the crop arrays ambiguously
 class Instance:
     """One object: a connected component of a binary mask.
 

@@ -104,9 +104,6 @@ def instance_filter_from_args(args: argparse.Namespace):
 
     try:
         return InstanceFilter(max_instances=args.max_instances, min_area=args.min_area, min_score=args.min_score)
-    except InstanceOptionError as e:
-        opt = {"max_instances": "--max-instances", "min_area": "--min-area", "min_score": "--min-score"}
-        msg = str(e)
-        for k, v in opt.items():
-            msg = msg.replace(k, v, 1) if msg.startswith(k) else msg
-        raise InstanceOptionError(msg) from None
+    except InstanceOptionError as e:  # the library names the field; the CLI names the option
+        field, _, rest = str(e).partition(" ")
+        raise InstanceOptionError(f"--{field.replace('_', '-')} {rest}") from None
