@@ -10,6 +10,7 @@ from .background import Background, discover_background, head_weights
 from .backbone import FoundFeatures, VisionTransformer
 from .build import build_found, load_backbone, load_head
 from .head import FoundHead
+from .instances import Instance, InstanceFilter, find_instances
 from .predictor import Found, Prediction
 from .registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models
 
@@ -20,11 +21,14 @@ __all__ = [
     "Found",
     "FoundFeatures",
     "FoundHead",
+    "Instance",
+    "InstanceFilter",
     "MODELS",
     "Prediction",
     "VisionTransformer",
     "build_found",
     "discover_background",
+    "find_instances",
     "get_model_spec",
     "head_weights",
     "list_models",

@@ -86,3 +86,24 @@ def check_refine(args: argparse.Namespace) -> None:
     if getattr(args, "refine", False) and not refine_available():
         raise FoundError("--refine is not available in this installation: "
                          "the bilateral solver (found.refine) cannot be imported")
+
+
+def add_instance_args(parser: argparse.ArgumentParser) -> None:
+    """Instance filters (found.instances.InstanceFilter): --max-instances, --min-area, --min-score."""
+    g = parser.add_argument_group("instances")
+    g.add_argument("--max-instances", type=int, metavar="K", help="keep at most the K largest instances per image (K >= 1; default all)")
+    g.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                   help="drop instances smaller than A pixels (A >= 1) or than fraction A of the image (0 <= A < 1); default 0")
+    g.add_argument("--min-score", type=float, default=0.0, metavar="S",
+                   help="drop instances whose score (mean object probability of their patches) is below S, in [0, 1]; default 0")
+
+
+def instance_filter_from_args(args: argparse.Namespace):
+    """The InstanceFilter of the parsed options; a bad value is a one-line usage error (FoundError)."""
+    from ..instances import InstanceFilter, InstanceOptionError
+
+    try:
+        return InstanceFilter(max_instances=args.max_instances, min_area=args.min_area, min_score=args.min_score)
+    except InstanceOptionError as e:  # the library names the field; the CLI names the option
+        field, _, rest = str(e).partition(" ")
+        raise InstanceOptionError(f"--{field.replace('_', '-')} {rest}") from None

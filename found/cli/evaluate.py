@@ -1,4 +1,5 @@
-"""``found evaluate saliency | discovery | retrieval``: the paper's three benchmarks, one command each.
+"""``found evaluate saliency | discovery | detection | retrieval``: the paper's three benchmarks, one command each,
+and class-agnostic detection metrics of the instances.
 
 See docs/evaluation.md for the protocols, the paper's numbers and every known deviation.
 """
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FoundError
-from .common import add_model_args, check_refine, model_from_args
+from .common import add_instance_args, add_model_args, check_refine, instance_filter_from_args, model_from_args
 
 SALIENCY_DATASETS = ("ECSSD", "DUTS-TE", "DUT-OMRON")
 DISCOVERY_DATASETS = ("VOC07", "VOC12", "COCO20k")
@@ -33,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="run the paper's benchmarks: saliency, discovery (CorLoc), retrieval")
+    p = sub.add_parser("evaluate", help="run the paper's benchmarks: saliency, discovery (CorLoc), detection (AP/AR), retrieval")
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
 
@@ -61,6 +62,21 @@ def add_parser(sub) -> None:
     d.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (same-size images only are batched)")
     _common(d)
     d.set_defaults(func=run_discovery)
+
+    t = tasks.add_parser("detection", help="class-agnostic detection AP/AR of the instances, beside CorLoc (VOC07, VOC12, COCO20k)",
+                         description="Each connected component of the predicted mask is a detection scored by its mean object "
+                         "probability; pycocotools' COCOeval (bbox, one class, all ground-truth boxes) gives AP, AP50, AP75, "
+                         "AR@1/10/100. CorLoc as in 'found evaluate discovery'. Needs pycocotools: pip install 'found[coco]'.")
+    t.add_argument("--dataset", choices=DISCOVERY_DATASETS, required=True)
+    t.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (VOC07/VOC12) or the COCO root holding train2014/ (COCO20k)")
+    t.add_argument("--split", default="trainval", help="VOC split file under ImageSets/Main (default trainval)")
+    t.add_argument("--coco20k-list", metavar="PATH", help="coco_20k_filenames.txt (default: downloaded once into the torch hub cache, sha256-checked)")
+    t.add_argument("--coco-annotations", metavar="PATH", help="instances_train2014.json (default: <data-dir>/annotations/instances_train2014.json)")
+    t.add_argument("--objects", choices=["single", "multi"], default="multi",
+                   help="'multi': every 4-connected component is a detection (default); 'single': the largest only")
+    add_instance_args(t)
+    _common(t)
+    t.set_defaults(func=run_detection)
 
     r = tasks.add_parser("retrieval", help="unsupervised semantic-segmentation retrieval on VOC12 (MaskContrast protocol)",
                          description="Memory bank of object prototypes from VOC12 train (objects = FOUND's mask, or its "
@@ -176,6 +192,46 @@ def run_discovery(args: argparse.Namespace) -> int:
     for n in summary["notes"]:
         print(f"note: {n}")
     for k in ("results.json", "boxes.json", "misses.txt"):
+        print(f"{k.split('.')[0]}: {out / k}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- detection
+def _detection_samples(args):
+    from ..evaluate import datasets as ds
+
+    if args.dataset in ("VOC07", "VOC12"):
+        year = "2007" if args.dataset == "VOC07" else "2012"
+        return ds.voc_detection_samples(args.data_dir, year, args.split, limit=args.limit)
+    lst = ds.coco20k_list_path(args.coco20k_list, progress=args.progress)
+    return ds.coco20k_samples(args.data_dir, lst, args.coco_annotations, limit=args.limit)
+
+
+def run_detection(args: argparse.Namespace) -> int:
+    from ..coco import require_pycocotools
+    from ..evaluate.detection import evaluate_detection
+
+    flt = instance_filter_from_args(args)
+    require_pycocotools()  # missing: say so before loading anything
+    samples = _detection_samples(args)
+    model = model_from_args(args)
+    res = evaluate_detection(model, samples, objects=args.objects, flt=flt, progress=args.progress, desc=f"{args.dataset} detection")
+    out = _out_dir(args, f"detection-{args.dataset}-{args.objects}")
+    out.mkdir(parents=True, exist_ok=True)
+    s = res.summary()
+    filters = {"max_instances": flt.max_instances, "min_area": flt.min_area, "min_score": flt.min_score}
+    summary = {"task": "detection", "dataset": args.dataset, **s, "filters": filters, "notes": _limit_note(args), **_model_info(args)}
+    _write_json(out / "boxes.json", res.per_image())
+    _write_json(out / "results.json", summary)
+    pct = {k: 100 * s[k] for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")}
+    print(f"{args.dataset} class-agnostic detection ({args.objects}): AP {pct['AP']:.2f}, AP50 {pct['AP50']:.2f}, "
+          f"AP75 {pct['AP75']:.2f}, AR@1 {pct['AR1']:.2f}, AR@10 {pct['AR10']:.2f}, AR@100 {pct['AR100']:.2f}; "
+          f"CorLoc {s['corloc_percent']:.2f}")
+    print(f"{s['n_images']} images, {s['n_gt_boxes']} ground-truth boxes, {s['n_instances']} instances "
+          f"({s['n_images_without_instance']} images without any)")
+    for n in summary["notes"]:
+        print(f"note: {n}")
+    for k in ("results.json", "boxes.json"):
         print(f"{k.split('.')[0]}: {out / k}")
     return 0
 

@@ -1,0 +1,220 @@
+"""COCO-format pseudo-labels: instances → annotations with compressed-RLE masks (pycocotools).
+
+Writers' helpers: :func:`coco_dataset` builds one dict for a whole run that loads as a dataset
+with ``pycocotools.coco.COCO`` and whose ``"annotations"`` list is accepted by ``COCO.loadRes``.
+RLE encoding is pycocotools' own (``mask.encode`` on a Fortran-ordered uint8 array); the
+optional dependency is imported only here, inside the functions: ``pip install 'found[coco]'``.
+
+Conventions: one category ``{"id": 1, "name": "object"}``; image ids 1, 2, … in record order
+unless a record gives its own; annotation ids 1, 2, … over the run; ``bbox`` is the instance's
+pixel box (x, y, w, h; equal to ``mask.toBbox`` of its RLE), ``area`` its pixel count (equal to
+``mask.area``), ``score`` its score, ``iscrowd`` 0.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import FoundError
+from .instances import Instance
+
+#: The one class of class-agnostic pseudo-labels.
+OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+COCO_EXTRA_HINT = "pip install 'found[coco]'"
+
+
+class CocoUnavailable(FoundError):
+    """pycocotools is not installed."""
+
+
+def _mask_utils():
+    """``pycocotools.mask``, or a one-line :class:`CocoUnavailable`."""
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise CocoUnavailable(f"COCO output needs pycocotools: {COCO_EXTRA_HINT}") from None
+    return mask
+
+
+def _coco_class():
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        raise CocoUnavailable(f"COCO files and metrics need pycocotools: {COCO_EXTRA_HINT}") from None
+    return COCO
+
+
+def require_pycocotools() -> None:
+    """Raise :class:`CocoUnavailable` (one line, with the install hint) unless pycocotools imports;
+    for surfaces that check before any work (``found segment --coco``, ``found evaluate detection``)."""
+    _mask_utils()
+    _coco_class()
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """Compressed RLE of a bool [H, W] mask: ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
+    m = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
+    if m.ndim != 2:
+        raise ValueError(f"expected a 2-D mask, got shape {m.shape}")
+    rle = _mask_utils().encode(m)
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """bool [H, W] mask of a compressed RLE (``counts`` as str or bytes)."""
+    counts = rle["counts"]
+    r = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    mu = _mask_utils()
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning (copy keyword)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mu.decode(r).astype(bool)
+
+
+def instance_annotation(inst: Instance, image_id: int, ann_id: int, category_id: int = 1) -> dict:
+    """One COCO annotation (JSON-ready) of an instance of image ``image_id``."""
+    return {
+        "id": int(ann_id),
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "bbox": [int(v) for v in inst.box_xywh],
+        "area": int(inst.area),
+        "score": float(inst.score),
+        "iscrowd": 0,
+        "segmentation": encode_rle(inst.full_mask()),
+    }
+
+
+def image_annotations(instances: Sequence[Instance], image_id: int, first_ann_id: int = 1) -> list[dict]:
+    """Annotations of one image's instances, ids ``first_ann_id``, ``first_ann_id + 1``, …"""
+    return [instance_annotation(inst, image_id, first_ann_id + k) for k, inst in enumerate(instances)]
+
+
+@dataclass
+class CocoImage:
+    """One image of a run: its file name (relative to the image root a trainer is given), size, instances."""
+
+    file_name: str
+    height: int
+    width: int
+    instances: list[Instance] = field(default_factory=list)
+    id: int | None = None  # default: position in the run, from 1
+
+
+def image_entry(image_id: int, file_name: str, height: int, width: int) -> dict:
+    return {"id": int(image_id), "file_name": str(file_name), "width": int(width), "height": int(height)}
+
+
+def _info(description: str) -> dict:
+    return {"description": description, "version": "1.0", "year": _dt.date.today().year,
+            "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+class CocoBuilder:
+    """Builds a run's COCO dict image by image (a streaming run keeps only RLE strings, not masks).
+
+    ``add(file_name, image_hw, instances)`` encodes the image's instances at once and returns its
+    annotations; ``dataset()`` gives the dict (see :func:`coco_dataset`); ``write(path)`` writes it
+    atomically. Image ids are 1, 2, … in the order added unless ``image_id`` is given.
+    """
+
+    def __init__(self, description: str = "FOUND class-agnostic pseudo-labels") -> None:
+        self.description = description
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self._ids: set[int] = set()
+
+    def add(self, file_name: str, image_hw: tuple[int, int], instances: Sequence[Instance], image_id: int | None = None) -> list[dict]:
+        """Add one image (with no annotation when ``instances`` is empty); returns its annotations."""
+        h, w = int(image_hw[0]), int(image_hw[1])
+        image_id = len(self.images) + 1 if image_id is None else int(image_id)
+        if image_id in self._ids:
+            raise ValueError(f"duplicate COCO image id {image_id} ({file_name})")
+        for inst in instances:
+            if tuple(inst.image_hw) != (h, w):
+                raise ValueError(f"{file_name}: instance of a {tuple(inst.image_hw)} mask on a {(h, w)} image")
+        anns = image_annotations(instances, image_id, first_ann_id=len(self.annotations) + 1)
+        self._ids.add(image_id)
+        self.images.append(image_entry(image_id, file_name, h, w))
+        self.annotations.extend(anns)
+        return anns
+
+    def dataset(self) -> dict:
+        """The COCO dict: info, licenses, images, the "object" category, annotations."""
+        return {"info": _info(self.description), "licenses": [], "images": list(self.images),
+                "categories": [dict(OBJECT_CATEGORY)], "annotations": list(self.annotations)}
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_coco(path, self.dataset())
+
+
+def coco_dataset(images: Iterable[CocoImage], description: str = "FOUND class-agnostic pseudo-labels") -> dict:
+    """The COCO dataset dict of a run: info, images, the "object" category, annotations.
+
+    Images without instances are listed with no annotation (an image with no object).
+    Raises ValueError on a duplicate image id or an instance that does not fit its image.
+    """
+    b = CocoBuilder(description)
+    for pos, im in enumerate(images, start=1):
+        b.add(im.file_name, (im.height, im.width), im.instances, image_id=pos if im.id is None else im.id)
+    return b.dataset()
+
+
+def dumps(dataset: dict) -> str:
+    """Compact JSON text of a COCO dict (one line: pseudo-label files can be large)."""
+    return json.dumps(dataset, separators=(",", ":")) + "\n"
+
+
+def write_coco(path: str | os.PathLike, dataset: dict) -> None:
+    """Write a COCO dict atomically (complete file or none)."""
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, dumps(dataset))
+
+
+def load_coco(path_or_dataset: str | os.PathLike | dict):
+    """A ``pycocotools.coco.COCO`` of a file or dict (quiet: pycocotools prints while indexing)."""
+    import contextlib
+    import io
+
+    COCO = _coco_class()
+    with contextlib.redirect_stdout(io.StringIO()):
+        if isinstance(path_or_dataset, dict):
+            coco = COCO()
+            coco.dataset = path_or_dataset
+            coco.createIndex()
+        else:
+            coco = COCO(os.fspath(path_or_dataset))
+    return coco
+
+
+def check_coco(path_or_dataset: str | os.PathLike | dict) -> dict:
+    """Check a pseudo-label file the way consumers read it; return counts.
+
+    It must load with ``COCO(...)``; every annotation's RLE must decode to a mask of its image's
+    size whose ``toBbox``/``area`` equal its ``bbox``/``area``; and its annotation list must be
+    accepted by ``loadRes``. Raises ValueError naming the first problem.
+    """
+    mu = _mask_utils()
+    coco = load_coco(path_or_dataset)
+    for ann in coco.dataset.get("annotations", []):
+        img = coco.imgs[ann["image_id"]]
+        rle = ann["segmentation"]
+        if list(rle["size"]) != [img["height"], img["width"]]:
+            raise ValueError(f"annotation {ann['id']}: RLE size {rle['size']} != image size {[img['height'], img['width']]}")
+        r = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        if [int(v) for v in mu.toBbox(r)] != list(ann["bbox"]) or int(mu.area(r)) != ann["area"]:
+            raise ValueError(f"annotation {ann['id']}: bbox/area do not match its mask")
+    anns = coco.dataset.get("annotations", [])
+    if anns:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.loadRes([dict(a) for a in anns])
+    return {"images": len(coco.imgs), "annotations": len(anns), "categories": len(coco.cats)}
