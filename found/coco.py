@@ -110,7 +110,8 @@ def image_entry(image_id: int, file_name: str, height: int, width: int) -> dict:
     return {"id": int(image_id), "file_name": str(file_name), "width": int(width), "height": int(height)}
 
 
-def _info(description: str) -> dict:
+def coco_info(description: str) -> dict:
+    """The dataset's ``info`` block."""
     return {"description": description, "version": "1.0", "year": _dt.date.today().year,
             "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -146,7 +147,7 @@ class CocoBuilder:
 
     def dataset(self) -> dict:
         """The COCO dict: info, licenses, images, the "object" category, annotations."""
-        return {"info": _info(self.description), "licenses": [], "images": list(self.images),
+        return {"info": coco_info(self.description), "licenses": [], "images": list(self.images),
                 "categories": [dict(OBJECT_CATEGORY)], "annotations": list(self.annotations)}
 
     def write(self, path: str | os.PathLike) -> None:

@@ -16,6 +16,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -24,6 +25,7 @@ from PIL import Image
 
 from .errors import FoundError, InferenceError, InputError
 from .imageio import LoadedImage, read_image, source_name
+from .instances import Instance, InstanceFilter, find_instances
 from .predictor import MODES, Prediction
 
 #: Default longer side above which images are processed reduced (``found segment --max-side``).
@@ -129,8 +131,16 @@ class ScaledPrediction:
     def __init__(self, processed: Prediction, size: tuple[int, int]) -> None:
         self.processed, self.size = processed, (int(size[0]), int(size[1]))
         self.patch_mask, self.score, self.refined = processed.patch_mask, processed.score, processed.refined
+        self.patch_probs, self.mode, self.instance_filter = processed.patch_probs, processed.mode, processed.instance_filter
         self.box = _scale_box(processed.box, processed.mask.shape, self.size)
         self._mask: np.ndarray | None = None
+
+    @cached_property
+    def instances(self) -> list[Instance]:
+        """The instances of the full-size mask; each pixel's patch cell is that of the reduced image."""
+        h, w = self.processed.mask.shape
+        cell = (self.processed.patch * self.size[1] / h, self.processed.patch * self.size[0] / w)
+        return find_instances(self.mask, self.processed._probs(), cell, mode=self.mode, flt=self.instance_filter)
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -177,11 +187,12 @@ class Engine:
     ``model`` is a :class:`found.Found` (or a subclass with another runtime). ``workers`` decoding
     threads (default min(4, CPUs); 0 = decode in the caller's thread); ``max_side`` caps the longer
     side at which images are processed (None or 0: never); ``debug`` raises inference errors
-    instead of returning them.
+    instead of returning them; ``instance_filter`` applies to each prediction's ``instances``.
     """
 
     def __init__(self, model, *, mode: str = "multi", refine: bool = False, batch_size: int = 8,
-                 workers: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE, debug: bool = False) -> None:
+                 workers: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE, debug: bool = False,
+                 instance_filter: InstanceFilter | None = None) -> None:
         if mode not in MODES:
             raise FoundError(f"mode must be one of {MODES}, got {mode!r}")
         if batch_size < 1:
@@ -193,6 +204,7 @@ class Engine:
             raise FoundError(f"max_side {max_side} is smaller than one {model.patch_size}-px patch")
         self.model, self.mode, self.refine, self.batch_size = model, mode, refine, batch_size
         self.workers, self.max_side, self.debug = workers, (max_side or None), debug
+        self.instance_filter = instance_filter
 
     @property
     def read_ahead(self) -> int:
@@ -210,7 +222,8 @@ class Engine:
             return []
         arrays = [li.rgb() for li in images]
         try:
-            preds: list = self.model.predict(arrays, mode=self.mode, refine=self.refine, batch_size=self.batch_size)
+            preds: list = self.model.predict(arrays, mode=self.mode, refine=self.refine, batch_size=self.batch_size,
+                                             instance_filter=self.instance_filter)
         except Exception as e:
             if self.debug:
                 raise
@@ -219,7 +232,8 @@ class Engine:
 
     def _predict_one(self, array: np.ndarray) -> Prediction | FoundError:
         try:
-            return self.model.predict([array], mode=self.mode, refine=self.refine, batch_size=1)[0]
+            return self.model.predict([array], mode=self.mode, refine=self.refine, batch_size=1,
+                                      instance_filter=self.instance_filter)[0]
         except Exception as e:
             if self.debug:
                 raise

@@ -108,22 +108,29 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and not math.isnan(v)
 
 
-def _check_inputs(mask: np.ndarray, patch_probs: np.ndarray, patch: int) -> None:
+def _cell_size(patch: int | tuple[float, float]) -> tuple[float, float]:
+    """(vertical, horizontal) pixels per patch cell: ``patch`` itself, or a pair for a mask scaled
+    up from the size the model saw (e.g. ``patch × H / h`` for a photo processed reduced)."""
+    py, px = (patch, patch) if np.isscalar(patch) else patch
+    if min(py, px) < 1:
+        raise ValueError(f"patch must be >= 1, got {patch}")
+    return (int(py), int(px)) if float(py).is_integer() and float(px).is_integer() else (float(py), float(px))
+
+
+def _check_inputs(mask: np.ndarray, patch_probs: np.ndarray, cell: tuple[float, float]) -> None:
     if mask.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
     if patch_probs.ndim != 2:
         raise ValueError(f"expected 2-D patch probabilities, got shape {patch_probs.shape}")
-    if int(patch) < 1:
-        raise ValueError(f"patch must be >= 1, got {patch}")
-    need = (-(-mask.shape[0] // patch), -(-mask.shape[1] // patch))
+    need = (math.ceil(mask.shape[0] / cell[0] - 1e-9), math.ceil(mask.shape[1] / cell[1] - 1e-9))
     if patch_probs.shape[0] < need[0] or patch_probs.shape[1] < need[1]:
-        raise ValueError(f"patch probabilities {patch_probs.shape} do not cover a {mask.shape} mask with patch {patch} (need {need})")
+        raise ValueError(f"patch probabilities {patch_probs.shape} do not cover a {mask.shape} mask with patch {cell} (need {need})")
 
 
 def find_instances(
     mask: np.ndarray,
     patch_probs: np.ndarray,
-    patch: int,
+    patch: int | tuple[float, float],
     mode: str = "multi",
     flt: InstanceFilter | None = None,
 ) -> list[Instance]:
@@ -141,8 +148,8 @@ def find_instances(
     probs = np.asarray(patch_probs)
     if not np.issubdtype(probs.dtype, np.floating):
         probs = probs.astype(np.float64)
-    patch = int(patch)
-    _check_inputs(mask, probs, patch)
+    cell = _cell_size(patch)
+    _check_inputs(mask, probs, cell)
     labeled, n = ndimage.label(mask)
     if n == 0:
         return []
@@ -152,17 +159,19 @@ def find_instances(
         order = order[:1]
     slices = ndimage.find_objects(labeled)
     hw = (int(mask.shape[0]), int(mask.shape[1]))
-    out = [_instance(labeled, int(k) + 1, slices[int(k)], int(areas[k]), probs, patch, hw) for k in order]
+    out = [_instance(labeled, int(k) + 1, slices[int(k)], int(areas[k]), probs, cell, hw) for k in order]
     return (flt or InstanceFilter()).apply(out)
 
 
-def _instance(labeled: np.ndarray, label: int, sl: tuple[slice, slice], area: int, probs: np.ndarray, patch: int,
-              hw: tuple[int, int]) -> Instance:
+def _instance(labeled: np.ndarray, label: int, sl: tuple[slice, slice], area: int, probs: np.ndarray,
+              cell: tuple[float, float], hw: tuple[int, int]) -> Instance:
     """One component: its box, cropped pixels and patch-cell score."""
     crop = labeled[sl] == label
     y1, x1 = sl[0].start, sl[1].start
     ys, xs = np.nonzero(crop)
-    cells = np.unique(((ys + y1) // patch) * probs.shape[1] + (xs + x1) // patch)
+    rows = np.minimum(((ys + y1) // cell[0]).astype(np.int64), probs.shape[0] - 1)
+    cols = np.minimum(((xs + x1) // cell[1]).astype(np.int64), probs.shape[1] - 1)
+    cells = np.unique(rows * probs.shape[1] + cols)
     score = float(probs.ravel()[cells].mean())  # cells in raster order: the same sum as probs[component].mean()
     box = (int(x1), int(y1), int(sl[1].stop), int(sl[0].stop))
     return Instance(box_xyxy=box, area=area, score=score, crop=crop, image_hw=hw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from .core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default_device
+from .instances import Instance, InstanceFilter, find_instances
 from .masks import component_box, largest_component, single_component
 from .preprocess import normalize, padded_size, to_chw_float
 
@@ -29,10 +31,23 @@ class Prediction:
     box: np.ndarray | None  # (x1, y1, x2, y2), max exclusive: largest component of patch_mask
     score: float  # mean object probability over the patches of that component (0 if none)
     refined: bool = False  # True when bilateral refinement was applied and accepted
+    patch_probs: np.ndarray | None = None  # [h, w] float32 patch-level object probability
+    patch: int = 8  # pixels per patch cell
+    mode: str = "multi"
+    instance_filter: "InstanceFilter | None" = None
 
     @property
     def image_hw(self) -> tuple[int, int]:
         return tuple(self.mask.shape)  # type: ignore[return-value]
+
+    @cached_property
+    def instances(self) -> list[Instance]:
+        """The objects: one per 4-connected component of ``mask`` (largest first; 'single': the
+        largest), each with box, area, pixels and score, filtered by ``instance_filter``."""
+        return find_instances(self.mask, self._probs(), self.patch, mode=self.mode, flt=self.instance_filter)
+
+    def _probs(self) -> np.ndarray:
+        return self.patch_probs if self.patch_probs is not None else self.patch_mask.astype(np.float32)
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -110,11 +125,13 @@ class Found(FoundCore):
         mode: str = "multi",
         refine: bool = False,
         batch_size: int = 8,
+        instance_filter: InstanceFilter | None = None,
     ) -> list[Prediction]:
         """Masks and boxes for images of any sizes (paths, PIL images or uint8 [H, W, 3] arrays).
 
         ``mode='multi'`` keeps the whole mask, ``'single'`` its main component (the authors'
         evaluation rule). ``refine=True`` applies the bilateral solver, kept only if IoU > 0.5.
+        ``instance_filter`` applies to each prediction's ``instances``.
         Images are batched by padded size; results do not depend on the batching.
         """
         if mode not in MODES:
@@ -140,6 +157,7 @@ class Found(FoundCore):
                 refined = refine_masks([arrays[i] for i in idx], [(s > 0.5).astype(np.float32) for s in softs], keep=keep)
             for j, i in enumerate(idx):
                 out[i] = self._finish(softs[j], patch_np[j], probs_np[j], mode, refined[j])
+                out[i].instance_filter = instance_filter
         return out  # type: ignore[return-value]
 
     def _finish(self, soft, patch_mask, probs, mode, refine_result) -> Prediction:
@@ -153,4 +171,5 @@ class Found(FoundCore):
             component = largest_component(patch_mask)
             box = component_box(component, mask.shape, self.patch_size)
             score = float(probs[component].mean())
-        return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, box=box, score=score, refined=refined)
+        return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, box=box, score=score, refined=refined,
+                          patch_probs=probs.astype(np.float32), patch=self.patch_size, mode=mode)

@@ -2,8 +2,8 @@
 
 * :class:`ImageOutputs` — per-input PNGs (mask, soft mask, RGBA cut-out, overlay), all of an
   input's outputs appear together or not at all (temporary names, then renames);
-* :class:`RunFile` subclasses — one file for the run (``boxes.json``), kept consistent with
-  what is on disk across reruns and written atomically at the end;
+* :class:`RunFile` subclasses — one file for the run (``boxes.json``, the COCO pseudo-labels),
+  kept consistent with what is on disk across reruns and written atomically at the end;
 * :class:`ResultWriter` — writes results behind the model on one background thread, reports
   outcomes in input order, and stops cleanly after a fatal write error (disk full).
 
@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from .engine import Result
 from .fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text
+from .instances import instances_summary
 
 #: Per-input outputs and the suffix each adds to the input's stem.
 OUTPUT_SUFFIXES = {
@@ -118,6 +119,7 @@ def box_record(result: Result, file: str) -> dict:
         x1, y1, x2, y2 = (int(v) for v in pred.box)
         rec["box_xyxy"] = [x1, y1, x2, y2]
         rec["box_xywh"] = [x1, y1, x2 - x1, y2 - y1]
+    rec["instances"] = instances_summary(pred.instances)
     return rec
 
 
@@ -168,6 +170,49 @@ class BoxesFile(RunFile):
     def document(self) -> dict:
         return {"box_format": {"xyxy": "x1, y1, x2, y2 (max exclusive)", "xywh": "COCO x, y, width, height"},
                 "mode": self.mode, "images": [self.records[k] for k in sorted(self.records)]}
+
+
+class CocoFile(RunFile):
+    """A run's COCO pseudo-labels: per input its size and instances (compressed-RLE masks through
+    pycocotools), one "object" category; ids are given in file-name order when it is written, so a
+    rerun that adds inputs keeps the file one consistent dataset."""
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        from .coco import require_pycocotools
+
+        require_pycocotools()
+        super().__init__(path, overwrite)
+
+    def _read_old(self) -> dict[str, dict]:
+        if not self.path.is_file():
+            return {}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            anns: dict[int, list[dict]] = {}
+            for a in doc["annotations"]:
+                anns.setdefault(a["image_id"], []).append(a)
+            return {im["file_name"]: {"file_name": im["file_name"], "height": im["height"], "width": im["width"],
+                                      "annotations": anns.get(im["id"], [])} for im in doc["images"]}
+        except (ValueError, KeyError, TypeError, OSError):
+            return {}
+
+    def record(self, result: Result, file: str) -> dict:
+        from .coco import image_annotations
+
+        W, H = result.size
+        return {"file_name": file, "height": H, "width": W, "annotations": image_annotations(result.prediction.instances, 0)}
+
+    def document(self) -> dict:
+        from .coco import OBJECT_CATEGORY, coco_info, image_entry
+
+        images, annotations = [], []
+        for image_id, name in enumerate(sorted(self.records), start=1):
+            r = self.records[name]
+            images.append(image_entry(image_id, r["file_name"], r["height"], r["width"]))
+            for a in r["annotations"]:
+                annotations.append({**a, "id": len(annotations) + 1, "image_id": image_id})
+        return {"info": coco_info("FOUND class-agnostic pseudo-labels"), "licenses": [], "images": images,
+                "categories": [dict(OBJECT_CATEGORY)], "annotations": annotations}
 
 
 # ---------------------------------------------------------------------------- writing behind the model

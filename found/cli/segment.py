@@ -22,8 +22,8 @@ from ..engine import DEFAULT_MAX_SIDE, READ_AHEAD_CHUNKS, Engine, default_worker
 from ..errors import FoundError
 from ..fileio import atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
-from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, ImageOutputs, Outcome, write_results
-from .common import add_model_args, check_model_args, model_from_args
+from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
+from .common import add_instance_args, add_model_args, check_model_args, instance_filter_from_args, model_from_args
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
 PENDING_WRITE_CHUNKS = 2
@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
     o.add_argument("--cutout", action="store_true", help="RGBA cut-out PNG (<name>_cutout.png)")
     o.add_argument("--overlay", action="store_true", help="mask and box drawn over the image (<name>_overlay.png)")
     o.add_argument("--boxes", action="store_true", help=f"one {BOXES_FILE} for the run (xyxy and COCO xywh boxes, sizes, scores)")
-    o.add_argument("--all", action="store_true", help="every output above")
+    o.add_argument("--coco", metavar="FILE", help="also write the run's objects as one COCO dataset (instances with "
+                   "compressed-RLE masks, one 'object' category; needs pip install 'found[coco]')")
+    o.add_argument("--all", action="store_true", help="every output above (not --coco)")
     p.add_argument("--mode", choices=["multi", "single"], default="multi", help="'multi' keeps the whole mask, 'single' its main component")
     p.add_argument("--refine", action="store_true", help="bilateral-solver refinement (kept only if IoU with the mask > 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)")
@@ -55,6 +57,7 @@ def add_parser(sub) -> None:
                         f"every output is still written at the image's full size "
                         f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
+    add_instance_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -109,9 +112,15 @@ class Plan:
     outdir: Path
     images: ImageOutputs
     boxes: BoxesFile | None
+    coco: CocoFile | None
     todo: list[Job]
     skipped: int
     input_failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def run_files(self) -> list[RunFile]:
+        """The files written once for the whole run (boxes.json, the COCO file)."""
+        return [f for f in (self.boxes, self.coco) if f is not None]
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -122,6 +131,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.max_side < 0:
         raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
     check_model_args(args)
+    instance_filter_from_args(args)
 
 
 def _output_folder(path: str) -> Path:
@@ -141,7 +151,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     inputs whose outputs all exist skipped (unless --overwrite)."""
     kinds = [k for k in OUTPUT_SUFFIXES if getattr(args, k) or args.all]
     want_boxes = args.boxes or args.all
-    if not kinds and not want_boxes:
+    if not kinds and not want_boxes and not args.coco:
         kinds = ["mask"]
     outdir = _output_folder(args.output)
     jobs, input_failures = collect_inputs(args.inputs, args.recursive, outdir)
@@ -156,12 +166,22 @@ def plan_run(args: argparse.Namespace) -> Plan:
         if path_key(outdir / BOXES_FILE) in inputs:
             raise FoundError(f"{outdir / BOXES_FILE} is an input; choose another -o")
         boxes = BoxesFile(outdir / BOXES_FILE, args.mode, overwrite=args.overwrite)
+    coco = None
+    if args.coco:
+        if path_key(Path(args.coco)) in inputs:
+            raise FoundError(f"--coco {args.coco} is an input; choose another file")
+        try:
+            Path(args.coco).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FoundError(f"--coco {args.coco}: cannot create its folder ({e.strerror or e})") from None
+        coco = CocoFile(Path(args.coco), overwrite=args.overwrite)
+    run_files = [f for f in (boxes, coco) if f is not None]
 
     def done(j: Job) -> bool:
-        return not args.overwrite and images.exist(str(j.rel)) and (boxes is None or boxes.has(str(j.path)))
+        return not args.overwrite and images.exist(str(j.rel)) and all(f.has(str(j.path)) for f in run_files)
 
     todo = [j for j in jobs if not done(j)]
-    return Plan(outdir, images, boxes, todo, len(jobs) - len(todo), input_failures)
+    return Plan(outdir, images, boxes, coco, todo, len(jobs) - len(todo), input_failures)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,13 +196,14 @@ def run(args: argparse.Namespace) -> int:
         if args.max_side and args.max_side < model.patch_size:
             raise FoundError(f"--max-side {args.max_side} is smaller than one {model.patch_size}-px patch")
         engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=args.batch_size, workers=args.workers,
-                        max_side=args.max_side, debug=bool(getattr(args, "debug", False)))
+                        max_side=args.max_side, debug=bool(getattr(args, "debug", False)),
+                        instance_filter=instance_filter_from_args(args))
         interrupted = _process(engine, plan, report, args)
-    if plan.boxes is not None and plan.todo:
+    for run_file in plan.run_files if plan.todo else []:
         try:
-            plan.boxes.close()
+            run_file.close()
         except OSError as e:
-            report.fail(plan.boxes.path, f"cannot write ({e.strerror or e}); previous content kept")
+            report.fail(run_file.path, f"cannot write ({e.strerror or e}); previous content kept")
     _finish_report(report, args)
     if interrupted:
         return 130
@@ -220,8 +241,8 @@ def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
         else:
             report.fail(job.path, o.error or "")
         return
-    if plan.boxes is not None:
-        plan.boxes.add(o.result, str(job.path))
+    for run_file in plan.run_files:
+        run_file.add(o.result, str(job.path))
     report.ok += 1
     report.notes.extend((str(job.path), n) for n in o.result.notes if not n.startswith("downscaled"))
     if o.result.downscaled:

@@ -140,20 +140,10 @@ class DetectionResult:
 
 def image_instances(model, image: np.ndarray, objects: str = "multi", flt: InstanceFilter | None = None
                     ) -> tuple[list[Instance], np.ndarray]:
-    """(instances of the predicted pixel mask, patch-level binary mask) of one uint8 RGB image.
-
-    Uses the model's tensor API once (patch logits → patch probabilities, soft map at image size)
-    so that the score's patch probabilities and the mask come from the same forward pass.
-    """
-    import torch
-
-    hw = image.shape[:2]
-    logits = model.patch_logits(model.input_batch([image]))
-    probs = torch.sigmoid(logits) if model.head is not None else logits.gt(0).float()
-    soft = model.soft_from_logits(logits, hw)[0].cpu().numpy()
-    probs_np = probs[0, 0].float().cpu().numpy()
-    instances = find_instances(soft > 0.5, probs_np, model.patch_size, mode=objects, flt=flt)
-    return instances, probs_np > 0.5
+    """(instances of the predicted pixel mask, patch-level binary mask) of one uint8 RGB image:
+    the components of ``Found.predict``'s whole mask (soft > 0.5), all or the largest (``objects``)."""
+    pred = model.predict(image)[0]
+    return find_instances(pred.mask, pred.patch_probs, model.patch_size, mode=objects, flt=flt), pred.patch_mask
 
 
 def evaluate_detection(model, samples: Sequence, objects: str = "multi", flt: InstanceFilter | None = None,
