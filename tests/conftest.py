@@ -19,6 +19,15 @@ def parity_dir() -> Path:
     return Path(env) if env else REPO_PARITY
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (marked gpu)")
+
+
 def load_parity(name: str) -> dict:
     """Load ``name`` from the parity folder; a missing file is a failure, never a skip."""
     path = parity_dir() / name

@@ -6,6 +6,8 @@ import torch
 from conftest import load_parity, tiny_vit
 from found.preprocess import pad_to_multiple, normalize, to_chw_float
 
+pytestmark = pytest.mark.parity
+
 VIT = load_parity("vit_cases.npz")
 CASES = [str(n) for n in VIT["case_names"]]
 

@@ -14,6 +14,8 @@ import torch
 from conftest import load_parity, n_cases
 from found.refine import bilateral_solve, postprocess, pseudo_labels, refine_masks, solve_batch
 
+pytestmark = pytest.mark.parity
+
 SOFT_ATOL = 1e-8
 MASKS = ("clean", "noisy")
 KEEPS = (("single", "largest"), ("all", "all_cc"))

@@ -14,6 +14,8 @@ from conftest import load_parity, tiny_vit
 from found.head import FoundHead
 from found.train import TrainConfig, extract_features, make_optimizer, train_step
 
+pytestmark = pytest.mark.parity
+
 REGIMES = {"early": 0, "late": None}  # late = the first iteration without the coarse loss
 
 

@@ -114,10 +114,11 @@ def test_int8_copy_leaves_the_fp32_backbone_alone(vit, photos):
 
 
 # ---------------------------------------------------------------------------- CUDA (skipped without a GPU)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.gpu  # conftest skips these without a CUDA device
 
 
 @cuda
+@pytest.mark.parity
 def test_cuda_fp32_matches_parity_fixtures(vit):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
