@@ -70,19 +70,6 @@ def model_from_args(args: argparse.Namespace):
     )
 
 
-def refine_available() -> bool:
-    """Whether the bilateral solver (:mod:`found.refine`, which needs scipy) imports here."""
-    try:
-        from ..refine import refine_masks  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def check_refine(args: argparse.Namespace) -> None:
-    """Reject ``--refine`` in one clear line where the solver cannot be imported."""
-    from ..errors import FoundError
-
-    if getattr(args, "refine", False) and not refine_available():
-        raise FoundError("--refine is not available in this installation: "
-                         "the bilateral solver (found.refine) cannot be imported")
+    """No-op kept only because found/cli/segment.py still imports it (scipy is a core dependency, so
+    ``--refine`` is always available); delete it once segment.py no longer calls it."""
