@@ -48,6 +48,7 @@ def test_missing_fixture_in_a_named_folder_fails_not_skips(tmp_path, monkeypatch
         load_parity("uod_cases.npz")
 
 
+@pytest.mark.slow
 def test_parity_tests_fail_when_their_folder_lacks_the_files(tmp_path):
     """End to end: the parity tests of a module error out (never skip) against an empty folder."""
     env = {**os.environ, "FOUND_PARITY_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(

@@ -69,6 +69,7 @@ def test_structured_head_gives_nontrivial_masks(fp32_preds):
         assert 0 < p.mask.mean() < 1, "the test head must give masks with both object and background"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_autocast_masks_match_fp32(vit, structured_head, photos, fp32_preds, precision):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

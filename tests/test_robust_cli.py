@@ -161,6 +161,7 @@ def _found_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "found.cli.main"]
 
 
+@pytest.mark.slow
 def test_real_command_has_no_traceback(tmp_path: Path, tiny, batch, images_dir: Path) -> None:
     good, bad = batch
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "th"), ENV_OFFLINE: "1"}

@@ -263,6 +263,7 @@ def test_resume_after_ctrl_c_is_bit_identical(image_dir, tmp_path):
     assert strip(log_cut) == strip(log_full)
 
 
+@pytest.mark.slow
 def test_resume_after_crash_from_periodic_checkpoint_and_workers(image_dir, tmp_path):
     files = find_images(image_dir)
     cfg = small_cfg(checkpoint_every=2)
@@ -338,6 +339,7 @@ def test_eval_hook_is_called_periodically(image_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_train_then_segment(image_dir, tmp_path, capsys):
     from found.cli.main import main
 
