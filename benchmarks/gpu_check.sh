@@ -21,10 +21,8 @@
 # of the authors' 501-iteration schedule (target of issue 5: ≤ 2 minutes).
 # Every step has its own time limit; a failed step is reported and the next one still runs.
 #
-# The parity fixtures live outside the repo (../shared/parity), which does not travel to a device
-# machine: copy them into an ignored folder that is carried, e.g. here
-#     mkdir -p .gpu_fixtures && cp -r ../shared/parity .gpu_fixtures/ && echo /.gpu_fixtures/ >> .git/info/exclude
-# and call the device tool with carry [".gpu_fixtures"] and the command `bash benchmarks/gpu_check.sh`.
+# The parity fixtures are tracked in the repo (tests/fixtures/parity), so they travel with the working
+# tree; FOUND_PARITY_DIR may name another folder holding the same files.
 set -u
 GROUP="${1:-model}"
 case "$GROUP" in model|refine|all) ;; *) echo "usage: $0 [model|refine|all]" >&2; exit 2 ;; esac
@@ -35,11 +33,7 @@ mkdir -p "$RES"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
 SUMMARY="$RES/summary.txt"
-if [ -z "${FOUND_PARITY_DIR:-}" ]; then
-  for d in tests/fixtures/parity ../shared/parity .gpu_fixtures/parity; do
-    if [ -f "$d/vit_cases.npz" ]; then export FOUND_PARITY_DIR="$PWD/$d"; break; fi
-  done
-fi
+export FOUND_PARITY_DIR="${FOUND_PARITY_DIR:-$PWD/tests/fixtures/parity}"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 step() {  # step NAME SECONDS CMD...
@@ -53,7 +47,7 @@ step() {  # step NAME SECONDS CMD...
   return 0
 }
 
-say "found gpu_check [$GROUP] $(date -u +%FT%TZ) in $PWD -> $RES (parity fixtures: ${FOUND_PARITY_DIR:-NOT FOUND, parity tests will fail})"
+say "found gpu_check [$GROUP] $(date -u +%FT%TZ) in $PWD -> $RES (parity fixtures: $FOUND_PARITY_DIR)"
 nvidia-smi > "$RES/nvidia-smi.txt" 2>&1 || true
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   say "no CUDA device visible to torch: nothing to check"; exit 1

@@ -1,15 +1,23 @@
-"""User-facing errors: the CLI prints them as one line (no traceback) and exits non-zero."""
+"""User-facing errors, one hierarchy: the CLI catches :class:`FoundError` alone, prints its message
+as one line (no traceback) and exits with the error's ``exit_code``."""
 from __future__ import annotations
 
 
 class FoundError(Exception):
-    """A user mistake or bad input; the message is shown as is."""
+    """A user mistake or bad input; the message is shown as is (exit 2: a usage error)."""
 
     exit_code = 2
 
 
 class InputError(FoundError):
     """An input file cannot be used (unreadable, not an image, too small, …)."""
+
+    exit_code = 1
+
+
+class WeightsError(FoundError):
+    """A weight file is missing, unreachable, corrupt, unsafe or of the wrong architecture (exit 1,
+    like any unusable input file; see docs/robustness.md)."""
 
     exit_code = 1
 

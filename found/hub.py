@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import WeightsError  # defined with the other errors; `from found.hub import WeightsError` still works
 from .fileio import atomic_path
 from .registry import Arch, Weights
 
@@ -30,10 +31,6 @@ ENV_HEAD = "FOUND_HEAD_WEIGHTS"
 ENV_OFFLINE = "FOUND_OFFLINE"
 #: Seconds for connecting and for each read (so an unreachable host fails within seconds).
 DOWNLOAD_TIMEOUT_S = 10
-
-
-class WeightsError(RuntimeError):
-    """A weight file is missing, unreachable, corrupt, unsafe or of the wrong architecture."""
 
 
 def cache_dir() -> Path:

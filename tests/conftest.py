@@ -1,4 +1,5 @@
-"""Shared fixtures: the parity folder (``$FOUND_PARITY_DIR``, default ``../shared/parity``) and test images."""
+"""Shared fixtures: the parity folder (``$FOUND_PARITY_DIR``, default the repo's ``tests/fixtures/parity``)
+and test images. The suite reads nothing outside the repository, so a fresh clone tests itself."""
 from __future__ import annotations
 
 import os
@@ -8,15 +9,23 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: The public parity fixtures (set A), tracked in the repository.
+REPO_PARITY = REPO / "tests" / "fixtures" / "parity"
 
 
 def parity_dir() -> Path:
+    """``$FOUND_PARITY_DIR`` when set (e.g. a held-out set with the same files), else the repo copy."""
     env = os.environ.get("FOUND_PARITY_DIR")
-    if env:
-        return Path(env)
-    local = REPO / "tests" / "fixtures" / "parity"
-    return local if local.is_dir() else SHARED / "parity"
+    return Path(env) if env else REPO_PARITY
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (marked gpu)")
 
 
 def load_parity(name: str) -> dict:

@@ -55,6 +55,7 @@ def test_found_bench_cli_writes_json(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--device", "cpu", "--precision", "fp64"]) == 2
 
 
+@pytest.mark.slow
 def test_found_bench_real_weights_and_image_agreement(tmp_path, capsys):
     """--weights/--head load local checkpoints for every path, and --images measures each
     precision's mask agreement with the eager baseline on real photos (bad files skipped)."""

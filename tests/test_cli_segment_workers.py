@@ -51,6 +51,7 @@ def _segment(inputs: list[str], out: Path, tiny, *extra: str):
     return run_cli(["segment", *inputs, "-o", str(out), *extra, *tiny.args()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", ["1", "3"])
 def test_workers_give_byte_identical_outputs_and_report(tmp_path: Path, tiny, batch_size: str) -> None:
     good, bad = _mixed_folder(tmp_path / "in")

@@ -102,6 +102,7 @@ def _cases():
     yield rng.random(gt2.shape), gt2
 
 
+@pytest.mark.slow
 def test_wrapper_equals_direct_pysodmetrics():
     import warnings
 

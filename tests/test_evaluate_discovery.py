@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from found.cli.main import main
 from found.evaluate import datasets as ds
 from test_evaluate_common import build_tiny, ellipse_mask, synthetic_image, write_tiny_model
 
+#: The published COCO20k list, if a copy sits beside the repository (never committed).
 SHARED_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_20k_filenames.txt"
 
 # id, (H, W), objects (name, xmin, ymin, xmax, ymax, difficult) in VOC 1-based inclusive pixels
@@ -144,27 +144,40 @@ def test_coco20k_corloc_all_object_head(tmp_path):
     assert (out / "misses.txt").read_text().split() == ["25", "30"]
 
 
-def test_coco20k_list_from_cache_and_shared_copy(tmp_path, monkeypatch):
-    if not SHARED_LIST.is_file():
-        pytest.skip(f"{SHARED_LIST} not present")
-    assert hashlib.sha256(SHARED_LIST.read_bytes()).hexdigest() == ds.COCO20K_SHA256
-    names = ds.read_coco20k_list(SHARED_LIST)
-    assert len(names) == 19817 and len({ds.coco_image_id(n) for n in names}) == 19817
-    # a verified copy in the torch hub cache is used without any download
+def _hub_cache(tmp_path, monkeypatch) -> Path:
+    """Where ``coco20k_list_path`` looks for a cached list, under a fresh TORCH_HOME."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     import torch
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     cached = Path(torch.hub.get_dir()) / "found" / ds.COCO20K_FILENAME
     cached.parent.mkdir(parents=True)
-    shutil.copyfile(SHARED_LIST, cached)
+    return cached
 
-    def no_network(*a, **k):
-        raise AssertionError("no download expected")
 
-    monkeypatch.setattr("found.hub.download", no_network)
-    assert ds.coco20k_list_path(None) == cached
-    assert ds.coco20k_list_path(SHARED_LIST) == SHARED_LIST
+def test_coco20k_list_verified_cache_is_used_without_download(tmp_path, monkeypatch):
+    listing = b"train2014/COCO_train2014_000000000009.jpg\ntrain2014/COCO_train2014_000000000025.jpg\n"
+    monkeypatch.setattr(ds, "COCO20K_SHA256", hashlib.sha256(listing).hexdigest())
+    cached = _hub_cache(tmp_path, monkeypatch)
+    cached.write_bytes(listing)
+    calls = []
+    monkeypatch.setattr("found.hub.download", lambda w, dest, **k: calls.append(dest) or dest)
+    assert ds.coco20k_list_path(None) == cached and calls == []
+    assert [ds.coco_image_id(n) for n in ds.read_coco20k_list(cached)] == [9, 25]
+    explicit = tmp_path / "mine.txt"
+    explicit.write_bytes(b"train2014/COCO_train2014_000000000030.jpg\n")  # an explicit path is taken as is
+    assert ds.coco20k_list_path(explicit) == explicit and calls == []
+    cached.write_bytes(listing + b"tampered\n")  # a cached copy that fails its sha256 is fetched again
+    assert ds.coco20k_list_path(None) == cached and calls == [cached]
+
+
+def test_published_coco20k_list_matches_its_sha256():
+    """The real list (not committed: the project downloads it) where a copy sits in ../shared/data."""
+    if not SHARED_LIST.is_file():
+        pytest.skip(f"{SHARED_LIST} not present (optional: the published list is not part of the repository)")
+    assert hashlib.sha256(SHARED_LIST.read_bytes()).hexdigest() == ds.COCO20K_SHA256
+    names = ds.read_coco20k_list(SHARED_LIST)
+    assert len(names) == 19817 and len({ds.coco_image_id(n) for n in names}) == 19817
 
 
 def test_discovery_layout_errors(tmp_path, capsys):

@@ -26,7 +26,6 @@ from found.evaluate.retrieval import (
     refine_binary,
     resize_image_bicubic,
     resize_label_nearest,
-    salient_prototype,
     split_objects,
 )
 from found.refine import mask_iou
@@ -61,13 +60,13 @@ def test_prototype_equals_pooling_upsampled_features(hw, grid):
     up = F.interpolate(fmap.double(), scale_factor=8, mode="bilinear", align_corners=False)[0, :, : hw[0], : hw[1]]
     w = (soft * (soft > 0.5)).double()
     want = F.normalize((up * w).sum((1, 2)), dim=0).float()
-    got = salient_prototype(feats, grid, soft, 8)
+    got = pooled_prototypes(feats, grid, (soft * (soft > 0.5))[None], 8)[0]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     # the adjoint itself: <B f, w> = <f, Bᵀ w>
     f1 = torch.randn(grid, generator=g, dtype=torch.float64)
     lhs = (F.interpolate(f1[None, None], scale_factor=8, mode="bilinear", align_corners=False)[0, 0, : hw[0], : hw[1]] * w).sum()
     assert float(lhs) == pytest.approx(float((f1 * bilinear_adjoint(w, grid, 8)).sum()), rel=1e-10)
-    assert salient_prototype(feats, grid, torch.zeros(hw), 8).abs().sum() == 0  # nothing salient
+    assert pooled_prototypes(feats, grid, torch.zeros(1, *hw), 8).abs().sum() == 0  # nothing salient
 
 
 @pytest.mark.parametrize("pooling", ["mean", "soft"])
@@ -113,11 +112,13 @@ def test_mean_and_soft_pooling_on_a_hand_made_case():
 
 
 def test_soft_pooling_of_the_whole_mask_is_maskcontrasts_prototype():
+    """MaskContrast's prototype: L2-normalised Σ_x up(features)(x)·s(x)·[s(x) > 0.5]."""
     g = torch.Generator().manual_seed(3)
     feats, soft = torch.randn(48, 7, generator=g), torch.rand(61, 45, generator=g)
     objs = split_objects((soft > 0.5).numpy(), "single")
-    torch.testing.assert_close(pooled_prototypes(feats, (8, 6), object_weights(objs, soft, "soft"), 8)[0],
-                               salient_prototype(feats, (8, 6), soft, 8), atol=1e-6, rtol=0)
+    up = F.interpolate(feats.T.reshape(1, 7, 8, 6).double(), scale_factor=8, mode="bilinear", align_corners=False)[0, :, :61, :45]
+    want = F.normalize((up * (soft * (soft > 0.5)).double()).sum((1, 2)), dim=0).float()
+    torch.testing.assert_close(pooled_prototypes(feats, (8, 6), object_weights(objs, soft, "soft"), 8)[0], want, atol=1e-6, rtol=0)
 
 
 def test_split_objects_multi_components_and_small_ones_discarded():

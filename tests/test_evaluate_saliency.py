@@ -130,22 +130,13 @@ def test_size_mismatch_is_reported(tmp_path, capsys):
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_refine(tmp_path, capsys):
-    """With the bilateral solver: binary refined masks are scored; without it: a clear one-line error."""
-    try:
-        from found.refine import refine_masks  # noqa: F401
-        available = True
-    except ImportError:
-        available = False
+def test_refine(tmp_path):
+    """With the bilateral solver (scipy is a core dependency, so it is always there): binary refined masks are scored."""
     write_saliency_dataset(tmp_path / "imgs", tmp_path / "masks")
     out = tmp_path / "out"
     rc = main(["evaluate", "saliency", "--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
                "--mode", "multi", "--refine", "--output-dir", str(out), "--no-plot",
                *write_tiny_model(tmp_path / "model")])
-    if not available:
-        err = capsys.readouterr().err
-        assert rc != 0 and "bilateral solver" in err and len(err.strip().splitlines()) == 1
-        return
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["refine"] is True and 0 <= res["authors_protocol"]["refined_images"] <= len(SAL_IMAGES)

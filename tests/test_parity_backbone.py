@@ -7,6 +7,8 @@ from conftest import load_parity, tiny_vit
 from found.baseline import eager_found_features, last_selfattention
 from found.preprocess import pad_to_multiple, normalize, to_chw_float
 
+pytestmark = pytest.mark.parity
+
 VIT = load_parity("vit_cases.npz")
 CASES = [str(n) for n in VIT["case_names"]]
 

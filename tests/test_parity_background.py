@@ -6,6 +6,8 @@ import torch
 from conftest import load_parity
 from found.background import discover_background, head_weights
 
+pytestmark = pytest.mark.parity
+
 BKG = load_parity("background_cases.npz")
 GROUPS = [str(g) for g in np.atleast_1d(BKG["group_names"])]
 

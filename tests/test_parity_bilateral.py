@@ -14,6 +14,8 @@ import torch
 from conftest import load_parity, n_cases
 from found.refine import bilateral_solve, postprocess, pseudo_labels, refine_masks, solve_batch
 
+pytestmark = pytest.mark.parity
+
 SOFT_ATOL = 1e-8
 MASKS = ("clean", "noisy")
 KEEPS = (("single", "largest"), ("all", "all_cc"))
@@ -129,6 +131,7 @@ def test_pseudo_labels_batched(cases):
             assert bool(accepted[j]) == bool(c["pseudo_used_bs_all_cc"]), _name(c)
 
 
+@pytest.mark.slow
 def test_device_agnostic_code_path(cases, monkeypatch):
     """The pure-torch path used on GPUs (no numpy helpers, whole batch at once, colour table
     instead of the per-pixel colour maths), run here on CPU, reproduces the reference too."""

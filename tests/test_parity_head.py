@@ -8,6 +8,8 @@ from conftest import load_parity
 from found.head import FoundHead
 from found.masks import single_component, upsample_logits
 
+pytestmark = pytest.mark.parity
+
 HEAD = load_parity("head_cases.npz")
 CASES = [str(n) for n in np.atleast_1d(HEAD["case_names"])]
 

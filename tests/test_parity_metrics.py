@@ -18,6 +18,8 @@ from found.evaluate.metrics import (
     authors_thresholds,
 )
 
+pytestmark = pytest.mark.parity
+
 ATOL = 1e-6
 PER_IMAGE = ("iou", "f_max", "f_mean", "f_measure", "mae", "pixel_acc", "s_measure")
 

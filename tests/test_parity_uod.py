@@ -10,6 +10,8 @@ import pytest
 from conftest import load_parity
 from found.evaluate.discovery import DiscoveryResult, box_ious, corloc, is_hit, predicted_box
 
+pytestmark = pytest.mark.parity
+
 
 @pytest.fixture(scope="module")
 def d() -> dict:

@@ -69,6 +69,7 @@ def test_structured_head_gives_nontrivial_masks(fp32_preds):
         assert 0 < p.mask.mean() < 1, "the test head must give masks with both object and background"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_autocast_masks_match_fp32(vit, structured_head, photos, fp32_preds, precision):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -114,10 +115,11 @@ def test_int8_copy_leaves_the_fp32_backbone_alone(vit, photos):
 
 
 # ---------------------------------------------------------------------------- CUDA (skipped without a GPU)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.gpu  # conftest skips these without a CUDA device
 
 
 @cuda
+@pytest.mark.parity
 def test_cuda_fp32_matches_parity_fixtures(vit):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -147,7 +147,7 @@ def test_compile_is_ignored_with_a_warning_off_cuda(vit, head, photos):
     np.testing.assert_array_equal(model.predict(im)[0].soft, eager.predict(im)[0].soft)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_predict_matches_cpu(vit, head, photos):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

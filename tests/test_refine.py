@@ -608,7 +608,7 @@ def test_pseudo_labels_contract():
         pseudo_labels((img * 255).byte(), patch)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
     imgs = [_image(40, 56, k) for k in range(3)]
     masks = [_ellipse(40, 56, k) for k in range(3)]

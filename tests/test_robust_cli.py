@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import found.errors
+from found.errors import FoundError
 from found.hub import ENV_OFFLINE, WeightsError
 from found.registry import DEFAULT_MODEL, MODELS
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
@@ -133,19 +135,11 @@ def test_debug_shows_the_traceback_for_user_errors(tmp_path: Path, tiny, batch) 
     args = ["segment", str(good[0]), "-o", str(tmp_path / "out"), "--model", "auto", "--weights", str(junk), "--head", str(tiny.head)]
     r = run_cli(args)
     assert r.code == 1 and r.err.count("\n") == 1 and "Traceback" not in r.err
+    assert issubclass(WeightsError, FoundError) and WeightsError is found.errors.WeightsError  # one hierarchy
     with pytest.raises(WeightsError):
         run_cli(["--debug", *args])
     with pytest.raises(WeightsError):
         run_cli([*args, "--debug"])
-
-
-def test_refine_missing_is_a_usage_error(tmp_path: Path, tiny, batch, monkeypatch) -> None:
-    from found.cli import common
-
-    good, _ = batch
-    monkeypatch.setattr(common, "refine_available", lambda: False)
-    r = run_cli(["segment", str(good[0]), "-o", str(tmp_path / "out"), "--refine", *tiny.args()])
-    assert r.code == 2 and "--refine is not available" in r.err
 
 
 def test_empty_folder_and_unmatched_glob_are_reported(tmp_path: Path, tiny) -> None:
@@ -167,6 +161,7 @@ def _found_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "found.cli.main"]
 
 
+@pytest.mark.slow
 def test_real_command_has_no_traceback(tmp_path: Path, tiny, batch, images_dir: Path) -> None:
     good, bad = batch
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "th"), ENV_OFFLINE: "1"}

@@ -34,6 +34,7 @@ print(json.dumps({"rc": p.returncode, "stderr": p.stderr,
 """
 
 
+@pytest.mark.slow
 def test_10k_jpeg_runs_in_bounded_memory(tmp_path: Path, tiny) -> None:
     big = tmp_path / "big.jpg"
     im = Image.linear_gradient("L").resize((SIDE, SIDE)).convert("RGB")  # ~400 MB, in this process only

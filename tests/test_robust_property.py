@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -98,6 +99,7 @@ def test_loader_on_random_images(case) -> None:
         assert loaded or damaged  # an intact image always loads
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(st.one_of(images(), random_files.map(lambda c: (c[0], c[1], None, True))), min_size=1, max_size=3))
 def test_cli_on_random_inputs(tiny, cases) -> None:

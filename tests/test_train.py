@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from found.backbone import VisionTransformer
-from found.errors import FoundError
+from found.errors import FoundError, WeightsError
 from found.head import FoundHead
 from found.train import TrainConfig, extract_features, train
 from found.train.augment import augment, blur_kernel_size, gaussian_blur, gaussian_kernel, shorter_side_size
@@ -263,6 +263,7 @@ def test_resume_after_ctrl_c_is_bit_identical(image_dir, tmp_path):
     assert strip(log_cut) == strip(log_full)
 
 
+@pytest.mark.slow
 def test_resume_after_crash_from_periodic_checkpoint_and_workers(image_dir, tmp_path):
     files = find_images(image_dir)
     cfg = small_cfg(checkpoint_every=2)
@@ -293,6 +294,17 @@ def test_resume_refuses_other_settings_or_data(image_dir, tmp_path):
     # a longer schedule continues the finished run
     more = train(small_vit(), files, cfg.replace(max_iter=2), tmp_path / "run", progress=False, resume=True)
     assert more.iterations_done == 3
+
+
+def test_unreadable_or_foreign_training_checkpoint_is_a_one_line_error(tmp_path):
+    junk = tmp_path / "checkpoint.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint") as e:
+        load_state(junk)
+    assert isinstance(e.value, FoundError) and e.value.exit_code == 1  # the CLI words it, exit 1
+    torch.save({"decoder": {"weight": torch.zeros(1, 4, 1, 1), "bias": torch.zeros(1)}}, junk)
+    with pytest.raises(FoundError, match="not a `found train` checkpoint"):
+        load_state(junk)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -327,6 +339,7 @@ def test_eval_hook_is_called_periodically(image_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_train_then_segment(image_dir, tmp_path, capsys):
     from found.cli.main import main
 

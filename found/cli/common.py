@@ -70,24 +70,6 @@ def model_from_args(args: argparse.Namespace):
     )
 
 
-def refine_available() -> bool:
-    """Whether the bilateral solver (:mod:`found.refine`, which needs scipy) imports here."""
-    try:
-        from ..refine import refine_masks  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def check_refine(args: argparse.Namespace) -> None:
-    """Reject ``--refine`` in one clear line where the solver cannot be imported."""
-    from ..errors import FoundError
-
-    if getattr(args, "refine", False) and not refine_available():
-        raise FoundError("--refine is not available in this installation: "
-                         "the bilateral solver (found.refine) cannot be imported")
-
-
 def add_instance_args(parser: argparse.ArgumentParser) -> None:
     """Instance filters (found.instances.InstanceFilter): --max-instances, --min-area, --min-score."""
     g = parser.add_argument_group("instances")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FoundError
-from .common import add_instance_args, add_model_args, check_refine, instance_filter_from_args, model_from_args
+from .common import add_instance_args, add_model_args, instance_filter_from_args, model_from_args
 
 SALIENCY_DATASETS = ("ECSSD", "DUTS-TE", "DUT-OMRON")
 DISCOVERY_DATASETS = ("VOC07", "VOC12", "COCO20k")
@@ -148,7 +148,6 @@ def run_saliency(args: argparse.Namespace) -> int:
         img_dir, gt_dir = saliency_dirs(args.dataset, args.data_dir)
         name = args.dataset
     samples = saliency_samples(img_dir, gt_dir, limit=args.limit)
-    check_refine(args)
     model = model_from_args(args)
     rep = evaluate_saliency(model, samples, dataset=name, mode=args.mode, refine=args.refine, progress=args.progress)
     rep.notes.extend(_limit_note(args))
@@ -243,7 +242,6 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
     train = voc_segmentation_samples(args.data_dir, "train", limit=args.train_limit or args.limit)
     val = voc_segmentation_samples(args.data_dir, "val", limit=args.limit)
-    check_refine(args)
     model = model_from_args(args)
     classes = tuple(dict.fromkeys(args.classes))
     res = evaluate_retrieval(model, train, val, size=args.size, features=args.features, class_sets=classes,

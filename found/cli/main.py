@@ -13,7 +13,6 @@ import os
 import sys
 
 from ..errors import FoundError
-from ..hub import WeightsError
 
 #: Sub-command modules under found.cli, in help order.
 COMMANDS = ["segment", "evaluate", "train", "download", "bench"]
@@ -56,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(Exception):  # keep the interpreter's final flush from failing
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (FoundError, WeightsError) as e:
+    except FoundError as e:
         if args.debug:
             raise
         print(f"found: error: {one_line(e)}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+        return e.exit_code
     except (MemoryError, OSError) as e:
         if args.debug:
             raise

@@ -58,10 +58,6 @@ class DiscoveryRecord:
     ious: list[float]
     hit: bool
 
-    @property
-    def best_iou(self) -> float:
-        return max(self.ious) if self.ious else 0.0
-
 
 @dataclass
 class DiscoveryResult:

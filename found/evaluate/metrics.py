@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -211,11 +211,6 @@ class AuthorsScores:
     f_mean: float
     s_measure: float
     all_f: np.ndarray = field(repr=False)
-
-    def as_row(self) -> dict[str, float]:
-        d = asdict(self)
-        d.pop("all_f")
-        return d
 
 
 def authors_saliency_metrics(pred, gt) -> AuthorsScores:

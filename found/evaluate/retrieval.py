@@ -135,14 +135,6 @@ def pooled_prototypes(features: torch.Tensor, grid_hw: tuple[int, int], weights:
     return F.normalize(proto, dim=1).to(torch.float32)
 
 
-def salient_prototype(features: torch.Tensor, grid_hw: tuple[int, int], soft: torch.Tensor, patch: int, threshold: float = SALIENCY_THRESHOLD) -> torch.Tensor:
-    """L2-normalised Σ_x up(features)(x)·s(x)·[s(x) > threshold] (MaskContrast's prototype);
-    ``features`` [N, D] (row-major patch grid), ``soft`` [H, W] saliency. Zero vector when nothing is salient."""
-    s = soft.to(torch.float64)
-    wgt = s * (s > threshold)
-    return pooled_prototypes(features, grid_hw, wgt[None], patch)[0]
-
-
 def split_objects(binary: np.ndarray, objects: str = "single", min_fraction: float = MIN_OBJECT_FRACTION) -> list[np.ndarray]:
     """The objects of a binary mask [H, W]: ``single`` → the whole mask (none if empty);
     ``multi`` → its 4-connected components in label (raster) order, without those smaller than

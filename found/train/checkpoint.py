@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import FoundError
-from ..hub import WeightsError, atomic_torch_save, load_checkpoint
+from ..hub import atomic_torch_save, load_checkpoint
 from .config import SCHEDULE_KEYS, TrainConfig
 from .data import Position
 
@@ -86,13 +86,11 @@ def save_state(path: Path, st: TrainState) -> None:
 
 
 def load_state(path: Path) -> TrainState:
-    """Read a checkpoint written by :func:`save_state`; one-line :class:`FoundError` otherwise."""
+    """Read a checkpoint written by :func:`save_state`; one-line :class:`FoundError` otherwise
+    (an unreadable file: its :class:`~found.errors.WeightsError`)."""
     if not path.is_file():
         raise FoundError(f"no training checkpoint at {path}")
-    try:
-        obj = load_checkpoint(path)
-    except WeightsError as e:
-        raise FoundError(str(e)) from None
+    obj = load_checkpoint(path)
     if obj.get("format") != FORMAT:
         raise FoundError(f"{path} is not a `found train` checkpoint (a head file? those cannot be resumed)")
     if int(obj.get("version", 0)) > VERSION:

@@ -107,10 +107,6 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
-    def lr_at(self, n_iter: int) -> float:
-        """Learning rate StepLR gives iteration ``n_iter`` (closed form, for checks and logs)."""
-        return self.lr0 * self.step_lr_gamma ** (n_iter // self.step_lr_size)
-
 
 def _field_types() -> dict[str, Any]:
     return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields(TrainConfig)}
