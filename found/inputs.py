@@ -20,6 +20,12 @@ class Job:
     path: Path
     rel: Path
 
+    @property
+    def name(self) -> str:
+        """The file as a dataset names it: its path relative to the folder it was found in (the
+        image root), or its file name when it was given as a file or matched by a pattern."""
+        return str(self.rel.parent / self.path.name) if self.rel.parent != Path(".") else self.path.name
+
 
 def path_key(path: Path) -> Path:
     """Identity of an input for de-duplication (a symlink loop cannot be resolved: keep it as is)."""

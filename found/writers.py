@@ -146,8 +146,9 @@ class RunFile:
         """The entry for ``result`` (a subclass decides what it holds)."""
         raise NotImplementedError
 
-    def add(self, result: Result, file: str) -> None:
-        self.records[file] = self.record(result, file)
+    def add(self, result: Result, file: str, name: str | None = None) -> None:
+        """Record ``result`` under the input ``file``; ``name`` is how a dataset calls it (default ``file``)."""
+        self.records[file] = self.record(result, file if name is None else name)
 
     def document(self) -> dict:
         raise NotImplementedError
@@ -174,8 +175,9 @@ class BoxesFile(RunFile):
 
 class CocoFile(RunFile):
     """A run's COCO pseudo-labels: per input its size and instances (compressed-RLE masks through
-    pycocotools), one "object" category; ids are given in file-name order when it is written, so a
-    rerun that adds inputs keeps the file one consistent dataset."""
+    pycocotools), one "object" category; ids are given in input-path order when it is written, so a
+    rerun that adds inputs keeps the file one consistent dataset. ``file_name`` is the image's path
+    relative to its input folder (the image root of a trainer); ``path`` is the input as given."""
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
         from .coco import require_pycocotools
@@ -191,16 +193,18 @@ class CocoFile(RunFile):
             anns: dict[int, list[dict]] = {}
             for a in doc["annotations"]:
                 anns.setdefault(a["image_id"], []).append(a)
-            return {im["file_name"]: {"file_name": im["file_name"], "height": im["height"], "width": im["width"],
-                                      "annotations": anns.get(im["id"], [])} for im in doc["images"]}
+            return {im.get("path", im["file_name"]): {"file_name": im["file_name"], "path": im.get("path", im["file_name"]),
+                                                      "height": im["height"], "width": im["width"],
+                                                      "annotations": anns.get(im["id"], [])} for im in doc["images"]}
         except (ValueError, KeyError, TypeError, OSError):
             return {}
 
-    def record(self, result: Result, file: str) -> dict:
+    def add(self, result: Result, file: str, name: str | None = None) -> None:
         from .coco import image_annotations
 
         W, H = result.size
-        return {"file_name": file, "height": H, "width": W, "annotations": image_annotations(result.prediction.instances, 0)}
+        self.records[file] = {"file_name": file if name is None else name, "path": file, "height": H, "width": W,
+                              "annotations": image_annotations(result.prediction.instances, 0)}
 
     def document(self) -> dict:
         from .coco import OBJECT_CATEGORY, coco_info, image_entry
@@ -208,7 +212,7 @@ class CocoFile(RunFile):
         images, annotations = [], []
         for image_id, name in enumerate(sorted(self.records), start=1):
             r = self.records[name]
-            images.append(image_entry(image_id, r["file_name"], r["height"], r["width"]))
+            images.append({**image_entry(image_id, r["file_name"], r["height"], r["width"]), "path": r["path"]})
             for a in r["annotations"]:
                 annotations.append({**a, "id": len(annotations) + 1, "image_id": image_id})
         return {"info": coco_info("FOUND class-agnostic pseudo-labels"), "licenses": [], "images": images,

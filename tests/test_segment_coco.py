@@ -41,17 +41,18 @@ def test_coco_file_loads_in_pycocotools_and_each_rle_is_that_instances_pixels(tm
     assert set(r.failed()) == {str(folder / "empty.png"), str(folder / "text.jpg")}
     coco = load_coco(coco_path)
     files = sorted(str(p) for p in folder.glob("*.png") if p.name != "empty.png")
-    assert [im["file_name"] for im in coco.dataset["images"]] == files  # bad inputs are not in the file
+    assert [im["path"] for im in coco.dataset["images"]] == files  # bad inputs are not in the file
+    assert [im["file_name"] for im in coco.dataset["images"]] == [Path(f).name for f in files]  # relative to the folder
     assert [c["name"] for c in coco.dataset["categories"]] == ["object"]
     boxes = {e["file"]: e for e in json.loads((out / "boxes.json").read_text())["images"]}
     n_objects = 0
     for im in coco.dataset["images"]:
-        path = Path(im["file_name"])
+        path = Path(im["path"])
         written = np.asarray(Image.open(out / f"{path.stem}_mask.png")) > 127
         assert (im["height"], im["width"]) == written.shape
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
         comps = _components(written)
-        assert len(anns) == len(comps) == len(boxes[im["file_name"]]["instances"])
+        assert len(anns) == len(comps) == len(boxes[im["path"]]["instances"])
         got = sorted((decode_rle(a["segmentation"]) for a in anns), key=lambda m: (-m.sum(), np.argmax(m)))
         want = sorted(comps, key=lambda m: (-m.sum(), np.argmax(m)))
         for g, w, a in zip(got, want, sorted(anns, key=lambda a: -a["area"])):
@@ -74,10 +75,11 @@ def test_rerun_keeps_the_coco_file_consistent_with_the_outputs_on_disk(tmp_path,
     r = run_cli(["segment", str(folder / "astronaut.png"), *first, "-o", str(out), "--coco", str(coco_path), *tiny.args()])
     assert r.code == 0 and r.counts == (1, 1, 0, 0)  # coffee skipped, astronaut added
     after = json.loads(coco_path.read_text())
-    assert [im["file_name"] for im in after["images"]] == sorted([str(folder / "astronaut.png"), first[0]])
+    assert [im["path"] for im in after["images"]] == sorted([str(folder / "astronaut.png"), first[0]])
+    assert [im["file_name"] for im in after["images"]] == ["astronaut.png", "coffee.png"]
     assert [im["id"] for im in after["images"]] == [1, 2]
     assert [a["id"] for a in after["annotations"]] == list(range(1, len(after["annotations"]) + 1))
-    coffee_id = next(im["id"] for im in after["images"] if im["file_name"] == first[0])
+    coffee_id = next(im["id"] for im in after["images"] if im["path"] == first[0])
     kept = [a["segmentation"] for a in after["annotations"] if a["image_id"] == coffee_id]
     assert kept == [a["segmentation"] for a in before["annotations"]]  # the earlier run's objects, unchanged
     r = run_cli(["segment", str(folder / "astronaut.png"), *first, "-o", str(out), "--coco", str(coco_path), *tiny.args()])

@@ -242,7 +242,7 @@ def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
             report.fail(job.path, o.error or "")
         return
     for run_file in plan.run_files:
-        run_file.add(o.result, str(job.path))
+        run_file.add(o.result, str(job.path), name=job.name if run_file is plan.coco else None)
     report.ok += 1
     report.notes.extend((str(job.path), n) for n in o.result.notes if not n.startswith("downscaled"))
     if o.result.downscaled:
