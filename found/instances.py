@@ -168,13 +168,27 @@ def _instance(labeled: np.ndarray, label: int, sl: tuple[slice, slice], area: in
     """One component: its box, cropped pixels and patch-cell score."""
     crop = labeled[sl] == label
     y1, x1 = sl[0].start, sl[1].start
-    ys, xs = np.nonzero(crop)
-    rows = np.minimum(((ys + y1) // cell[0]).astype(np.int64), probs.shape[0] - 1)
-    cols = np.minimum(((xs + x1) // cell[1]).astype(np.int64), probs.shape[1] - 1)
-    cells = np.unique(rows * probs.shape[1] + cols)
+    cells = _touched_cells(crop, (y1, x1), cell, probs.shape)
     score = float(probs.ravel()[cells].mean())  # cells in raster order: the same sum as probs[component].mean()
     box = (int(x1), int(y1), int(sl[1].stop), int(sl[0].stop))
     return Instance(box_xyxy=box, area=area, score=score, crop=crop, image_hw=hw)
+
+
+def _touched_cells(crop: np.ndarray, origin: tuple[int, int], cell: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
+    """Flat indices (raster order) of the patch cells holding at least one pixel of ``crop``.
+
+    Rows, then columns, of the crop are OR-reduced over each cell's span, so memory stays near the
+    crop's size (no list of pixel coordinates, which would be 16 bytes a pixel on huge images).
+    """
+    def spans(start: int, n: int, size: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.minimum((np.arange(start, start + n) // size).astype(np.int64), limit - 1)
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        return starts, idx[starts]
+
+    (ys, cy), (xs, cx) = spans(origin[0], crop.shape[0], cell[0], grid[0]), spans(origin[1], crop.shape[1], cell[1], grid[1])
+    touched = np.logical_or.reduceat(np.logical_or.reduceat(crop, ys, axis=0), xs, axis=1)
+    r, c = np.nonzero(touched)
+    return cy[r] * grid[1] + cx[c]
 
 
 def patch_mask_pixels(patch_mask: np.ndarray, patch: int, image_hw: tuple[int, int]) -> np.ndarray:

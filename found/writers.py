@@ -105,8 +105,9 @@ class ImageOutputs:
 
 
 # ---------------------------------------------------------------------------- run files
-def box_record(result: Result, file: str) -> dict:
-    """One input's entry of ``boxes.json``: size, score, box (xyxy and COCO xywh), notes."""
+def box_record(result: Result, file: str, instances: bool = False) -> dict:
+    """One input's entry of ``boxes.json``: size, score, box (xyxy and COCO xywh), notes, and with
+    ``instances`` every object's box, area and score."""
     pred, li = result.prediction, result.image
     W, H = li.original_size
     rec = {"file": file, "width": W, "height": H, "score": round(float(pred.score), 6), "refined": bool(pred.refined),
@@ -119,7 +120,8 @@ def box_record(result: Result, file: str) -> dict:
         x1, y1, x2, y2 = (int(v) for v in pred.box)
         rec["box_xyxy"] = [x1, y1, x2, y2]
         rec["box_xywh"] = [x1, y1, x2 - x1, y2 - y1]
-    rec["instances"] = instances_summary(pred.instances)
+    if instances:
+        rec["instances"] = instances_summary(pred.instances)
     return rec
 
 
@@ -159,14 +161,15 @@ class RunFile:
 
 
 class BoxesFile(RunFile):
-    """``boxes.json``: per input, its size, score and box, sorted by file name."""
+    """``boxes.json``: per input, its size, score and box (and with ``instances`` its objects),
+    sorted by file name."""
 
-    def __init__(self, path: Path, mode: str, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, mode: str, overwrite: bool = False, instances: bool = False) -> None:
         super().__init__(path, overwrite)
-        self.mode = mode
+        self.mode, self.instances = mode, instances
 
     def record(self, result: Result, file: str) -> dict:
-        return box_record(result, file)
+        return box_record(result, file, self.instances)
 
     def document(self) -> dict:
         return {"box_format": {"xyxy": "x1, y1, x2, y2 (max exclusive)", "xywh": "COCO x, y, width, height"},

@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     o.add_argument("--soft", action="store_true", help="soft mask PNG (<name>_soft.png, probability × 255)")
     o.add_argument("--cutout", action="store_true", help="RGBA cut-out PNG (<name>_cutout.png)")
     o.add_argument("--overlay", action="store_true", help="mask and box drawn over the image (<name>_overlay.png)")
-    o.add_argument("--boxes", action="store_true", help=f"one {BOXES_FILE} for the run (xyxy and COCO xywh boxes, sizes, scores)")
+    o.add_argument("--boxes", action="store_true", help=f"one {BOXES_FILE} for the run (xyxy and COCO xywh boxes, sizes, scores; "
+                   f"with --coco or an instance option also every object's box, area and score)")
     o.add_argument("--coco", metavar="FILE", help="also write the run's objects as one COCO dataset (instances with "
                    "compressed-RLE masks, one 'object' category; needs pip install 'found[coco]')")
     o.add_argument("--all", action="store_true", help="every output above (not --coco)")
@@ -146,6 +147,11 @@ def _output_folder(path: str) -> Path:
     return outdir
 
 
+def _wants_instances(args: argparse.Namespace) -> bool:
+    """Objects are listed (boxes.json) when asked for: --coco, or an instance filter option."""
+    return bool(args.coco) or args.max_instances is not None or args.min_area != 0 or args.min_score != 0
+
+
 def plan_run(args: argparse.Namespace) -> Plan:
     """Outputs chosen, inputs collected, outputs that would overwrite an input refused, and the
     inputs whose outputs all exist skipped (unless --overwrite)."""
@@ -165,7 +171,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     if want_boxes:
         if path_key(outdir / BOXES_FILE) in inputs:
             raise FoundError(f"{outdir / BOXES_FILE} is an input; choose another -o")
-        boxes = BoxesFile(outdir / BOXES_FILE, args.mode, overwrite=args.overwrite)
+        boxes = BoxesFile(outdir / BOXES_FILE, args.mode, overwrite=args.overwrite, instances=_wants_instances(args))
     coco = None
     if args.coco:
         if path_key(Path(args.coco)) in inputs:
