@@ -101,6 +101,7 @@ class Found:
             raise ValueError(f"precision 'int8' runs on the CPU only (got device {self.device}); use 'bf16' or 'fp16' on GPUs")
         self.backbone = backbone.eval().requires_grad_(False).to(self.device)
         self.head = None if head is None else head.eval().to(self.device)  # not frozen: a head being trained stays trainable
+        self.coarse = head is None  # step-1 coarse masks: ±1 logits, no trained head
         self.precision = precision
         self.tau = tau
         self._net = self.backbone
@@ -188,7 +189,7 @@ class Found:
         the coarse mask without a head), cropped to ``image_hw`` (default: the padded size)."""
         p = self.patch_size
         hw = tuple(image_hw) if image_hw is not None else (logits.shape[-2] * p, logits.shape[-1] * p)
-        if self.head is None:
+        if self.coarse:
             return F.interpolate(logits.gt(0).float(), scale_factor=p, mode="nearest")[:, 0, : hw[0], : hw[1]]
         return torch.sigmoid(upsample_logits(logits, p, hw))[:, 0]
 
@@ -262,7 +263,7 @@ class Found:
         for idx in self._batches(arrays, batch_size):
             logits = self.patch_logits(self.input_batch([arrays[i] for i in idx]))
             soft = self.soft_from_logits(logits)
-            probs = torch.sigmoid(logits) if self.head is not None else logits.gt(0).float()
+            probs = logits.gt(0).float() if self.coarse else torch.sigmoid(logits)
             soft_np = soft.cpu().numpy()
             patch_np = probs[:, 0].gt(0.5).cpu().numpy()  # sigmoid > 0.5, as the authors (not logit > 0)
             probs_np = probs[:, 0].cpu().numpy()
