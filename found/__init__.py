@@ -9,6 +9,7 @@ Quick use::
 from .background import Background, discover_background, head_weights
 from .backbone import FoundFeatures, VisionTransformer
 from .build import build_found, load_backbone, load_head
+from .export.runtime import OnnxFound, load_onnx  # onnxruntime itself is imported on first use
 from .head import FoundHead
 from .predictor import Found, Prediction
 from .registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models
@@ -21,6 +22,7 @@ __all__ = [
     "FoundFeatures",
     "FoundHead",
     "MODELS",
+    "OnnxFound",
     "Prediction",
     "VisionTransformer",
     "build_found",
@@ -30,4 +32,5 @@ __all__ = [
     "list_models",
     "load_backbone",
     "load_head",
+    "load_onnx",
 ]

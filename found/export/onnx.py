@@ -8,8 +8,10 @@ The file carries its own description (:data:`METADATA_KEYS`) so the runtime need
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -193,9 +195,17 @@ def set_metadata(proto, entries: dict[str, str]) -> None:
         proto.metadata_props.add(key=k, value=str(v))
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """onnxruntime's dynamic int8 quantisation of the MatMul/Gemm weights of ``src`` into ``dst``
-    (atomic), metadata kept and marked ``quantization=int8-dynamic``."""
+#: Linear layers quantised by each ``quantize_int8`` scope (ONNX node-name fragments).
+INT8_SCOPES = {"mlp": ("/mlp/fc1/", "/mlp/fc2/"), "all": ("/mlp/fc1/", "/mlp/fc2/", "/attn/qkv/", "/attn/proj/")}
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "mlp") -> Path:
+    """onnxruntime's dynamic int8 quantisation of ``src``'s linear layers into ``dst`` (atomic).
+
+    ``scope="mlp"`` quantises the MLPs only (as the torch int8 path, :mod:`found.backbone.quantize`),
+    ``"all"`` also the attention projections; per-channel int8 weights, activations quantised per
+    call. Metadata is kept, with ``quantization=int8-dynamic-<scope>``.
+    """
     onnx = _require_onnx()
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -203,14 +213,36 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise FoundError("int8 quantisation needs onnxruntime: pip install 'found[onnx]'") from None
     from ..fileio import atomic_path
 
+    if scope not in INT8_SCOPES:
+        raise ValueError(f"scope must be one of {sorted(INT8_SCOPES)}, got {scope!r}")
     src, dst = Path(src), Path(dst)
     info = read_info(src)
-    with atomic_path(dst) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        proto = onnx.load(str(tmp))
-        set_metadata(proto, {**info.metadata, "quantization": "int8-dynamic"})
-        onnx.save(proto, str(tmp))
+    if info.quantization != "none":
+        raise OnnxFileError(f"{src}: already quantised ({info.quantization}); quantise the fp32 export")
+    proto = onnx.load(str(src))
+    nodes = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(f in n.name for f in INT8_SCOPES[scope])]
+    if not nodes:
+        raise OnnxFileError(f"{src}: no linear layers named as in a FOUND export; re-export it with `found export onnx`")
+    with atomic_path(dst) as tmp, warnings.catch_warnings(), _quiet_root_logger():
+        warnings.simplefilter("ignore")  # onnxruntime suggests pre-processing; the graph is already optimised
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        out = onnx.load(str(tmp))
+        set_metadata(out, {**info.metadata, "quantization": f"int8-dynamic-{scope}"})
+        onnx.save(out, str(tmp))
     return dst
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantiser logs advice on the root logger; keep it off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 # ---------------------------------------------------------------------- reading

@@ -160,3 +160,28 @@ def head_file_sha256(head: str | os.PathLike) -> str:
     inner = state.get("decoder", state)
     dim = int(inner["weight"].shape[1]) if "weight" in inner else 384
     return head_sha256(load_head(head=path, in_dim=dim))
+
+
+#: int8 files are accepted only with at least this mask IoU against fp32 on real photos.
+MIN_INT8_IOU = 0.99
+
+
+def mask_agreement(reference: Found, candidate: Found, images: list[np.ndarray]) -> dict:
+    """Binary-mask agreement of ``candidate`` with ``reference`` on uint8 images, one at a time:
+    mean / minimum IoU over the images and the number of differing pixels."""
+    ious, differ = [], 0
+    for rgb in images:
+        a = reference.predict(rgb)[0].mask
+        b = candidate.predict(rgb)[0].mask
+        union = np.logical_or(a, b).sum()
+        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+        differ += int((a != b).sum())
+    if not ious:
+        raise FoundError("mask agreement needs at least one image")
+    return {"images": len(ious), "mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(min(ious)),
+            "mask_pixels_differing": differ}
+
+
+def int8_accepted(agreement: dict, min_iou: float = MIN_INT8_IOU) -> bool:
+    """The int8 acceptance rule: every image's mask IoU against fp32 is at least ``min_iou``."""
+    return agreement["mask_iou_min"] >= min_iou
