@@ -86,7 +86,8 @@ def _check_images(folder: str):
 def _write_int8(src: Path, dst: Path, scope: str, images) -> int:
     """Quantise ``src`` into ``dst``; with images, remove ``dst`` again unless it passes the IoU rule."""
     from ..export.onnx import quantize_int8
-    from ..export.runtime import MIN_INT8_IOU, OnnxFound, int8_accepted, mask_agreement
+    from ..export import runtime
+    from ..export.runtime import OnnxFound, int8_accepted, mask_agreement
 
     quantize_int8(src, dst, scope=scope)
     if images is None:
@@ -96,6 +97,6 @@ def _write_int8(src: Path, dst: Path, scope: str, images) -> int:
     line = f"mask IoU vs fp32 on {agree['images']} images: mean {agree['mask_iou_mean']:.4f}, min {agree['mask_iou_min']:.4f}"
     if not int8_accepted(agree):
         dst.unlink()
-        raise FoundError(f"int8 rejected ({line} < {MIN_INT8_IOU}); {dst} not written")
+        raise FoundError(f"int8 rejected ({line} < {runtime.MIN_INT8_IOU}); {dst} not written")
     print(f"wrote {dst} (int8, {scope}; {line})")
     return 0

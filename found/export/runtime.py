@@ -182,6 +182,7 @@ def mask_agreement(reference: Found, candidate: Found, images: list[np.ndarray])
             "mask_pixels_differing": differ}
 
 
-def int8_accepted(agreement: dict, min_iou: float = MIN_INT8_IOU) -> bool:
-    """The int8 acceptance rule: every image's mask IoU against fp32 is at least ``min_iou``."""
-    return agreement["mask_iou_min"] >= min_iou
+def int8_accepted(agreement: dict, min_iou: float | None = None) -> bool:
+    """The int8 acceptance rule: every image's mask IoU against fp32 is at least ``min_iou``
+    (default :data:`MIN_INT8_IOU`)."""
+    return agreement["mask_iou_min"] >= (MIN_INT8_IOU if min_iou is None else min_iou)
