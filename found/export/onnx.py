@@ -58,7 +58,10 @@ def bicubic_matrix(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
     """[n_out, n_in] weights of PyTorch's bicubic resize (align_corners=False, border taps
     clamped) with DINO's ``scale_factor = (n_out + 0.1) / n_in``; ``n_out`` may be a traced size."""
     n_out = torch.as_tensor(n_out)
-    scale = ((n_out.double() + 0.1) / n_in).reciprocal().float()  # as PyTorch: 1/scale_factor in double, then float
+    # PyTorch forms 1/scale_factor in float64 and rounds it to float32; float32 here (TensorRT and
+    # WebGPU have no float64) may differ in the last bit: ~1e-7 on the embedding.
+    size = n_out.float()
+    scale = torch.full_like(size, float(n_in)) / (size + 0.1)  # one Div (n_in / x would be Reciprocal · Mul)
     i = torch.arange(n_out, dtype=torch.int64).float()
     real = scale * (i + 0.5) - 0.5
     idx = torch.floor(real)
