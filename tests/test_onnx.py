@@ -360,3 +360,19 @@ def test_cli_export_usage_errors(tiny, tmp_path) -> None:
     r = run_cli(["export", "onnx", "-o", str(tmp_path / "a.onnx"), "--precision", "bf16", *tiny.args()])
     assert r.code == 2 and "fp32" in r.err
     assert not list(tmp_path.glob("*.onnx"))
+    assert run_cli(["export"]).code == 2
+
+
+def test_cli_coarse_export_runs_only_coarse(tiny, images_dir, tmp_path) -> None:
+    f = tmp_path / "coarse.onnx"
+    assert run_cli(["export", "onnx", "-o", str(f), "--coarse", *tiny.args()]).code == 0
+    assert read_info(f).coarse
+    base = ["segment", str(images_dir), "--no-progress", "--device", "cpu", "--onnx", str(f)]
+    r = run_cli([*base, "-o", str(tmp_path / "a")])
+    assert r.code == 1 and "exported without a head" in r.err
+    r = run_cli([*base, "-o", str(tmp_path / "b"), "--coarse"])
+    assert r.code == 0, r.err
+    r_torch = run_cli(["segment", str(images_dir), "-o", str(tmp_path / "c"), "--coarse", *tiny.args()])
+    assert r_torch.code == 0
+    for m in sorted((tmp_path / "c").glob("*_mask.png")):
+        assert np.array_equal(np.array(Image.open(m)), np.array(Image.open(tmp_path / "b" / m.name))), m.name

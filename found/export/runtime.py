@@ -86,7 +86,8 @@ class OnnxFound(Found):
         self.backbone = None
         self.tau = info.tau if tau is None else float(tau)
         self.precision = "int8" if info.quantization.startswith("int8") else "fp32"
-        cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        # outputs live where the session ran (CUDA only if torch can hold CUDA tensors too)
+        cuda = self.session.get_providers()[0] == "CUDAExecutionProvider" and torch.cuda.is_available()
         self.device = torch.device("cuda") if cuda else torch.device("cpu")
         self.compile_mode = None
         self._cudagraphs = False
