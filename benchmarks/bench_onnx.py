@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for both runtimes")
     p.add_argument("--weights", help="backbone checkpoint (default: random ViT-S/8)")
     p.add_argument("--head", help="FOUND head checkpoint (default: random)")
-    p.add_argument("--images", default=str(REPO / "tests" / "data" / "images"), help="photos for the mask IoU")
+    p.add_argument("--images", default=str(REPO / "tests" / "data" / "images"), help="photos for the mask IoU ('' skips it)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(r)
                     print(f"speed  {r['size']:>7s} batch {b:<2d} {r['path']:10s} {r['ms_per_img']:8.1f} ms/img  "
                           f"x{r['ratio']:.2f} vs torch-fp32 (best x{r['ratio_best']:.2f})")
-        paths = sorted(q for q in Path(args.images).iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        for r in agreement_rows(models, paths):
+        paths = sorted(q for q in Path(args.images).iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg")) if args.images else []
+        for r in agreement_rows(models, paths) if paths else []:
             rows.append(r)
             note = "" if r["int8_accepted"] is None else ("  accepted (>= 0.99)" if r["int8_accepted"] else "  REJECTED (< 0.99)")
             print(f"agree  {r['images']} photos  {r['path']:10s} mask IoU vs torch-fp32: mean {r['mask_iou_mean']:.4f}, "

@@ -44,12 +44,12 @@ class OnnxFileError(FoundError):
 
 # ---------------------------------------------------------------------- graph
 def _cubic_near(t: torch.Tensor) -> torch.Tensor:
-    """Keys's cubic convolution weight for a tap at distance t ∈ [0, 1]."""
+    """Keys' cubic convolution weight for a tap at distance t ∈ [0, 1]."""
     return ((_CUBIC_A + 2) * t - (_CUBIC_A + 3)) * t * t + 1
 
 
 def _cubic_far(t: torch.Tensor) -> torch.Tensor:
-    """Keys's cubic convolution weight for a tap at distance t ∈ [1, 2]."""
+    """Keys' cubic convolution weight for a tap at distance t ∈ [1, 2]."""
     a = _CUBIC_A
     return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
 
