@@ -8,6 +8,8 @@ from ..errors import FoundError
 from .common import add_model_args, check_model_args
 
 FORMATS = ("onnx",)
+#: Highest opset of PyTorch's TorchScript-based ONNX exporter (torch 2.x: 20).
+MAX_OPSET = 20
 
 
 def add_parser(sub) -> None:
@@ -15,7 +17,7 @@ def add_parser(sub) -> None:
     formats = p.add_subparsers(dest="format", metavar="FORMAT")
     o = formats.add_parser("onnx", help="ONNX file for ONNX Runtime: padded images → patch logits, CLS attention, keys")
     o.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write (e.g. found.onnx)")
-    o.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; at least 17)")
+    o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 (default) to 20")
     o.add_argument("--tau", type=float, default=0.3, help="coarse-mask threshold stored in the file (default 0.3)")
     o.add_argument("--int8", nargs="?", const="", metavar="FILE",
                    help="also write onnxruntime's dynamic int8 quantisation (default name: FILE with .int8.onnx)")
@@ -50,8 +52,8 @@ def run_onnx(args: argparse.Namespace) -> int:
     check_model_args(args)
     if args.precision != "fp32":
         raise FoundError("the ONNX export is fp32; add --int8 for a quantised copy")
-    if args.opset < 17:
-        raise FoundError(f"--opset {args.opset}: FOUND's export needs opset 17 or later")
+    if not 17 <= args.opset <= MAX_OPSET:
+        raise FoundError(f"--opset {args.opset}: FOUND's export writes opsets 17 to {MAX_OPSET}")
     out = Path(args.output)
     if not out.parent.is_dir():
         raise FoundError(f"{out.parent}: output folder does not exist")
