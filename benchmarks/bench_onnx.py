@@ -49,13 +49,13 @@ def build_nets(args: argparse.Namespace):
     return vit, FoundHead(384).eval(), "random ViT-S/8 + random head"
 
 
-def build_models(vit, head, folder: Path, threads: int) -> dict:
+def build_models(vit, head, folder: Path, threads: int, chunks: int) -> dict:
     """The rows: name → model, all on the CPU; the ONNX files are written into ``folder``."""
     from found import Found
     from found.export.onnx import export_onnx, quantize_int8
     from found.export.runtime import OnnxFound
 
-    fp32 = export_onnx(vit, head, folder / "found.onnx", model="bench")
+    fp32 = export_onnx(vit, head, folder / "found.onnx", model="bench", attention_chunks=chunks)
     int8 = quantize_int8(fp32, folder / "found.int8.onnx")
     return {
         "torch-fp32": Found(vit, head, device="cpu"),
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="backbone checkpoint (default: random ViT-S/8)")
     p.add_argument("--head", help="FOUND head checkpoint (default: random)")
     p.add_argument("--images", default=str(REPO / "tests" / "data" / "images"), help="photos for the mask IoU ('' skips it)")
+    p.add_argument("--attention-chunks", type=int, default=8, help="query slices of the exported attention (default 8)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -120,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     vit, head, what = build_nets(args)
     import onnxruntime
 
-    print(f"weights: {what}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads, CPU")
+    print(f"weights: {what}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads, CPU, "
+          f"attention chunks {args.attention_chunks}")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
-        models = build_models(vit, head, Path(d), args.threads)
+        models = build_models(vit, head, Path(d), args.threads, args.attention_chunks)
         for hw in sizes:
             for b in batches:
                 for r in time_rows(models, hw, b, reps):

@@ -144,6 +144,15 @@ def test_onnx_runtime_masks_match_torch_on_the_photos(torch_model, ort_model, ph
         _assert_masks_equal_except_ties(ref, got)
 
 
+def test_attention_slices_do_not_change_the_numbers(vit, head, ort_model, tmp_path) -> None:
+    one = load_onnx(export_onnx(vit, head, tmp_path / "one.onnx", attention_chunks=1), "cpu")
+    assert read_info(one.path).metadata["attention_chunks"] == "1"
+    assert read_info(ort_model.path).metadata["attention_chunks"] == "8"
+    for hw in [(320, 480), (16, 8)]:  # 2 patches in 8 slices: most slices are empty
+        x = ort_model.input_batch(_images(hw, 1))
+        torch.testing.assert_close(one.patch_logits(x), ort_model.patch_logits(x), atol=1e-5, rtol=0)
+
+
 def test_batch_size_does_not_change_onnx_results(ort_model) -> None:
     images = _images((120, 160), 3)
     one = ort_model.patch_logits(ort_model.input_batch(images[:1]))

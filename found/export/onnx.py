@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import VisionTransformer
@@ -33,7 +34,9 @@ OPSET = 17
 #: Metadata every FOUND ONNX file holds (``metadata_props``, all strings).
 METADATA_KEYS = ("format", "found_version", "model", "patch_size", "embed_dim", "num_heads", "mean", "std",
                  "tau", "coarse", "head_sha256", "quantization")
-_CUBIC_A = -0.75  # PyTorch's (and ONNX Resize's default) bicubic coefficient
+_CUBIC_A = -0.75
+#: Query slices of the exported attention (see ``FoundOnnxGraph._attention``).
+ATTENTION_CHUNKS = 8  # PyTorch's (and ONNX Resize's default) bicubic coefficient
 
 
 class OnnxFileError(FoundError):
@@ -84,10 +87,13 @@ def _identity_rows(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
 class FoundOnnxGraph(nn.Module):
     """What the ONNX file computes: ``found_features`` of the backbone (+ the head's logits)."""
 
-    def __init__(self, backbone: VisionTransformer, head: FoundHead | None = None) -> None:
+    def __init__(self, backbone: VisionTransformer, head: FoundHead | None = None, attention_chunks: int = ATTENTION_CHUNKS) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        if attention_chunks < 1:
+            raise ValueError(f"attention_chunks must be at least 1, got {attention_chunks}")
+        self.attention_chunks = attention_chunks
         n0 = backbone.pos_embed.shape[1] - 1
         self.g0 = int(round(n0**0.5))
         if self.g0 * self.g0 != n0:
@@ -106,6 +112,20 @@ class FoundOnnxGraph(nn.Module):
         patch = (mw[None] @ rows).reshape(1, -1, d)  # [1, h*w, D]
         return torch.cat([pos[:, :1].float(), patch], dim=1).to(pos.dtype)
 
+    def _attention(self, attn, x: torch.Tensor) -> torch.Tensor:
+        """``Attention.forward`` with the queries in ``attention_chunks`` slices: ONNX writes
+        attention as MatMul → Softmax → MatMul, so each slice holds only its rows of the N×N
+        matrix (peak memory / chunks; every row's softmax is unchanged)."""
+        b, n, d = x.shape
+        q, k, v = attn._split_qkv(x)
+        if self.attention_chunks == 1:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            step = (n + self.attention_chunks - 1) // self.attention_chunks
+            out = torch.cat([F.scaled_dot_product_attention(q[:, :, i * step : (i + 1) * step], k, v)
+                             for i in range(self.attention_chunks)], dim=2)
+        return attn.proj(out.transpose(1, 2).reshape(b, n, d))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         vit = self.backbone
         fmap = vit.patch_embed.proj(x)  # [B, D, h, w]
@@ -114,7 +134,8 @@ class FoundOnnxGraph(nn.Module):
         t = torch.cat([vit.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
         t = t + self.pos_encoding(h, w).to(t.dtype)
         for blk in vit.blocks[:-1]:
-            t = blk(t)
+            t = t + self._attention(blk.attn, blk.norm1(t))
+            t = t + blk.mlp(blk.norm2(t))
         last = vit.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
         attn, keys = attn[:, :, 1:], keys[:, 1:]
@@ -163,6 +184,7 @@ def export_onnx(
     tau: float = 0.3,
     opset: int = OPSET,
     sample_hw: tuple[int, int] | None = None,
+    attention_chunks: int = ATTENTION_CHUNKS,
 ) -> Path:
     """Write the ONNX file for ``backbone`` (+ ``head``; ``None``: attention and keys only, for
     coarse masks) atomically; dynamic batch, height and width. Returns the path."""
@@ -171,7 +193,7 @@ def export_onnx(
 
     path = Path(path)
     p = backbone.patch_size
-    graph = FoundOnnxGraph(backbone.eval().cpu(), None if head is None else head.eval().cpu()).eval()
+    graph = FoundOnnxGraph(backbone.eval().cpu(), None if head is None else head.eval().cpu(), attention_chunks).eval()
     sample_hw = sample_hw or (30 * p, 40 * p)  # not the native grid, not square: nothing is specialised
     x = torch.zeros(1, 3, *sample_hw)
     outputs = list(OUTPUTS if head is not None else OUTPUTS[1:])
@@ -184,7 +206,7 @@ def export_onnx(
         torch.onnx.export(graph, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT],
                           output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
         proto = onnx.load(str(tmp))
-        set_metadata(proto, _metadata(backbone, head, model, tau))
+        set_metadata(proto, {**_metadata(backbone, head, model, tau), "attention_chunks": str(attention_chunks)})
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return path
@@ -198,8 +220,26 @@ def set_metadata(proto, entries: dict[str, str]) -> None:
         proto.metadata_props.add(key=k, value=str(v))
 
 
-#: Linear layers quantised by each ``quantize_int8`` scope (ONNX node-name fragments).
-INT8_SCOPES = {"mlp": ("/mlp/fc1/", "/mlp/fc2/"), "all": ("/mlp/fc1/", "/mlp/fc2/", "/attn/qkv/", "/attn/proj/")}
+#: ``quantize_int8`` scopes: the MLPs only, or every linear layer of the backbone.
+INT8_SCOPES = ("mlp", "all")
+
+
+def _linear_nodes(proto, embed_dim: int, scope: str) -> list[str]:
+    """Names of the MatMul/Gemm nodes of the backbone's linear layers in ``scope``, found by the
+    shape of their constant weight ([D, hidden] / [hidden, D] for the MLP; also [D, 3D] and
+    [D, D] for attention): node names are not stable enough to select by."""
+    shapes = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    d = embed_dim
+    names = []
+    for n in proto.graph.node:
+        w = shapes.get(n.input[1]) if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 else None
+        if w is None or len(w) != 2 or d not in w:
+            continue
+        other = w[1] if w[0] == d else w[0]
+        mlp = other not in (d, 3 * d)
+        if mlp or (scope == "all" and (w == (d, d) or w == (d, 3 * d))):
+            names.append(n.name)
+    return names
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "mlp") -> Path:
@@ -217,15 +257,15 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "
     from ..fileio import atomic_path
 
     if scope not in INT8_SCOPES:
-        raise ValueError(f"scope must be one of {sorted(INT8_SCOPES)}, got {scope!r}")
+        raise ValueError(f"scope must be one of {INT8_SCOPES}, got {scope!r}")
     src, dst = Path(src), Path(dst)
     info = read_info(src)
     if info.quantization != "none":
         raise OnnxFileError(f"{src}: already quantised ({info.quantization}); quantise the fp32 export")
     proto = onnx.load(str(src))
-    nodes = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(f in n.name for f in INT8_SCOPES[scope])]
+    nodes = _linear_nodes(proto, info.embed_dim, scope)
     if not nodes:
-        raise OnnxFileError(f"{src}: no linear layers named as in a FOUND export; re-export it with `found export onnx`")
+        raise OnnxFileError(f"{src}: no linear layers of a {info.embed_dim}-d backbone found; re-export it with `found export onnx`")
     with atomic_path(dst) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")  # onnxruntime suggests pre-processing; the graph is already optimised
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes,
