@@ -5,7 +5,6 @@ boxes, refinement, the engine) is :class:`found.Found`'s own code.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from ..background import discover_background
 from ..backbone import FoundFeatures
 from ..errors import FoundError
 from ..predictor import Found
-from .onnx import INPUT, OnnxFileError, OnnxInfo, check_file, head_sha256, info_from_metadata, _first_line
+from .onnx import INPUT, OnnxFileError, _first_line, check_file, head_sha256, info_from_metadata
 
 #: Execution providers tried in this order (the CPU one is always available).
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
