@@ -9,6 +9,7 @@ Quick use::
 from .background import Background, discover_background, head_weights
 from .backbone import FoundFeatures, VisionTransformer
 from .build import build_found, load_backbone, load_head
+from .export.runtime import OnnxFound, load_onnx  # onnxruntime itself is imported on first use
 from .head import FoundHead
 from .instances import Instance, InstanceFilter, find_instances
 from .predictor import Found, Prediction
@@ -24,6 +25,7 @@ __all__ = [
     "Instance",
     "InstanceFilter",
     "MODELS",
+    "OnnxFound",
     "Prediction",
     "VisionTransformer",
     "build_found",
@@ -34,4 +36,5 @@ __all__ = [
     "list_models",
     "load_backbone",
     "load_head",
+    "load_onnx",
 ]

@@ -7,8 +7,11 @@ from ..hub import ENV_BACKBONE, ENV_HEAD
 from ..registry import DEFAULT_MODEL, MODELS
 
 
-def add_model_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: bool = True) -> None:
     g = parser.add_argument_group("model")
+    if head and runtime:
+        g.add_argument("--runtime", choices=["torch", "onnx"], help="run the model in PyTorch (default) or ONNX Runtime (needs --onnx FILE)")
+        g.add_argument("--onnx", metavar="FILE", help="ONNX file from `found export onnx` (implies --runtime onnx)")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(MODELS)}) or 'auto' to read the ViT size off --weights (default {DEFAULT_MODEL})")
     g.add_argument("--weights", metavar="PATH", help=f"local backbone checkpoint (or set {ENV_BACKBONE}); default: download into the torch hub cache")
     if head:
@@ -58,6 +61,8 @@ def model_from_args(args: argparse.Namespace):
     from ..build import build_found
 
     check_model_args(args)
+    if getattr(args, "onnx", None) or getattr(args, "runtime", None) == "onnx":
+        return onnx_model_from_args(args)
     return build_found(
         model=args.model,
         weights=args.weights,
@@ -68,6 +73,29 @@ def model_from_args(args: argparse.Namespace):
         progress=args.progress,
         precision=args.precision,
     )
+
+
+def onnx_model_from_args(args: argparse.Namespace):
+    """The :class:`found.export.runtime.OnnxFound` of ``--onnx FILE``; the model options given
+    (a non-default --model, --head, --coarse) are checked against the file, not loaded."""
+    from ..errors import FoundError
+    from ..export.runtime import OnnxFound, head_file_sha256
+    from ..registry import get_model_spec
+
+    if getattr(args, "runtime", None) == "torch":
+        raise FoundError("--onnx FILE runs ONNX Runtime: drop --runtime torch (or --onnx)")
+    if not args.onnx:
+        raise FoundError("--runtime onnx needs --onnx FILE (write one with `found export onnx -o FILE`)")
+    for flag, value in (("--weights", args.weights), ("--num-heads", args.num_heads)):
+        if value is not None:
+            raise FoundError(f"{flag} is not used with --runtime onnx: the backbone is inside {args.onnx}")
+    if args.precision != "fp32":
+        raise FoundError("--precision is for the torch runtime; for int8 pass a file from `found export onnx --int8`")
+    spec = None if args.model in ("auto", DEFAULT_MODEL) else get_model_spec(args.model)
+    head = getattr(args, "head", None)
+    return OnnxFound(args.onnx, args.device, coarse=bool(getattr(args, "coarse", False)),
+                     expect_patch_size=spec.arch.patch_size if spec else None, expect_model=spec.name if spec else None,
+                     expect_head_sha256=head_file_sha256(head) if head else None)
 
 
 def add_instance_args(parser: argparse.ArgumentParser) -> None:
