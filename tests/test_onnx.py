@@ -385,3 +385,21 @@ def test_cli_coarse_export_runs_only_coarse(tiny, images_dir, tmp_path) -> None:
     assert r_torch.code == 0
     for m in sorted((tmp_path / "c").glob("*_mask.png")):
         assert np.array_equal(np.array(Image.open(m)), np.array(Image.open(tmp_path / "b" / m.name))), m.name
+
+
+def test_found_bench_images_measures_an_onnx_files_agreement(cli_file, tiny, images_dir, tmp_path, capsys) -> None:
+    """``found bench --images DIR --onnx FILE`` puts the file's mask agreement with the eager fp32
+    baseline of the same weights beside the torch paths' (the check int8 files must pass)."""
+    import json
+
+    from found.cli.main import main
+
+    out = tmp_path / "r.json"
+    args = ["bench", "--device", "cpu", "--precision", "fp32", "--no-model", "--no-folder", "--weights", str(tiny.vit),
+            "--head", str(tiny.head), "--images", str(images_dir), "--onnx", str(cli_file), "--json", str(out), "--targets"]
+    assert main(args) == 0, capsys.readouterr()
+    rows = {r["path"]: r for r in json.loads(out.read_text())["results"] if r["bench"] == "agreement"}
+    assert set(rows) == {"fast-fp32", f"onnx-{cli_file.stem}"}
+    onnx_row = rows[f"onnx-{cli_file.stem}"]
+    assert onnx_row["images"] == 3 and onnx_row["mask_iou_min"] >= 0.99
+    assert "mask IoU vs fp32" in capsys.readouterr().out

@@ -176,13 +176,19 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
-                   max_side: int = 1024, log: Callable[[str], None] = print) -> list[dict]:
-    """Mask agreement of each fast-path precision with the eager fp32 baseline on real images (each
-    at its own size, longer side capped at ``max_side``): mean / minimum IoU and differing pixels.
-    Meaningful with real weights (``--weights``); a random network's masks disagree for any change."""
+                   max_side: int = 1024, log: Callable[[str], None] = print, onnx_files: list[str] = ()) -> list[dict]:
+    """Mask agreement of each fast-path precision (and each ONNX file, ``onnx-<name>``, exported
+    from the same weights) with the eager fp32 baseline on real images (each at its own size, longer
+    side capped at ``max_side``): mean / minimum IoU and differing pixels. Meaningful with real
+    weights (``--weights``); a random network's masks disagree for any change."""
     from ..imageio import read_image
 
-    base, fast = _baseline_and_fast(device, precisions, False, nets)
+    base, models = _baseline_and_fast(device, precisions, False, nets)
+    fast: dict[str, Found] = {f"fast-{p}": m for p, m in models.items()}
+    if onnx_files:
+        from ..export.runtime import OnnxFound
+
+        fast.update({f"onnx-{Path(f).stem}": OnnxFound(f, "cpu", coarse=base.coarse) for f in onnx_files})
     ious: dict[str, list[float]] = {p: [] for p in fast}
     differ: dict[str, int] = {p: 0 for p in fast}
     failed: list[tuple[str, str]] = []
@@ -194,9 +200,9 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
             failed.append((str(path), " ".join(str(e).split())[:120]))
             continue
         x = base.input_batch([rgb])
-        ref = _mask(base, base.features(x))
+        ref = base.masks(x)[1]
         for p, m in fast.items():
-            mk = _mask(m, m.features(x))
+            mk = m.masks(x.to(m.device))[1].to(ref.device)
             ious[p].append(_iou(mk, ref))
             differ[p] += int((mk != ref).sum().item())
         n_ok += 1
@@ -204,7 +210,7 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
     for p in fast:
         if not ious[p]:
             continue
-        row = {"bench": "agreement", "device": device.type, "path": f"fast-{p}", "images": n_ok,
+        row = {"bench": "agreement", "device": device.type, "path": p, "images": n_ok,
                "mask_iou_mean": float(np.mean(ious[p])), "mask_iou_min": float(min(ious[p])),
                "mask_pixels_differing": differ[p]}
         rows.append(row)
@@ -513,6 +519,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-heads", type=int, help="attention heads of the --weights backbone (default: embed dim / 64)")
     g.add_argument("--images", metavar="DIR",
                    help="also measure the mask agreement of every precision with the eager fp32 baseline on these images")
+    g.add_argument("--onnx", action="append", metavar="FILE",
+                   help="with --images: also the agreement of this ONNX file (from `found export onnx` of the same "
+                        "weights; repeatable), e.g. to check an int8 file against the 0.99 IoU rule with --targets")
 
 
 def add_parser(sub) -> None:
@@ -562,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
         rows += bench_folder(device, precisions, fsizes, sorted(set(fb)), n_per, reps=1 if args.quick or cuda else 2,
                              workers=args.workers, compile_mode=args.compile, nets=nets)
     if image_paths:
-        rows += mask_agreement(device, precisions, image_paths, nets)
+        rows += mask_agreement(device, precisions, image_paths, nets, onnx_files=args.onnx or [])
     status = 0
     if args.targets:
         print("targets:")
