@@ -16,7 +16,7 @@ from ..errors import FoundError
 from ..hub import WeightsError
 
 #: Sub-command modules under found.cli, in help order.
-COMMANDS = ["segment", "evaluate", "train", "download", "bench"]
+COMMANDS = ["segment", "evaluate", "train", "download", "bench", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
