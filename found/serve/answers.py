@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..engine import Engine, Result
 from ..errors import InputError
-from ..imageio import LoadedImage
+from ..imageio import LoadedImage, _quiet_warnings
 from ..writers import cutout_image, mask_image, overlay_image, soft_image
 
 #: Answers a request can ask for: the JSON record, or one PNG.
@@ -57,7 +57,7 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     Headers Pillow cannot read pass: :meth:`Engine.load` then gives the same reason as ``found segment``.
     """
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _quiet_warnings(), Image.open(io.BytesIO(data)) as im:  # Pillow's bomb warning: refused below
             w, h = im.size
     except Image.DecompressionBombError as e:
         raise TooManyPixels(f"refused, image too large for Pillow's decompression-bomb guard ({e})") from None
