@@ -11,7 +11,7 @@ images: decoding included, as in the server). Targets: at 16 clients with batchi
 
     python benchmarks/bench_serve.py                       # random ViT-S/8, 224² JPEGs, CPU
     python benchmarks/bench_serve.py --quick               # tiny random ViT: a smoke run
-    python benchmarks/bench_serve.py --device cuda --image-size 480x320 --requests 96 --json serve.json
+    python benchmarks/bench_serve.py --device cuda --image-size 480x320 --per-round 64 --json serve.json
 
 Random weights (the real checkpoints cannot be downloaded here): the compute is ViT-S/8's, the
 masks mean nothing.
@@ -70,38 +70,40 @@ def make_images(n: int, size: tuple[int, int]) -> list[bytes]:
 
 
 class Baseline:
-    """The engine's own figures, in this process: a direct ``predict`` call on one decoded image
-    (latency) and ``Engine(batch_size=max_batch).run`` over encoded images (offline throughput).
-    Measured right before each server run (the server idle), so that both see the same machine, and
-    on one worker thread as in the server (PyTorch's CPU threading behaves differently on the main
-    thread of a busy machine; see docs/serve.md)."""
+    """The engine's own figures, in this process while the server is idle: a direct ``predict``
+    call on one decoded image (latency), and ``Engine(batch_size=max_batch).run`` over encoded
+    images (offline throughput, decoding included). Run on one worker thread as in the server
+    (PyTorch's CPU threading behaves differently on the main thread of a busy machine)."""
 
-    def __init__(self, vit: Path, head: Path, device: str, images: list[bytes], max_batch: int, reps: int) -> None:
+    def __init__(self, vit: Path, head: Path, device: str, images: list[bytes], max_batch: int) -> None:
         from found import build_found
         from found.engine import Engine
         from found.imageio import read_image
 
         self.model = build_found("auto", weights=vit, head=head, device=device, progress=False)
         self.engine = Engine(self.model, batch_size=max_batch)
-        self.images, self.reps, self.max_batch = images, reps, max_batch
+        self.images = images
         self.rgb = read_image(images[0]).rgb()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="baseline")
-        self.thread.submit(self.model.predict, [self.rgb]).result()  # warm-up
-        self.thread.submit(lambda: list(self.engine.run(images[:max_batch]))).result()
+        self.predict_s()  # warm-up
+        self.offline(max_batch)
 
-    def measure(self, n_images: int) -> dict:
-        return self.thread.submit(self._measure, n_images).result()
-
-    def _measure(self, n_images: int) -> dict:
-        lat = []
-        for _ in range(self.reps):
+    def predict_s(self) -> float:
+        """Seconds for one direct ``predict`` call on one decoded image."""
+        def one() -> float:
             t = time.perf_counter()
             self.model.predict([self.rgb])
-            lat.append(time.perf_counter() - t)
-        batch = [self.images[i % len(self.images)] for i in range(n_images)]
-        t = time.perf_counter()
-        n = sum(r.ok for r in self.engine.run(batch))
-        return {"predict_ms_p50": statistics.median(lat) * 1000, "offline_img_s": n / (time.perf_counter() - t)}
+            return time.perf_counter() - t
+        return self.thread.submit(one).result()
+
+    def offline(self, n: int) -> tuple[int, float]:
+        """(images done, seconds) for ``n`` encoded images through the engine."""
+        def run() -> tuple[int, float]:
+            batch = [self.images[i % len(self.images)] for i in range(n)]
+            t = time.perf_counter()
+            ok = sum(r.ok for r in self.engine.run(batch))
+            return ok, time.perf_counter() - t
+        return self.thread.submit(run).result()
 
 
 def start_server(vit: Path, head: Path, device: str, port: int, max_batch: int, max_wait_ms: float, log: Path) -> subprocess.Popen:
@@ -126,8 +128,8 @@ def start_server(vit: Path, head: Path, device: str, port: int, max_batch: int, 
     raise SystemExit("server not ready after 300 s")
 
 
-def load(port: int, images: list[bytes], clients: int, per_client: int) -> dict:
-    """``clients`` threads × ``per_client`` requests; throughput and latency percentiles."""
+def load(port: int, images: list[bytes], clients: int, per_client: int, offset: int = 0) -> dict:
+    """``clients`` threads × ``per_client`` requests: latencies (s), batch sizes, errors, wall time (s)."""
     lat: list[float] = []
     batch_sizes: list[int] = []
     errors: list[str] = []
@@ -138,7 +140,7 @@ def load(port: int, images: list[bytes], clients: int, per_client: int) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         barrier.wait()
         for j in range(per_client):
-            body = images[(k * per_client + j) % len(images)]
+            body = images[(offset + k * per_client + j) % len(images)]
             t = time.perf_counter()
             conn.request("POST", "/v1/segment", body=body, headers={"Content-Type": "image/jpeg"})
             r = conn.getresponse()
@@ -159,11 +161,39 @@ def load(port: int, images: list[bytes], clients: int, per_client: int) -> dict:
     start = time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
+    return {"lat": lat, "batch": batch_sizes, "errors": errors, "wall": time.perf_counter() - start}
+
+
+def measure(port: int, base: Baseline, images: list[bytes], clients: int, rounds: int, per_round: int) -> dict:
+    """Rounds of [the engine offline over ``per_round`` images, then ``per_round`` requests from
+    ``clients`` clients]; with one client, each request follows a direct predict call. Ratios are
+    taken over the sums, so a machine whose speed drifts weighs on both sides alike."""
+    lat, batch, errors, direct = [], [], [], []
+    served_t = off_n = off_t = 0.0
+    for r in range(rounds):
+        n, t = base.offline(per_round)
+        off_n, off_t = off_n + n, off_t + t
+        runs = []
+        if clients == 1:
+            for j in range(per_round):
+                direct.append(base.predict_s())
+                runs.append(load(port, images, 1, 1, offset=r * per_round + j))
+        else:
+            runs.append(load(port, images, clients, -(-per_round // clients), offset=r * per_round))
+        for res in runs:
+            lat += res["lat"]
+            batch += res["batch"]
+            errors += res["errors"]
+            served_t += res["wall"]
     lat.sort()
-    return {"clients": clients, "requests": len(lat), "errors": len(errors), "req_s": len(lat) / wall,
-            "p50_ms": lat[len(lat) // 2] * 1000, "p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000,
-            "mean_batch": statistics.mean(batch_sizes) if batch_sizes else 0.0}
+    out = {"clients": clients, "requests": len(lat), "errors": len(errors), "req_s": len(lat) / served_t,
+           "p50_ms": lat[len(lat) // 2] * 1000, "p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000,
+           "mean_batch": statistics.mean(batch) if batch else 0.0, "offline_img_s": off_n / off_t}
+    out["vs_offline"] = out["req_s"] / out["offline_img_s"]
+    if direct:
+        out["predict_ms_p50"] = statistics.median(direct) * 1000
+        out["p50_vs_predict"] = out["p50_ms"] / out["predict_ms_p50"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--image-size", default="224x224", help="WxH of the JPEGs (default 224x224)")
     p.add_argument("--clients", default="1,4,16", help="client counts (default 1,4,16)")
-    p.add_argument("--requests", type=int, default=32, help="requests per run (default 32; also the offline baseline's image count)")
-    p.add_argument("--min-per-client", type=int, default=8, help="requests of the single client (default 8)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per measurement (default 2)")
+    p.add_argument("--per-round", type=int, default=16, help="requests (and offline images) per round (default 16)")
     p.add_argument("--max-batch", type=int, default=16, help="server's max batch with batching on (default 16)")
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--port", type=int, default=8765)
@@ -181,32 +211,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     a = p.parse_args(argv)
     if a.quick:
-        a.arch, a.requests, a.min_per_client = "tiny", 32, 16
+        a.arch, a.rounds = "tiny", 3
     w, h = (int(v) for v in a.image_size.lower().split("x"))
     clients = [int(c) for c in a.clients.split(",")]
     images = make_images(32, (w, h))
     out = {"arch": a.arch, "device": a.device, "image_size": [w, h], "cpus": os.cpu_count(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         vit, head = write_checkpoint(a.arch, Path(tmp))
-        base = Baseline(vit, head, a.device, images, a.max_batch, reps=5 if a.arch == "vits8" else 20)
+        base = Baseline(vit, head, a.device, images, a.max_batch)
         for batching, mb in (("on", a.max_batch), ("off", 1)):
             proc = start_server(vit, head, a.device, a.port, mb, a.max_wait_ms, Path(tmp) / f"server_{batching}.log")
             try:
                 load(a.port, images, 1, 2)  # warm-up
                 for n in clients:
-                    per = max(a.min_per_client if n == 1 else 2, -(-a.requests // n))
-                    b = base.measure(max(a.requests, a.max_batch))
-                    r = {"batching": batching, "max_batch": mb, **load(a.port, images, n, per), **b}
-                    r["vs_offline"] = r["req_s"] / b["offline_img_s"]
-                    r["p50_vs_predict"] = r["p50_ms"] / b["predict_ms_p50"]
+                    r = {"batching": batching, "max_batch": mb, **measure(a.port, base, images, n, a.rounds, a.per_round)}
                     out["runs"].append(r)
+                    extra = (f", p50/predict {r['p50_vs_predict']:.2f} (predict {r['predict_ms_p50']:.1f} ms)"
+                             if "predict_ms_p50" in r else "")
                     print(f"batching {batching:3} clients {n:2}: {r['req_s']:7.2f} req/s  p50 {r['p50_ms']:8.1f} ms  "
-                          f"p95 {r['p95_ms']:8.1f} ms  mean batch {r['mean_batch']:4.1f} ({r['requests']} ok, {r['errors']} errors) | "
-                          f"engine: predict {b['predict_ms_p50']:7.1f} ms, offline {b['offline_img_s']:6.2f} img/s | "
-                          f"×offline {r['vs_offline']:.2f}  p50/predict {r['p50_vs_predict']:.2f}", flush=True)
+                          f"p95 {r['p95_ms']:8.1f} ms  mean batch {r['mean_batch']:4.1f} ({r['requests']} ok, {r['errors']} "
+                          f"errors) | engine offline {r['offline_img_s']:6.2f} img/s, ×offline {r['vs_offline']:.2f}{extra}",
+                          flush=True)
             finally:
                 proc.terminate()
-                proc.wait(30)
+                proc.wait(60)
     on = {r["clients"]: r for r in out["runs"] if r["batching"] == "on"}
     targets = {}
     if max(clients) in on:

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..engine import Engine, Result
 from ..errors import FoundError, InputError
@@ -223,12 +224,14 @@ async def _read_upload(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > cap:
         raise HttpError(413, f"upload is {int(declared)} bytes, over this server's limit of {limit} bytes")
     stream = _limited(request.stream(), cap, limit)
-    if not multipart:
-        return b"".join([chunk async for chunk in stream])
     try:
+        if not multipart:
+            return b"".join([chunk async for chunk in stream])
         form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
     except MultiPartException as e:
         raise HttpError(422, f"malformed multipart upload ({e.message})") from None
+    except ClientDisconnect:
+        raise HttpError(400, "client disconnected during the upload") from None
     try:
         part = form.get("file") or form.get("image")
         if part is None or isinstance(part, str):
