@@ -9,13 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")  # CI installs the serve packages with the test extra
-import httpx  # noqa: E402
-
-from found.engine import Engine  # noqa: E402
-from found.serve import Settings, create_app  # noqa: E402
-from helpers import noise_image, run_cli, tiny  # noqa: E402,F401  (fixture)
-from serve_support import GatedModel, asgi_client, bad_uploads, decode_png, huge_header_png, png  # noqa: E402
+from found.engine import Engine
+from found.serve import Settings, create_app
+from helpers import noise_image, run_cli, tiny  # noqa: F401  (fixture)
+from serve_support import GatedModel, asgi_client, bad_uploads, decode_png, huge_header_png, png
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +244,15 @@ def test_page_and_docs_are_served_and_the_page_needs_nothing_external(model) -> 
 def test_cli_rejects_bad_server_options_in_one_line() -> None:
     r = run_cli(["serve", "--max-batch", "0"])
     assert r.code == 2 and r.err.strip().startswith("found: error:") and "max_batch" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_api_key_comes_from_the_option_or_the_environment(monkeypatch) -> None:
+    from found.cli.main import build_parser
+    from found.cli.serve import settings_from_args
+
+    monkeypatch.setenv("FOUND_API_KEY", "from-env")
+    assert settings_from_args(build_parser().parse_args(["serve"])).api_key == "from-env"
+    assert settings_from_args(build_parser().parse_args(["serve", "--api-key", "given"])).api_key == "given"
+    monkeypatch.delenv("FOUND_API_KEY")
+    s = settings_from_args(build_parser().parse_args(["serve", "--max-upload-mb", "2", "--max-pixels", "4"]))
+    assert s.api_key is None and s.max_upload_bytes == 2 << 20 and s.max_pixels == 4_000_000 and s.cors_origins == ()

@@ -6,7 +6,6 @@ browser is a failure here, never a skip. The screenshot is kept in tests/artifac
 from __future__ import annotations
 
 import base64
-import io
 import shutil
 from pathlib import Path
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import AsyncIterator, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from ..engine import Engine, Result
 from ..errors import FoundError, InputError
 from ..imageio import LoadedImage
-from .answers import OUTPUTS, TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
+from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
 from .batcher import Batcher, Key, Overloaded
 from .settings import Settings
 
@@ -316,7 +316,8 @@ def _add_page(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def _grey(side: int) -> "Image.Image":
+def _grey(side: int):
+    """A flat grey RGB image (the warm-up input)."""
     from PIL import Image
 
     return Image.fromarray(np.full((side, side, 3), 128, np.uint8))
