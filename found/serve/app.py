@@ -132,6 +132,13 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"])
 
+    _add_routes(app, settings, base)
+    return app
+
+
+def _add_routes(app: FastAPI, settings: Settings, base: Engine) -> None:
+    """``/healthz``, ``/readyz`` and ``POST /v1/segment``."""
+
     @app.get("/healthz", summary="the process is alive")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -180,8 +187,6 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
             except TimeoutError:
                 raise HttpError(503, f"request timed out after {settings.timeout_s:g} s (server busy)",
                                 {"Retry-After": str(settings.retry_after_s)}) from None
-
-    return app
 
 
 async def _answer(request: Request, settings: Settings, batcher: Batcher, ticket, key: Key, kind: str,
