@@ -15,7 +15,7 @@ import sys
 from ..errors import FoundError
 
 #: Sub-command modules under found.cli, in help order.
-COMMANDS = ["segment", "evaluate", "train", "download", "bench", "export"]
+COMMANDS = ["segment", "evaluate", "train", "download", "bench", "export", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,149 @@
+"""The web page in a real browser: headless Debian Chromium (via Playwright) against a real uvicorn server.
+
+CI installs ``chromium`` (.ci/run) and Playwright's Python package (the test extra); a missing
+browser is a failure here, never a skip. The screenshot is kept in tests/artifacts/.
+"""
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from found.engine import Engine
+from helpers import noise_image, tiny  # noqa: F401  (fixture)
+from serve_support import png, running_server
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "tests" / "data" / "images" / "astronaut.png"
+ARTIFACTS = REPO / "tests" / "artifacts"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    with running_server([*tiny.args(), "--max-wait-ms", "2"], tmp_path_factory.mktemp("serve") / "server.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def expected(tiny):
+    from found import build_found
+
+    model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False)
+    return next(Engine(model, batch_size=1, workers=0).run([PHOTO.read_bytes()])).prediction
+
+
+@pytest.fixture()
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+            pg = context.new_page()
+            pg.requests, pg.problems = [], []
+            pg.on("request", lambda r: pg.requests.append(r.url))
+            pg.on("console", lambda m: pg.problems.append(m.text) if m.type == "error" else None)
+            pg.on("pageerror", lambda e: pg.problems.append(str(e)))
+            pg.set_default_timeout(60_000)
+            pg.goto(server + "/")
+            yield pg
+        finally:
+            browser.close()
+
+
+def natural_size(page) -> tuple[int, int]:
+    return tuple(page.eval_on_selector("#result-image", "im => [im.naturalWidth, im.naturalHeight]"))
+
+
+def white_fraction(page) -> float:
+    """Fraction of white pixels of the image shown (read back through a canvas)."""
+    return page.eval_on_selector("#result-image", """im => {
+        const c = document.createElement('canvas'); c.width = im.naturalWidth; c.height = im.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(im, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] > 127) n++;
+        return n / (c.width * c.height); }""")
+
+
+def test_upload_shows_overlay_boxes_mask_and_downloads_the_cutout(page, server, expected) -> None:
+    page.get_by_label("Image file").set_input_files(str(PHOTO))
+    page.wait_for_selector("#result-image[data-view=overlay]")
+    assert natural_size(page) == (480, 480)
+    boxes = page.eval_on_selector_all("#boxes rect.box", "rs => rs.map(r => r.dataset.xyxy)")
+    assert boxes == [",".join(str(v) for v in i.box_xyxy) for i in expected.instances]  # one box per object
+    assert len(boxes) > 1
+    assert page.locator("#boxes").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "serve_page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+    page.get_by_label("Mask", exact=True).check()
+    page.wait_for_selector("#result-image[data-view=mask]")
+    assert natural_size(page) == (480, 480)
+    assert white_fraction(page) == pytest.approx(float(expected.mask.mean()), abs=1e-6)
+    assert not page.locator("#boxes").is_visible()  # boxes belong to the overlay view
+
+    page.keyboard.press("ArrowRight")  # radio group by keyboard: mask → cut-out
+    page.wait_for_selector("#result-image[data-view=cutout]")
+    with page.expect_download() as dl:
+        page.get_by_role("link", name="Download the cut-out (PNG)").click()
+    assert dl.value.suggested_filename == "astronaut_cutout.png"
+    with Image.open(dl.value.path()) as im:
+        cut = np.asarray(im)
+    assert cut.shape == (480, 480, 4) and np.array_equal(cut[..., 3] > 0, expected.mask)
+
+    page.get_by_label("Soft mask").check()
+    page.wait_for_selector("#result-image[data-view=soft]")
+    assert natural_size(page) == (480, 480)
+    assert "Score" in page.locator("#facts").inner_text()
+    assert page.locator("#status").inner_text().startswith(f"Done: {len(expected.instances)} boxes")
+    assert all(u.startswith((server, "blob:", "data:")) for u in page.requests), page.requests
+    assert page.problems == []
+
+
+def _file_transfer(page, data: bytes, name: str):
+    return page.evaluate_handle("""([b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], name, {type: 'image/png'})); return dt; }""",
+                                [base64.b64encode(data).decode(), name])
+
+
+def test_drop_and_paste_an_image_and_bad_files_show_an_error(page, server) -> None:
+    dropped = _file_transfer(page, png(noise_image(96, 64, seed=5)), "dropped.png")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    page.wait_for_selector("#result-image[data-view=overlay]")
+    assert natural_size(page) == (96, 64)
+
+    pasted = _file_transfer(page, png(noise_image(40, 72, seed=6)), "pasted.png")
+    page.evaluate("dt => document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}))", pasted)
+    page.wait_for_function("() => document.querySelector('#result-image').naturalWidth === 40")
+    page.wait_for_selector("#result-image[data-view=overlay]")
+    assert natural_size(page) == (40, 72)
+
+    broken = _file_transfer(page, b"<html>not an image</html>", "fake.png")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": broken})
+    page.wait_for_selector("#error:not([hidden])")
+    assert "422: not an image Pillow can read" in page.locator("#error").inner_text()
+    problems = [p for p in page.problems if "422" not in p]  # the browser logs the failed request itself
+    assert problems == []
+
+
+def test_every_control_is_labelled_and_reachable_by_keyboard(page) -> None:
+    for label in ("Image file", "Mask mode", "Refine edges (bilateral solver, slower)", "API key (if the server needs one)"):
+        assert page.get_by_label(label).count() == 1, label
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drop"
+    assert page.get_attribute("#status", "aria-live") == "polite"
