@@ -24,6 +24,7 @@ from ..fileio import atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
 from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, ImageOutputs, Outcome, write_results
 from .common import add_model_args, check_model_args, model_from_args
+from .distributed import add_ray_args
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
 PENDING_WRITE_CHUNKS = 2
@@ -55,6 +56,7 @@ def add_parser(sub) -> None:
                         f"every output is still written at the image's full size "
                         f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
+    add_ray_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -165,6 +167,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.distributed)
+        from .distributed import run as run_on_ray
+
+        return run_on_ray(args)
     _check_options(args)
     plan = plan_run(args)
     report = Report(skipped=plan.skipped)
