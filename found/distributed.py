@@ -625,7 +625,8 @@ def segment_with_ray(
     results.add(bad_args)
     if todo:
         with ray_session(address, num_cpus, runtime_env) as ray:
-            summary.workers = workers or _default_workers(ray, cpus_per_worker, gpus_per_worker)
+            n_blocks = _n_blocks(len(todo), batch_size, chunks_per_task)
+            summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
             config = RunConfig(_portable(model_options or {}), str(outdir if is_uri(str(outdir)) else store.outdir),
                                tuple(kinds), mode, refine, batch_size, max_side or None, max(1, int(cpus_per_worker)))
             for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
@@ -671,6 +672,12 @@ def _refuse_overwriting_inputs(items: list[Item], store: LocalStore, table: str)
                 raise FoundError(f"output {out} would overwrite an input; choose another output folder")
 
 
+def _n_blocks(n_inputs: int, batch_size: int, chunks_per_task: int) -> int:
+    """Ray tasks of the run: ``chunks_per_task`` chunks each (a task is the unit of retry)."""
+    n_chunks = -(-n_inputs // batch_size)
+    return max(1, -(-n_chunks // max(1, chunks_per_task)))
+
+
 def _pipeline(ray, todo: list[Item], config: RunConfig, workers: int, cpus: float, gpus: float,
               chunks_per_task: int, actor_class: type) -> Iterator[list[dict]]:
     """Rows of the inputs, as the actors return them (a Ray Data streaming execution)."""
@@ -683,10 +690,10 @@ def _pipeline(ray, todo: list[Item], config: RunConfig, workers: int, cpus: floa
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     B = config.batch_size
     chunks = [{"items": json.dumps([[it.path, it.source, it.stem] for it in todo[i:i + B]])} for i in range(0, len(todo), B)]
-    blocks = max(1, -(-len(chunks) // max(1, chunks_per_task)))
+    blocks = _n_blocks(len(todo), B, chunks_per_task)
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)
     out = ds.map_batches(actor_class, fn_constructor_args=(config,), batch_size=1, batch_format="numpy",
-                         compute=ray.data.ActorPoolStrategy(size=min(workers, len(chunks))),
+                         compute=ray.data.ActorPoolStrategy(size=workers),
                          num_cpus=cpus, num_gpus=gpus or None)
     for batch in out.iter_batches(batch_size=None, batch_format="pyarrow"):
         yield batch.to_pylist()

@@ -185,8 +185,8 @@ def test_bad_inputs_are_error_rows_and_the_cli_exits_1(local_ray, images, tiny_m
     rows = {Path(r_["path"]).name: r_ for r_ in read_table(out / "results.parquet").to_pylist()}
     assert set(rows) == {"empty.png", "text.jpg", "truncated.png", "ok.png", "img01.png", "missing.png",
                          "nowhere.png", "no_such_folder"}
-    for name in ("ok.png", "img01.png"):
-        assert rows[name]["error"] is None and rows[name]["width"] == 64
+    assert (rows["ok.png"]["error"], rows["ok.png"]["width"], rows["ok.png"]["height"]) == (None, 64, 48)
+    assert (rows["img01.png"]["error"], rows["img01.png"]["width"], rows["img01.png"]["height"]) == (None, 72, 56)
     assert (out / "ok_mask.png").is_file() and (out / "img01_mask.png").is_file()
     assert "empty" in rows["empty.png"]["error"]
     assert "not an image" in rows["text.jpg"]["error"]
