@@ -625,6 +625,9 @@ def segment_with_ray(
     results.add(bad_args)
     if todo:
         with ray_session(address, num_cpus, runtime_env) as ray:
+            if gpus_per_worker and address in (None, "", "local") and ray.cluster_resources().get("GPU", 0) < gpus_per_worker:
+                raise FoundError(f"gpus_per_worker={gpus_per_worker} but the local Ray instance has "
+                                 f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
             n_blocks = _n_blocks(len(todo), batch_size, chunks_per_task)
             summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
             config = RunConfig(_portable(model_options or {}), str(outdir if is_uri(str(outdir)) else store.outdir),
@@ -687,7 +690,7 @@ def _pipeline(ray, todo: list[Item], config: RunConfig, workers: int, cpus: floa
     ctx.enable_progress_bars = False
     with contextlib.suppress(AttributeError):
         ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     B = config.batch_size
     chunks = [{"items": json.dumps([[it.path, it.source, it.stem] for it in todo[i:i + B]])} for i in range(0, len(todo), B)]
     blocks = _n_blocks(len(todo), B, chunks_per_task)

@@ -214,3 +214,19 @@ def test_input_lists_txt_csv_parquet_and_uri_folders(images, tmp_path):
     assert [i.stem for i in items] == [f"img{i}" for i in range(10, 20)]
     items, _ = collect([str(images / "img00.png"), str(tmp_path / "a.txt")])  # the same file twice: once
     assert [i.stem for i in items] == ["img00", "img01", "img02"]
+
+
+def test_rle_encoding_round_trips_column_major():
+    import numpy as np
+
+    from found.distributed import rle_encode
+
+    rng = np.random.default_rng(0)
+    for mask in [rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)]:
+        rle = rle_encode(mask)
+        flat, value, pos = np.zeros(mask.size, bool), False, 0
+        for n in rle["counts"]:
+            flat[pos:pos + n] = value
+            pos, value = pos + n, not value
+        assert rle["size"] == list(mask.shape) and pos == mask.size
+        assert np.array_equal(flat.reshape(mask.shape[::-1]).T, mask)
