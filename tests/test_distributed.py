@@ -54,10 +54,19 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(images, tiny_model, tmp_path_factory) -> Path:
-    """What the single-machine engine writes (``found segment``, same batch size and max side)."""
+    """What the single-machine engine writes (``found segment``, same batch size and max side), with
+    one torch thread like each actor (``cpus_per_worker=1``): torch's CPU kernels sum in an order
+    that depends on the thread count (~1e-7), which may flip a soft-mask pixel's rounding."""
+    import torch
+
     out = tmp_path_factory.mktemp("ray_reference")
-    r = run_cli(["segment", str(images), "-o", str(out), "--all", "--batch-size", str(BATCH),
-                 "--max-side", str(MAX_SIDE), *tiny_model.args()])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = run_cli(["segment", str(images), "-o", str(out), "--all", "--batch-size", str(BATCH),
+                     "--max-side", str(MAX_SIDE), *tiny_model.args()])
+    finally:
+        torch.set_num_threads(threads)
     assert r.code == 0, r.err
     return out
 
