@@ -485,7 +485,8 @@ class ResultsTable:
 
     def flush(self) -> None:
         if self.pending:
-            self.store.write_file(f"{self.parts_dir}/part-{uuid.uuid4().hex}.parquet", _to_parquet(self.pending))
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"  # read back in time order
+            self.store.write_file(f"{self.parts_dir}/{name}", _to_parquet(self.pending))
             for r in self.pending:
                 self.rows[r["path"]] = r
             self.pending = []

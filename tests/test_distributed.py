@@ -239,3 +239,22 @@ def test_rle_encoding_round_trips_column_major():
             pos, value = pos + n, not value
         assert rle["size"] == list(mask.shape) and pos == mask.size
         assert np.array_equal(flat.reshape(mask.shape[::-1]).T, mask)
+
+
+def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monkeypatch):
+    import found.distributed as dist
+
+    monkeypatch.setattr(dist, "FLUSH_ROWS", 2)
+    store = dist.LocalStore(tmp_path, ["mask"])
+    rows = [dist.result_row(dist.Item(f"/x/{i}.png", f"/x/{i}.png", str(i)), None, None) for i in range(3)]
+    crashed = dist.ResultsTable(store, "results.parquet")
+    for r in rows:
+        crashed.add([r])  # two rows saved as a part, the third still in memory when the driver dies
+    assert len(list((tmp_path / "results.parquet.parts").iterdir())) == 1
+    resumed = dist.ResultsTable(store, "results.parquet")
+    assert sorted(resumed.old_ok) == ["/x/0.png", "/x/1.png"]  # the lost row's input will be redone
+    resumed.add([rows[2], {**rows[0], "error": "not an image"}])  # a newer row replaces the old one
+    resumed.close()
+    table = {r["path"]: r for r in read_table(tmp_path / "results.parquet").to_pylist()}
+    assert sorted(table) == ["/x/0.png", "/x/1.png", "/x/2.png"] and table["/x/0.png"]["error"] == "not an image"
+    assert not (tmp_path / "results.parquet.parts").exists()
