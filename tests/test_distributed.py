@@ -258,3 +258,11 @@ def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monke
     table = {r["path"]: r for r in read_table(tmp_path / "results.parquet").to_pylist()}
     assert sorted(table) == ["/x/0.png", "/x/1.png", "/x/2.png"] and table["/x/0.png"]["error"] == "not an image"
     assert not (tmp_path / "results.parquet.parts").exists()
+
+
+@pytest.mark.parametrize("extra, words", [(["--boxes"], "table"), (["--workers", "0"], "at least 1"),
+                                          (["--model", "nope"], "nope")])
+def test_cli_ray_usage_errors_are_one_line_exit_2(tmp_path, extra, words):
+    r = run_cli(["segment", str(tmp_path), "-o", str(tmp_path / "out"), "--ray", *extra])
+    assert r.code == 2 and words in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "out").exists()
