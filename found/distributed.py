@@ -615,8 +615,7 @@ def segment_with_ray(
     start = time.perf_counter()
     store = open_store(outdir, kinds)
     store.prepare()
-    local_out = store.outdir if isinstance(store, LocalStore) and not isinstance(store, UriStore) else None
-    items, failures = collect([str(a) for a in inputs], recursive, local_out)
+    items, failures = collect([str(a) for a in inputs], recursive, None if isinstance(store, UriStore) else store.outdir)
     _refuse_overwriting_inputs(items, store, table)
     results = ResultsTable(store, table, overwrite)
     done = set() if overwrite else store.existing([it.stem for it in items if it.path in results.old_ok])
@@ -633,14 +632,19 @@ def segment_with_ray(
             summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
             config = RunConfig(_portable(model_options or {}), str(outdir if is_uri(str(outdir)) else store.outdir),
                                tuple(kinds), mode, refine, batch_size, max_side or None, max(1, int(cpus_per_worker)))
-            for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
-                                  chunks_per_task, actor_class):
-                if summary.first_row_seconds is None:
-                    summary.first_row_seconds = round(time.perf_counter() - start, 3)
-                summary.rows_received += len(rows)
-                results.add(rows)
-                if on_rows is not None:
-                    on_rows(rows)
+            try:
+                for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
+                                      chunks_per_task, actor_class):
+                    if summary.first_row_seconds is None:
+                        summary.first_row_seconds = round(time.perf_counter() - start, 3)
+                    summary.rows_received += len(rows)
+                    results.add(rows)
+                    if on_rows is not None:
+                        on_rows(rows)
+            except BaseException:  # Ctrl-C, a lost cluster: keep the rows received (a rerun resumes from them)
+                with contextlib.suppress(Exception):
+                    results.flush()
+                raise
     results.close()
     new = {r["path"]: r for r in bad_args}
     todo_paths = {it.path for it in todo}
