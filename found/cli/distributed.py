@@ -37,7 +37,9 @@ def model_options(args: argparse.Namespace) -> dict:
 def _check(args: argparse.Namespace) -> list[str]:
     """Usage errors before anything starts; returns the image outputs chosen."""
     from ..registry import get_model_spec
+    from .common import check_refine
 
+    check_refine(args)
     if args.batch_size < 1:
         raise FoundError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
