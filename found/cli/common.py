@@ -117,3 +117,15 @@ def instance_filter_from_args(args: argparse.Namespace):
     except InstanceOptionError as e:  # the library names the field; the CLI names the option
         field, _, rest = str(e).partition(" ")
         raise InstanceOptionError(f"--{field.replace('_', '-')} {rest}") from None
+
+
+def check_batch_options(args: argparse.Namespace) -> None:
+    """Usage errors of the options every batch run shares (``found segment``, also with --ray)."""
+    from ..errors import FoundError
+
+    if args.batch_size < 1:
+        raise FoundError("--batch-size must be at least 1")
+    if args.max_side < 0:
+        raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
+    check_model_args(args)
+    instance_filter_from_args(args)

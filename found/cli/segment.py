@@ -23,7 +23,8 @@ from ..errors import FoundError
 from ..fileio import atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
 from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
-from .common import add_instance_args, add_model_args, check_model_args, instance_filter_from_args, model_from_args
+from .common import add_instance_args, add_model_args, check_batch_options, instance_filter_from_args, model_from_args
+from .distributed import add_ray_args
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
 PENDING_WRITE_CHUNKS = 2
@@ -59,6 +60,7 @@ def add_parser(sub) -> None:
                         f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
     add_instance_args(p)
+    add_ray_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -125,14 +127,9 @@ class Plan:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise FoundError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 0:
         raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
-    if args.max_side < 0:
-        raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
-    check_model_args(args)
-    instance_filter_from_args(args)
+    check_batch_options(args)
 
 
 def _output_folder(path: str) -> Path:
@@ -191,6 +188,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.distributed)
+        from .distributed import run as run_on_ray
+
+        return run_on_ray(args)
     _check_options(args)
     plan = plan_run(args)
     report = Report(skipped=plan.skipped)
