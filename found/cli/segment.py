@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ..engine import DEFAULT_MAX_SIDE, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
-from ..fileio import atomic_write_text, check_writable
+from ..fileio import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
+from ..video import ALPHA_CODECS, VideoOutputs, input_kind
 from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, ImageOutputs, Outcome, write_results
 from .common import add_model_args, check_model_args, model_from_args
 
@@ -55,6 +56,13 @@ def add_parser(sub) -> None:
                         f"every output is still written at the image's full size "
                         f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
+    v = p.add_argument_group("videos (any file PyAV reads, detected by content; needs found[video]; see docs/video.md)")
+    v.add_argument("--frames", action="store_true", help="write a video's outputs as PNG frames in <name>_frames/ instead of videos")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="run the model on one frame in N, holding its mask in between")
+    v.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
+                   help="moving average of the logits over frames, weight ALPHA in (0, 1] on the new frame (not in the paper)")
+    v.add_argument("--alpha-codec", choices=list(ALPHA_CODECS), default="vp9",
+                   help="cut-out video with alpha: vp9 (WebM, default) or prores (ProRes 4444 MOV)")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -112,6 +120,8 @@ class Plan:
     todo: list[Job]
     skipped: int
     input_failures: list[tuple[str, str]] = field(default_factory=list)
+    videos: list[Job] = field(default_factory=list)  # inputs that are videos (not in todo)
+    video: VideoOutputs | None = None
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -121,6 +131,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
     if args.max_side < 0:
         raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
+    if args.every < 1:
+        raise FoundError("--every must be at least 1")
+    if args.smooth is not None and not 0 < args.smooth <= 1:
+        raise FoundError("--smooth must be in (0, 1] (1 = no smoothing)")
     check_model_args(args)
 
 
@@ -146,9 +160,11 @@ def plan_run(args: argparse.Namespace) -> Plan:
     outdir = _output_folder(args.output)
     jobs, input_failures = collect_inputs(args.inputs, args.recursive, outdir)
     images = ImageOutputs(outdir, kinds)
+    video = VideoOutputs(outdir, kinds, boxes=want_boxes, frames=args.frames, alpha_codec=args.alpha_codec)
+    is_video = {path_key(j.path) for j in jobs if input_kind(j.path) == "video"}
     inputs = {path_key(j.path) for j in jobs}
     for j in jobs:
-        for out in images.paths(str(j.rel)):
+        for out in images.paths(str(j.rel)) + video.paths(str(j.rel)):
             if path_key(out) in inputs:
                 raise FoundError(f"output {out} would overwrite an input; choose another -o")
     boxes = None
@@ -158,10 +174,14 @@ def plan_run(args: argparse.Namespace) -> Plan:
         boxes = BoxesFile(outdir / BOXES_FILE, args.mode, overwrite=args.overwrite)
 
     def done(j: Job) -> bool:
+        if path_key(j.path) in is_video:
+            return not args.overwrite and video.exist(str(j.rel))
         return not args.overwrite and images.exist(str(j.rel)) and (boxes is None or boxes.has(str(j.path)))
 
     todo = [j for j in jobs if not done(j)]
-    return Plan(outdir, images, boxes, todo, len(jobs) - len(todo), input_failures)
+    videos = [j for j in todo if path_key(j.path) in is_video]
+    todo = [j for j in todo if path_key(j.path) not in is_video]
+    return Plan(outdir, images, boxes, todo, len(jobs) - len(todo) - len(videos), input_failures, videos, video)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,13 +191,18 @@ def run(args: argparse.Namespace) -> int:
     for arg, why in plan.input_failures:
         report.fail(arg, why)
     interrupted = False
-    if plan.todo:
+    if plan.todo or plan.videos:
         model = model_from_args(args)
         if args.max_side and args.max_side < model.patch_size:
             raise FoundError(f"--max-side {args.max_side} is smaller than one {model.patch_size}-px patch")
         engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=args.batch_size, workers=args.workers,
                         max_side=args.max_side, debug=bool(getattr(args, "debug", False)))
-        interrupted = _process(engine, plan, report, args)
+        if plan.todo:
+            interrupted = _process(engine, plan, report, args)
+            if interrupted or report.stopped:
+                report.not_processed += len(plan.videos)
+        if plan.videos and not interrupted and not report.stopped:
+            interrupted = process_videos(engine, plan, report, args)
     if plan.boxes is not None and plan.todo:
         try:
             plan.boxes.close()
@@ -207,6 +232,41 @@ def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespac
     report.stopped = stopped if stopped in ("", INTERRUPTED) else f"{stopped} in {plan.outdir}"
     report.not_processed = len(plan.todo) - report.ok - (len(report.failures) - n_failed)
     return stopped == INTERRUPTED
+
+
+def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Namespace) -> bool:
+    """Each video job through :meth:`VideoOutputs.write` (one input each in the report); True on Ctrl-C."""
+    from tqdm.auto import tqdm
+
+    for i, job in enumerate(plan.videos):
+        bar = tqdm(unit="frame", desc=job.path.name, disable=not args.progress)
+        try:
+            summary = plan.video.write(job.path, engine, str(job.rel), every=args.every, smooth=args.smooth,
+                                       on_frame=lambda fr: bar.update(1))
+        except KeyboardInterrupt:
+            report.stopped = INTERRUPTED
+            report.not_processed += len(plan.videos) - i
+            return True
+        except FoundError as e:
+            if engine.debug:
+                raise
+            report.fail(job.path, str(e))
+            continue
+        except OSError as e:
+            report.fail(job.path, f"cannot write outputs: {e.strerror or e} (nothing written for this video)")
+            if e.errno in FATAL_WRITE_ERRNOS:
+                report.stopped = f"{e.strerror or e} in {plan.outdir}"
+                report.not_processed += len(plan.videos) - i - 1
+                return False
+            continue
+        finally:
+            bar.close()
+        if summary.error:
+            report.fail(job.path, summary.error)
+        else:
+            report.ok += 1
+        report.notes.extend((str(job.path), n) for n in summary.notes)
+    return False
 
 
 def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
