@@ -731,8 +731,9 @@ class VideoOutputs:
         try:
             writer = _FrameWriter(self, stem, reader, group)
             behind = _Behind(PENDING_ENCODES)
+            frames = segment_video(reader, engine, every, smooth)
             try:
-                for fr in segment_video(reader, engine, every, smooth):
+                for fr in frames:
                     behind.submit(writer.add, fr)
                     summary.frames += 1
                     if fr.processed:
@@ -743,6 +744,8 @@ class VideoOutputs:
                         on_frame(fr)
             except VideoDecodeError as e:
                 summary.error = str(e)
+            finally:
+                frames.close()  # stops the decoding thread before the file is closed
             behind.finish()
             writer.close()
             writer.commit_folder()
