@@ -109,6 +109,32 @@ def test_a_bad_frame_gets_a_one_line_error_and_the_session_goes_on(model):
         assert good["frame"] == 2 and "mask_png" in good
 
 
+def test_api_key_is_required_when_set_and_inference_runs_where_the_app_says(model):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from found.serve.live import register_live
+
+    calls = []
+
+    async def call(fn, *args):
+        calls.append(fn.__name__)
+        return fn(*args)
+
+    app = FastAPI()
+    register_live(app, lambda: Engine(model, batch_size=1, workers=0), call=call, api_key="s3cret")
+    with TestClient(app) as client:
+        for url in ("/v1/live", "/v1/live?key=wrong"):
+            with pytest.raises(WebSocketDisconnect) as e, client.websocket_connect(url) as ws:
+                ws.receive_json()
+            assert e.value.code == 1008
+        with client.websocket_connect("/v1/live?key=s3cret") as ws:
+            ws.send_bytes(jpeg(5))
+            assert "mask_png" in ws.receive_json()
+    assert calls == ["frame_answer"]
+
+
 # ---------------------------------------------------------------------------- the camera page in Chromium
 @contextlib.contextmanager
 def serving(app):

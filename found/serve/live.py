@@ -23,11 +23,13 @@
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import io
 import json
 import threading
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from ..engine import Engine
 from ..errors import FoundError, InputError
@@ -66,8 +68,8 @@ def frame_answer(engine: Engine, data: bytes, frame: int) -> dict:
 class _Session:
     """One connection: a reader keeping only the newest frame, a worker answering it when free."""
 
-    def __init__(self, ws, engine: Engine, lock: threading.Lock) -> None:
-        self.ws, self.engine, self.lock = ws, engine, lock
+    def __init__(self, ws, engine: Engine, call: Callable[..., Awaitable[dict]]) -> None:
+        self.ws, self.engine, self.call = ws, engine, call
         self.waiting: tuple[int, bytes] | None = None
         self.received = self.dropped = 0
         self.ready = asyncio.Event()
@@ -92,8 +94,6 @@ class _Session:
             self.ready.set()
 
     async def work(self) -> None:
-        from starlette.concurrency import run_in_threadpool
-
         while True:
             await self.ready.wait()
             self.ready.clear()
@@ -102,13 +102,9 @@ class _Session:
             if self.waiting is None:
                 continue
             (frame, data), self.waiting = self.waiting, None
-            answer = await run_in_threadpool(self._answer, data, frame)
+            answer = await self.call(frame_answer, self.engine, data, frame)
             answer["dropped"] = self.dropped
             await self.ws.send_text(json.dumps(answer))
-
-    def _answer(self, data: bytes, frame: int) -> dict:
-        with self.lock:  # one live frame through the model at a time, whatever the connections
-            return frame_answer(self.engine, data, frame)
 
     async def run(self) -> None:
         reader = asyncio.create_task(self.read())
@@ -123,20 +119,46 @@ class _Session:
                     await task
 
 
-def register_live(app, engine: Engine | Callable[[], Engine], *, path: str = "/v1/live", page: str | None = "/live") -> None:
+def _locked_threadpool() -> Callable[..., Awaitable[dict]]:
+    """Blocking calls on Starlette's thread pool, one at a time (one live frame in the model at once)."""
+    from starlette.concurrency import run_in_threadpool
+
+    lock = threading.Lock()
+
+    def locked(fn: Callable[..., dict], *args) -> dict:
+        with lock:
+            return fn(*args)
+
+    return lambda fn, *args: run_in_threadpool(locked, fn, *args)
+
+
+def register_live(app, engine: Engine | Callable[[], Engine], *, path: str = "/v1/live", page: str | None = "/live",
+                  call: Callable[..., Awaitable[dict]] | None = None, api_key: str | None = None) -> None:
     """Add the live WebSocket at ``path`` (and, unless ``page`` is None, the camera page at ``page``
-    and its script at ``page + ".js"``) to the FastAPI ``app``. ``engine`` may be a callable
-    returning the engine (called once per connection), for apps that build their model lazily."""
+    and its script at ``page + ".js"``) to the FastAPI ``app``.
+
+    ``engine`` may be a callable returning the engine (called once per connection), for apps that
+    build their model lazily. ``call(fn, *args)`` runs the blocking inference and returns its value
+    (default: a thread of Starlette's pool, one live frame at a time; a server with its own model
+    thread passes e.g. ``batcher.in_model_thread``). With ``api_key``, a connection must give
+    ``?key=KEY`` (browsers cannot set headers on a WebSocket) or it is refused (close code 1008).
+    """
     from fastapi import WebSocket
     from fastapi.responses import HTMLResponse, Response
 
     get_engine = engine if callable(engine) and not isinstance(engine, Engine) else (lambda: engine)
-    lock = threading.Lock()
+    run = call or _locked_threadpool()
+    expected = hashlib.sha256(api_key.encode()).digest() if api_key else None
 
     @app.websocket(path)
     async def live(ws: WebSocket) -> None:
+        if expected is not None:
+            given = hashlib.sha256(ws.query_params.get("key", "").encode()).digest()
+            if not hmac.compare_digest(given, expected):
+                await ws.close(code=1008, reason="missing or wrong API key (?key=KEY)")
+                return
         await ws.accept()
-        await _Session(ws, get_engine(), lock).run()
+        await _Session(ws, get_engine(), run).run()
 
     if page is None:
         return
@@ -150,7 +172,7 @@ def register_live(app, engine: Engine | Callable[[], Engine], *, path: str = "/v
         return Response(LIVE_JS, media_type="text/javascript")
 
 
-#: The camera client: ``FoundLive.start(container, {url, maxSide, quality})`` → a controller with
+#: The camera client: ``FoundLive.start(container, {url, maxSide, quality, key})`` → a controller with
 #: ``stats`` (sent, answered, skipped, dropped, errors, drawn, latencies) and ``stop()``.
 LIVE_JS = r"""
 (function () {
@@ -161,7 +183,7 @@ LIVE_JS = r"""
     return u.href;
   }
   async function start(container, options) {
-    const opts = Object.assign({ url: "/v1/live", maxSide: 480, quality: 0.8 }, options || {});
+    const opts = Object.assign({ url: "/v1/live", maxSide: 480, quality: 0.8, key: "" }, options || {});
     const stats = { sent: 0, answered: 0, skipped: 0, dropped: 0, errors: 0, drawn: 0, latencies: [], last: null, error: "" };
     const wrap = document.createElement("div");
     wrap.className = "found-live";
@@ -177,7 +199,7 @@ LIVE_JS = r"""
     const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     video.srcObject = stream;
     await video.play();
-    const ws = new WebSocket(wsUrl(opts.url));
+    const ws = new WebSocket(wsUrl(opts.url) + (opts.key ? "?key=" + encodeURIComponent(opts.key) : ""));
     ws.binaryType = "arraybuffer";
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
