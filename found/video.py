@@ -564,7 +564,7 @@ class _FrameWriter:
     def __init__(self, outputs: VideoOutputs, stem: str, reader: _Reader, group: AtomicGroup) -> None:
         self.kinds, self.sinks, self.boxes, self.folder = outputs.kinds, {}, None, None
         self.frames_final: Path | None = None
-        info, base = reader.info, str(outputs.outdir / stem)
+        base = str(outputs.outdir / stem)
         try:
             if outputs.frames and self.kinds:
                 self.frames_final = Path(base + VIDEO_OUTPUT_SUFFIXES["frames"])

@@ -138,8 +138,6 @@ def test_every_n_runs_the_model_on_one_frame_in_n_and_holds_its_mask(model, vide
 
 
 def test_smoothing_is_a_moving_average_of_the_logits(model, videos):
-    import torch
-
     frames, _, _ = decoded(videos["mp4"])
     plain = list(segment_video(videos["mp4"], Engine(model, batch_size=4)))
     same = list(segment_video(videos["mp4"], Engine(model, batch_size=4), smooth=1.0))
