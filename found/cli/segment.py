@@ -9,6 +9,8 @@ Every output is written under a temporary name and renamed once all outputs of t
 complete. With --workers N (default min(4, CPUs)), N threads decode the next images while the
 model runs and one thread writes the outputs behind it, in input order; --workers 0 runs
 everything in turn. See docs/robustness.md for the behaviour on each kind of bad input.
+Videos (detected by content) are segmented frame by frame into mask / overlay / cut-out videos and
+per-frame boxes by found.video; each counts as one input (docs/video.md).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ __all__ = ["READ_AHEAD_CHUNKS", "PENDING_WRITE_CHUNKS", "add_parser", "default_w
 
 def add_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment the main object(s) of images", description=__doc__)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     o = p.add_argument_group("outputs (default: --mask)")
