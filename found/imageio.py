@@ -31,6 +31,9 @@ from .errors import InputError
 from .override import SharedOverride
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+#: Video suffixes taken when scanning folders (files given by name are detected by content: found.video).
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv",
+                  ".flv", ".ogv", ".3gp", ".y4m"}
 
 #: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``).
 _ORIENT = {

@@ -9,8 +9,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .imageio import IMAGE_SUFFIXES
-from .writers import OUTPUT_SUFFIXES
+from .imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .writers import OUTPUT_SUFFIXES, VIDEO_OUTPUT_ENDINGS
+
+
+#: Suffixes taken when scanning folders, and the names of this command's own outputs (never inputs).
+_SCANNED = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+_OWN_OUTPUTS = tuple(OUTPUT_SUFFIXES.values()) + VIDEO_OUTPUT_ENDINGS
 
 
 @dataclass
@@ -38,7 +43,7 @@ def path_key(path: Path) -> Path:
 def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders and globs into jobs; unusable arguments are returned as failures.
 
-    Folders are scanned for files with an image suffix (hidden files skipped; sub-folders only with
+    Folders are scanned for files with an image or video suffix (hidden files skipped; sub-folders only with
     ``recursive``, symbolic links to folders never followed, so link loops cannot recurse).
     Files inside ``outdir`` named like this command's outputs are never taken as inputs, so a run
     whose output folder is (inside) an input folder can be repeated.
@@ -46,7 +51,7 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
     out_key = path_key(outdir) if outdir is not None and outdir.exists() else None
 
     def own_output(f: Path) -> bool:
-        return out_key is not None and out_key in path_key(f).parents and f.name.endswith(tuple(OUTPUT_SUFFIXES.values()))
+        return out_key is not None and out_key in path_key(f).parents and f.name.endswith(_OWN_OUTPUTS)
 
     jobs: list[Job] = []
     failures: list[tuple[str, str]] = []
@@ -75,7 +80,7 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     f = Path(root) / name
-                    if name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES or f.is_dir() or own_output(f):
+                    if name.startswith(".") or f.suffix.lower() not in _SCANNED or f.is_dir() or own_output(f):
                         continue
                     add(f, f.relative_to(p).with_suffix(""))
             for e in errors:

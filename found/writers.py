@@ -36,6 +36,17 @@ OUTPUT_SUFFIXES = {
     "overlay": "_overlay.png",
 }
 BOXES_FILE = "boxes.json"
+#: Cut-out codecs with a real alpha channel: name → (container format, file suffix, codec, pixel format, options).
+ALPHA_CODECS = {
+    "vp9": ("webm", ".webm", "libvpx-vp9", "yuva420p", {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b": "0"}),
+    "prores": ("mov", ".mov", "prores_ks", "yuva444p10le", {"profile": "4"}),  # ProRes 4444
+}
+#: Per-video outputs (found.video) and the suffix each adds to the input's stem (the cut-out's depends on the codec).
+VIDEO_OUTPUT_SUFFIXES = {"mask": "_mask.mp4", "soft": "_soft.mp4", "overlay": "_overlay.mp4", "cutout": "_cutout",
+                         "boxes": "_boxes.jsonl", "frames": "_frames"}
+#: Endings of every video output file name (so a folder scan never takes them as inputs).
+VIDEO_OUTPUT_ENDINGS = tuple(v for k, v in VIDEO_OUTPUT_SUFFIXES.items() if k not in ("cutout", "frames")) + tuple(
+    VIDEO_OUTPUT_SUFFIXES["cutout"] + c[1] for c in ALPHA_CODECS.values())
 
 
 # ---------------------------------------------------------------------------- images

@@ -147,3 +147,50 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(page) -> None:
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "drop"
     assert page.get_attribute("#status", "aria-live") == "polite"
+
+
+def test_camera_mode_of_the_page_draws_the_engines_mask_live(server, tiny) -> None:  # noqa: F811
+    """The page's camera mode with Chromium's fake camera: frames go over the WebSocket of the real
+    ``found serve`` process, the overlay is drawn from the answers, at most one frame is in flight."""
+    import io
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from found import build_found
+
+    sent: list[bytes] = []
+    answers: dict[int, dict] = {}
+
+    def on_socket(ws) -> None:
+        ws.on("framesent", lambda payload: sent.append(payload) if isinstance(payload, bytes) else None)
+        ws.on("framereceived", lambda payload: answers.update({(a := json.loads(payload))["frame"]: a}))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True,
+                                    args=["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("websocket", on_socket)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server + "/")
+            page.get_by_role("button", name="Start camera").click()
+            page.wait_for_function("() => window.foundLive && window.foundLive.stats.drawn >= 3", timeout=90_000)
+            stats = page.evaluate("() => { const s = foundLive.stats; return {...s, latencies: [...s.latencies]}; }")
+            status = page.locator("#camera-stats").inner_text()
+            page.get_by_role("button", name="Stop camera").click()
+            assert page.locator("#camera-view video").count() == 0
+        finally:
+            browser.close()
+    assert problems == []
+    assert stats["answered"] >= 3 and stats["errors"] == 0 and stats["sent"] - stats["answered"] <= 1
+    assert "answered" in status
+    frame = stats["drawnFrame"]
+    answer = answers[frame]
+    model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False)
+    expected = next(Engine(model, batch_size=1, workers=0).run([sent[frame - 1]])).prediction
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"])))) > 127
+    assert (answer["width"], answer["height"]) == (mask.shape[1], mask.shape[0])
+    assert (mask == expected.mask).mean() > 0.99  # the served mask is the engine's for the frame sent

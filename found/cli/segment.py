@@ -9,6 +9,8 @@ Every output is written under a temporary name and renamed once all outputs of t
 complete. With --workers N (default min(4, CPUs)), N threads decode the next images while the
 model runs and one thread writes the outputs behind it, in input order; --workers 0 runs
 everything in turn. See docs/robustness.md for the behaviour on each kind of bad input.
+Videos (detected by content) are segmented frame by frame into mask / overlay / cut-out videos and
+per-frame boxes by found.video; each counts as one input (docs/video.md).
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from ..engine import DEFAULT_MAX_SIDE, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
-from ..fileio import atomic_write_text, check_writable
+from ..fileio import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
+from ..video import ALPHA_CODECS, VideoOutputs, input_kind
 from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
 from .common import add_instance_args, add_model_args, check_batch_options, instance_filter_from_args, model_from_args
 from .distributed import add_ray_args
@@ -33,7 +36,7 @@ __all__ = ["READ_AHEAD_CHUNKS", "PENDING_WRITE_CHUNKS", "add_parser", "default_w
 
 def add_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment the main object(s) of images", description=__doc__)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     o = p.add_argument_group("outputs (default: --mask)")
@@ -59,6 +62,13 @@ def add_parser(sub) -> None:
                         f"every output is still written at the image's full size "
                         f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
+    v = p.add_argument_group("videos (any file PyAV reads, detected by content; needs found[video]; see docs/video.md)")
+    v.add_argument("--frames", action="store_true", help="write a video's outputs as PNG frames in <name>_frames/ instead of videos")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="run the model on one frame in N, holding its mask in between")
+    v.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
+                   help="moving average of the logits over frames, weight ALPHA in (0, 1] on the new frame (not in the paper)")
+    v.add_argument("--alpha-codec", choices=list(ALPHA_CODECS), default="vp9",
+                   help="cut-out video with alpha: vp9 (WebM, default) or prores (ProRes 4444 MOV)")
     add_instance_args(p)
     add_ray_args(p)
     add_model_args(p)
@@ -119,6 +129,8 @@ class Plan:
     todo: list[Job]
     skipped: int
     input_failures: list[tuple[str, str]] = field(default_factory=list)
+    videos: list[Job] = field(default_factory=list)  # inputs that are videos (not in todo)
+    video: VideoOutputs | None = None
 
     @property
     def run_files(self) -> list[RunFile]:
@@ -129,6 +141,10 @@ class Plan:
 def _check_options(args: argparse.Namespace) -> None:
     if args.workers is not None and args.workers < 0:
         raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
+    if args.every < 1:
+        raise FoundError("--every must be at least 1")
+    if args.smooth is not None and not 0 < args.smooth <= 1:
+        raise FoundError("--smooth must be in (0, 1] (1 = no smoothing)")
     check_batch_options(args)
 
 
@@ -159,9 +175,11 @@ def plan_run(args: argparse.Namespace) -> Plan:
     outdir = _output_folder(args.output)
     jobs, input_failures = collect_inputs(args.inputs, args.recursive, outdir)
     images = ImageOutputs(outdir, kinds)
+    video = VideoOutputs(outdir, kinds, boxes=want_boxes, frames=args.frames, alpha_codec=args.alpha_codec)
+    is_video = {path_key(j.path) for j in jobs if input_kind(j.path) == "video"}
     inputs = {path_key(j.path) for j in jobs}
     for j in jobs:
-        for out in images.paths(str(j.rel)):
+        for out in images.paths(str(j.rel)) + video.paths(str(j.rel)):
             if path_key(out) in inputs:
                 raise FoundError(f"output {out} would overwrite an input; choose another -o")
     boxes = None
@@ -181,10 +199,14 @@ def plan_run(args: argparse.Namespace) -> Plan:
     run_files = [f for f in (boxes, coco) if f is not None]
 
     def done(j: Job) -> bool:
+        if path_key(j.path) in is_video:
+            return not args.overwrite and video.exist(str(j.rel))
         return not args.overwrite and images.exist(str(j.rel)) and all(f.has(str(j.path)) for f in run_files)
 
     todo = [j for j in jobs if not done(j)]
-    return Plan(outdir, images, boxes, coco, todo, len(jobs) - len(todo), input_failures)
+    videos = [j for j in todo if path_key(j.path) in is_video]
+    todo = [j for j in todo if path_key(j.path) not in is_video]
+    return Plan(outdir, images, boxes, coco, todo, len(jobs) - len(todo) - len(videos), input_failures, videos, video)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,14 +220,19 @@ def run(args: argparse.Namespace) -> int:
     for arg, why in plan.input_failures:
         report.fail(arg, why)
     interrupted = False
-    if plan.todo:
+    if plan.todo or plan.videos:
         model = model_from_args(args)
         if args.max_side and args.max_side < model.patch_size:
             raise FoundError(f"--max-side {args.max_side} is smaller than one {model.patch_size}-px patch")
         engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=args.batch_size, workers=args.workers,
                         max_side=args.max_side, debug=bool(getattr(args, "debug", False)),
                         instance_filter=instance_filter_from_args(args))
-        interrupted = _process(engine, plan, report, args)
+        if plan.todo:
+            interrupted = _process(engine, plan, report, args)
+            if interrupted or report.stopped:
+                report.not_processed += len(plan.videos)
+        if plan.videos and not interrupted and not report.stopped:
+            interrupted = process_videos(engine, plan, report, args)
     for run_file in plan.run_files if plan.todo else []:
         try:
             run_file.close()
@@ -235,6 +262,41 @@ def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespac
     report.stopped = stopped if stopped in ("", INTERRUPTED) else f"{stopped} in {plan.outdir}"
     report.not_processed = len(plan.todo) - report.ok - (len(report.failures) - n_failed)
     return stopped == INTERRUPTED
+
+
+def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Namespace) -> bool:
+    """Each video job through :meth:`VideoOutputs.write` (one input each in the report); True on Ctrl-C."""
+    from tqdm.auto import tqdm
+
+    for i, job in enumerate(plan.videos):
+        bar = tqdm(unit="frame", desc=job.path.name, disable=not args.progress)
+        try:
+            summary = plan.video.write(job.path, engine, str(job.rel), every=args.every, smooth=args.smooth,
+                                       on_frame=lambda fr: bar.update(1))
+        except KeyboardInterrupt:
+            report.stopped = INTERRUPTED
+            report.not_processed += len(plan.videos) - i
+            return True
+        except FoundError as e:
+            if engine.debug:
+                raise
+            report.fail(job.path, str(e))
+            continue
+        except OSError as e:
+            report.fail(job.path, f"cannot write outputs: {e.strerror or e} (nothing written for this video)")
+            if e.errno in FATAL_WRITE_ERRNOS:
+                report.stopped = f"{e.strerror or e} in {plan.outdir}"
+                report.not_processed += len(plan.videos) - i - 1
+                return False
+            continue
+        finally:
+            bar.close()
+        if summary.error:
+            report.fail(job.path, summary.error)
+        else:
+            report.ok += 1
+        report.notes.extend((str(job.path), n) for n in summary.notes)
+    return False
 
 
 def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:

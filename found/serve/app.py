@@ -31,6 +31,7 @@ from ..errors import FoundError, InputError
 from ..imageio import LoadedImage
 from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
 from .batcher import Batcher, Key, Overloaded
+from .live import register_live
 from .settings import Settings
 
 STATIC = Path(__file__).with_name("static")
@@ -126,6 +127,7 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
     app.state.ready, app.state.settings, app.state.engine = False, settings, base
     _add_error_handlers(app)
     _add_page(app)
+    register_live(app, base, call=lambda fn, *a: app.state.batcher.in_model_thread(fn, *a), api_key=settings.api_key)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -134,7 +134,41 @@ function render() {
   setStatus(`Done: ${n} box${n === 1 ? "" : "es"}, score ${answer.score.toFixed(3)}.`);
 }
 
+let live = null;
+let liveTimer = null;
+
+function showLive() {
+  if (!live) return;
+  const s = live.stats;
+  const ms = s.latencies.length ? s.latencies[s.latencies.length - 1].toFixed(0) : "-";
+  $("camera-stats").textContent = `frames sent ${s.sent}, answered ${s.answered}, skipped ${s.skipped}, latency ${ms} ms` +
+    (s.last && s.last.score != null ? `, score ${s.last.score.toFixed(2)}` : "") + (s.error ? `, error: ${s.error}` : "");
+}
+
+async function startCamera() {
+  $("camera-start").disabled = true;
+  try {
+    live = await window.FoundLive.start($("camera-view"), { url: "/v1/live", key: $("apikey").value });
+    window.foundLive = live;
+    $("camera-stop").disabled = false;
+    liveTimer = setInterval(showLive, 250);
+  } catch (err) {
+    $("camera-stats").textContent = `Camera not available: ${err.message}`;
+    $("camera-start").disabled = false;
+  }
+}
+
+function stopCamera() {
+  if (live) live.stop();
+  live = null;
+  clearInterval(liveTimer);
+  $("camera-stop").disabled = true;
+  $("camera-start").disabled = false;
+}
+
 function init() {
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", stopCamera);
   const drop = $("drop");
   $("file").addEventListener("change", (e) => pick(e.target.files[0]));
   drop.addEventListener("click", () => $("file").click());
