@@ -87,3 +87,26 @@ def photos(images_dir) -> dict[str, np.ndarray]:
     from PIL import Image
 
     return {p.stem: np.array(Image.open(p).convert("RGB")) for p in sorted(images_dir.glob("*.png"))}
+
+
+def structured_head(vit, images):
+    """A head along the coarse masks' object/background key direction, so its masks follow image
+    content as a trained head's do (the mean key of object patches minus that of background ones)."""
+    import torch
+
+    from found import Found, FoundHead, discover_background
+
+    coarse = Found(vit, None, device="cpu")
+    keys, objects = [], []
+    for im in images:
+        f = coarse.features(coarse.input_batch([im]))
+        keys.append(f.keys[0])
+        objects.append(discover_background(f.cls_attention, f.keys, f.grid_hw).objects.reshape(-1))
+    k, y = torch.cat(keys), torch.cat(objects)
+    mu_obj, mu_bkg = k[y].mean(0), k[~y].mean(0)
+    w = mu_obj - mu_bkg
+    head = FoundHead(k.shape[1])
+    with torch.no_grad():
+        head.decoder.weight.copy_(w.reshape(1, -1, 1, 1))
+        head.decoder.bias.fill_(-float(w @ (mu_obj + mu_bkg)) / 2)
+    return head

@@ -20,7 +20,7 @@ from found.evaluate import datasets as ds
 from found.evaluate.detection import coco_detection_metrics, gt_dataset
 from found.masks import component_box, largest_component
 from test_evaluate_common import build_tiny, ellipse_mask, synthetic_image, write_tiny_model
-from test_evaluate_discovery import _voc_xml
+from test_evaluate_discovery import write_voc
 
 KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -94,15 +94,7 @@ DET_IMAGES = [
 
 
 def write_det_voc(root: Path) -> Path:
-    base = root / "VOCdevkit" / "VOC2007"
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    for i, (name, hw, objs) in enumerate(DET_IMAGES):
-        m = ellipse_mask(*hw, hw[0] / 2, hw[1] / 2, hw[0] / 3, hw[1] / 3)
-        Image.fromarray(synthetic_image(m, i)).save(base / "JPEGImages" / f"{name}.jpg", quality=95)
-        (base / "Annotations" / f"{name}.xml").write_text(_voc_xml(name, hw, objs))
-    (base / "ImageSets" / "Main" / "trainval.txt").write_text("".join(f"{n}\n" for n, *_ in DET_IMAGES))
-    return root / "VOCdevkit"
+    return write_voc(root, "2007", DET_IMAGES)
 
 
 @pytest.mark.parametrize("objects", ["single", "multi"])

@@ -33,15 +33,17 @@ def _voc_xml(name: str, hw, objects) -> str:
     return f"<annotation><filename>{name}.jpg</filename><size><width>{hw[1]}</width><height>{hw[0]}</height><depth>3</depth></size>{objs}</annotation>"
 
 
-def write_voc(root: Path, year: str) -> Path:
+def write_voc(root: Path, year: str, images=None) -> Path:
+    """A VOC-layout folder of synthetic images (``images``: (name, (h, w), objects); default VOC_IMAGES)."""
+    images = VOC_IMAGES if images is None else images
     base = root / "VOCdevkit" / f"VOC{year}"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    for i, (name, hw, objs) in enumerate(VOC_IMAGES):
+    for i, (name, hw, objs) in enumerate(images):
         m = ellipse_mask(*hw, hw[0] / 2, hw[1] / 2, hw[0] / 3, hw[1] / 3)
         Image.fromarray(synthetic_image(m, i)).save(base / "JPEGImages" / f"{name}.jpg", quality=95)
         (base / "Annotations" / f"{name}.xml").write_text(_voc_xml(name, hw, objs))
-    (base / "ImageSets" / "Main" / "trainval.txt").write_text("".join(f"{n}\n" for n, *_ in VOC_IMAGES))
+    (base / "ImageSets" / "Main" / "trainval.txt").write_text("".join(f"{n}\n" for n, *_ in images))
     return root / "VOCdevkit"
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("onnx")  # the `test` extra installs onnx and onnxruntime (found[onnx])
 pytest.importorskip("onnxruntime")
 
-from conftest import tiny_vit  # noqa: E402
+from conftest import structured_head, tiny_vit  # noqa: E402
 from helpers import noise_image, run_cli, tiny  # noqa: E402,F401  (fixture)
 
 from found import Found, FoundHead, OnnxFound, discover_background, load_onnx  # noqa: E402
@@ -189,19 +189,7 @@ def test_headed_file_also_runs_coarse(vit, files, photos) -> None:
 def structured(vit, photos, tmp_path_factory) -> tuple[Found, Path]:
     """A head along the coarse masks' object/background key direction (masks follow image content,
     as a trained head's do; see tests/test_precision.py), and its fp32 ONNX export."""
-    coarse = Found(vit, None, device="cpu")
-    keys, objects = [], []
-    for im in photos:
-        f = coarse.features(coarse.input_batch([im]))
-        keys.append(f.keys[0])
-        objects.append(discover_background(f.cls_attention, f.keys, f.grid_hw).objects.reshape(-1))
-    k, y = torch.cat(keys), torch.cat(objects)
-    mu_obj, mu_bkg = k[y].mean(0), k[~y].mean(0)
-    w = mu_obj - mu_bkg
-    head = FoundHead(k.shape[1])
-    with torch.no_grad():
-        head.decoder.weight.copy_(w.reshape(1, -1, 1, 1))
-        head.decoder.bias.fill_(-float(w @ (mu_obj + mu_bkg)) / 2)
+    head = structured_head(vit, photos)
     path = export_onnx(vit, head, tmp_path_factory.mktemp("int8") / "structured.onnx")
     return Found(vit, head, device="cpu"), path
 

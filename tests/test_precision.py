@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import load_parity, tiny_vit
+from conftest import structured_head as make_structured_head
 from found import Found, FoundHead, discover_background
 
 MIN_IOU = 0.99
@@ -29,20 +30,7 @@ def photos(images_dir) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def structured_head(vit, photos) -> FoundHead:
-    coarse = Found(vit, None, device="cpu")
-    keys, objects = [], []
-    for im in photos:
-        f = coarse.features(coarse.input_batch([im]))
-        keys.append(f.keys[0])
-        objects.append(discover_background(f.cls_attention, f.keys, f.grid_hw).objects.reshape(-1))
-    k, y = torch.cat(keys), torch.cat(objects)
-    mu_obj, mu_bkg = k[y].mean(0), k[~y].mean(0)
-    w = mu_obj - mu_bkg
-    head = FoundHead(k.shape[1])
-    with torch.no_grad():
-        head.decoder.weight.copy_(w.reshape(1, -1, 1, 1))
-        head.decoder.bias.fill_(-float(w @ (mu_obj + mu_bkg)) / 2)
-    return head
+    return make_structured_head(vit, photos)
 
 
 @pytest.fixture(scope="module")

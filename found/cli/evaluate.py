@@ -17,6 +17,15 @@ SALIENCY_DATASETS = ("ECSSD", "DUTS-TE", "DUT-OMRON")
 DISCOVERY_DATASETS = ("VOC07", "VOC12", "COCO20k")
 
 
+def _box_dataset_args(p: argparse.ArgumentParser) -> None:
+    """The datasets with ground-truth boxes (CorLoc, detection): VOC07, VOC12, COCO20k."""
+    p.add_argument("--dataset", choices=DISCOVERY_DATASETS, required=True)
+    p.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (VOC07/VOC12) or the COCO root holding train2014/ (COCO20k)")
+    p.add_argument("--split", default="trainval", help="VOC split file under ImageSets/Main (default trainval, as the paper)")
+    p.add_argument("--coco20k-list", metavar="PATH", help="coco_20k_filenames.txt (default: downloaded once into the torch hub cache, sha256-checked)")
+    p.add_argument("--coco-annotations", metavar="PATH", help="instances_train2014.json (default: <data-dir>/annotations/instances_train2014.json)")
+
+
 def _positive(v: str) -> int:
     try:
         n = int(v)
@@ -54,11 +63,7 @@ def add_parser(sub) -> None:
     d = tasks.add_parser("discovery", help="single-object discovery CorLoc (VOC07, VOC12, COCO20k)",
                          description="CorLoc: share of images whose predicted box (largest component of the patch-level mask) "
                          "has IoU >= 0.5 with a ground-truth box.")
-    d.add_argument("--dataset", choices=DISCOVERY_DATASETS, required=True)
-    d.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (VOC07/VOC12) or the COCO root holding train2014/ (COCO20k)")
-    d.add_argument("--split", default="trainval", help="VOC split file under ImageSets/Main (default trainval, as the paper)")
-    d.add_argument("--coco20k-list", metavar="PATH", help="coco_20k_filenames.txt (default: downloaded once into the torch hub cache, sha256-checked)")
-    d.add_argument("--coco-annotations", metavar="PATH", help="instances_train2014.json (default: <data-dir>/annotations/instances_train2014.json)")
+    _box_dataset_args(d)
     d.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (same-size images only are batched)")
     _common(d)
     d.set_defaults(func=run_discovery)
@@ -67,11 +72,7 @@ def add_parser(sub) -> None:
                          description="Each connected component of the predicted mask is a detection scored by its mean object "
                          "probability; pycocotools' COCOeval (bbox, one class, all ground-truth boxes) gives AP, AP50, AP75, "
                          "AR@1/10/100. CorLoc as in 'found evaluate discovery'. Needs pycocotools: pip install 'found[coco]'.")
-    t.add_argument("--dataset", choices=DISCOVERY_DATASETS, required=True)
-    t.add_argument("--data-dir", metavar="DIR", required=True, help="VOCdevkit (VOC07/VOC12) or the COCO root holding train2014/ (COCO20k)")
-    t.add_argument("--split", default="trainval", help="VOC split file under ImageSets/Main (default trainval)")
-    t.add_argument("--coco20k-list", metavar="PATH", help="coco_20k_filenames.txt (default: downloaded once into the torch hub cache, sha256-checked)")
-    t.add_argument("--coco-annotations", metavar="PATH", help="instances_train2014.json (default: <data-dir>/annotations/instances_train2014.json)")
+    _box_dataset_args(t)
     t.add_argument("--objects", choices=["single", "multi"], default="multi",
                    help="'multi': every 4-connected component is a detection (default); 'single': the largest only")
     add_instance_args(t)
