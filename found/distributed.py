@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .engine import DEFAULT_MAX_SIDE, Engine, Result
-from .errors import FoundError
+from .errors import FoundError, one_line
 from .imageio import IMAGE_SUFFIXES
 from .inputs import collect_inputs, path_key
 from .writers import OUTPUT_SUFFIXES, ImageOutputs
@@ -100,7 +100,7 @@ def _fs(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as e:  # ArrowInvalid, ArrowNotImplementedError, …
-        raise FoundError(f"{uri}: not a usable URI ({_one_line(e)})") from None
+        raise FoundError(f"{uri}: not a usable URI ({one_line(e)})") from None
 
 
 def _uri_of(uri: str, path: str) -> str:
@@ -124,7 +124,7 @@ def read_list(arg: str) -> list[str]:
     try:
         data = read_bytes(arg)
     except (OSError, FoundError) as e:
-        raise FoundError(f"{arg}: cannot read the input list ({_one_line(e)})") from None
+        raise FoundError(f"{arg}: cannot read the input list ({one_line(e)})") from None
     if suffix == ".txt":
         lines = (ln.strip() for ln in data.decode("utf-8-sig").splitlines())
         entries = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -139,7 +139,7 @@ def read_list(arg: str) -> list[str]:
         try:
             t = pq.read_table(io.BytesIO(data))
         except Exception as e:
-            raise FoundError(f"{arg}: not a readable Parquet list ({_one_line(e)})") from None
+            raise FoundError(f"{arg}: not a readable Parquet list ({one_line(e)})") from None
         if "path" not in t.column_names:
             raise FoundError(f"{arg}: no 'path' column in this Parquet list")
         entries = [str(p).strip() for p in t.column("path").to_pylist() if p is not None and str(p).strip()]
@@ -205,7 +205,7 @@ def collect(inputs: Iterable[str], recursive: bool = False, outdir: Path | None 
             else:
                 extra.extend(_uri_files(arg, recursive))
         except FoundError as e:
-            failures.append((arg, _one_line(e).removeprefix(f"{arg}: ")))
+            failures.append((arg, one_line(e).removeprefix(f"{arg}: ")))
     for path, stem in extra:
         key = path if is_uri(path) else path_key(Path(path))
         if key in seen:
@@ -275,7 +275,7 @@ class UriStore(LocalStore):
         try:
             self.fs.create_dir(self.base, recursive=True)
         except OSError as e:
-            raise FoundError(f"output {self.uri} is not usable: {_one_line(e)}") from None
+            raise FoundError(f"output {self.uri} is not usable: {one_line(e)}") from None
 
     def _key(self, name: str) -> str:
         return f"{self.base}/{name}"
@@ -418,7 +418,7 @@ class SegmentActor:
                 try:
                     sources.append(read_bytes(it.source))
                 except (OSError, FoundError) as e:
-                    read_errors[i] = f"cannot read ({_one_line(e)})"
+                    read_errors[i] = f"cannot read ({one_line(e)})"
             else:
                 sources.append(it.source)
         results = iter(self.engine.run(sources))
@@ -433,7 +433,7 @@ class SegmentActor:
                 try:
                     self.write(result, it.stem)
                 except OSError as e:
-                    error = f"cannot write outputs: {e.strerror or _one_line(e)} (nothing written for this image)"
+                    error = f"cannot write outputs: {e.strerror or one_line(e)} (nothing written for this image)"
             rows.append(result_row(it, result, error))
         return rows
 
@@ -528,11 +528,6 @@ class RaySummary:
                 "seconds": round(self.seconds, 3), "first_row_seconds": self.first_row_seconds}
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
-
-
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, runtime_env: dict | None = None) -> Iterator[Any]:
     """Ray connected for the run: the instance already initialised in this process, a cluster at
@@ -556,7 +551,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, runtime
     try:
         ray.init(**opts)
     except Exception as e:
-        raise FoundError(f"cannot start or reach Ray at {address or 'local'}: {_one_line(e)}") from None
+        raise FoundError(f"cannot start or reach Ray at {address or 'local'}: {one_line(e)}") from None
     try:
         yield ray
     finally:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 from PIL import Image
 
-from .errors import FoundError, InferenceError, InputError
+from .errors import FoundError, InferenceError, InputError, describe
 from .imageio import LoadedImage, read_image, source_name
 from .instances import Instance, InstanceFilter, find_instances
 from .predictor import MODES, Prediction
@@ -271,9 +271,7 @@ class Engine:
 
 
 def _inference_error(e: BaseException) -> InferenceError:
-    text = " ".join(str(e).split())[:200]
-    why = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    return InferenceError(f"inference failed ({why})")
+    return InferenceError(f"inference failed ({describe(e)})")
 
 
 def segment(inputs: Iterable[object], model=None, **options) -> Iterator[Result]:

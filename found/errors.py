@@ -26,3 +26,14 @@ class InferenceError(FoundError):
     """The model failed on an input (e.g. out of memory even alone); the batch goes on."""
 
     exit_code = 1
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (whitespace folded), or its type's name when it has none."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def describe(e: BaseException, limit: int = 200) -> str:
+    """An unexpected exception as ``Type: message`` on one line (message cut at ``limit``), for reports."""
+    text = " ".join(str(e).split())[:limit]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -156,11 +156,10 @@ class Found(FoundCore):
                 keep = "single" if mode == "single" else "all"
                 refined = refine_masks([arrays[i] for i in idx], [(s > 0.5).astype(np.float32) for s in softs], keep=keep)
             for j, i in enumerate(idx):
-                out[i] = self._finish(softs[j], patch_np[j], probs_np[j], mode, refined[j])
-                out[i].instance_filter = instance_filter
+                out[i] = self._finish(softs[j], patch_np[j], probs_np[j], mode, refined[j], instance_filter)
         return out  # type: ignore[return-value]
 
-    def _finish(self, soft, patch_mask, probs, mode, refine_result) -> Prediction:
+    def _finish(self, soft, patch_mask, probs, mode, refine_result, instance_filter=None) -> Prediction:
         """Binary mask (mode, accepted refinement), box and score of one image."""
         refined = refine_result is not None and bool(refine_result.accepted)
         mask = np.asarray(refine_result.binary, dtype=bool) if refined else soft > 0.5
@@ -172,4 +171,5 @@ class Found(FoundCore):
             box = component_box(component, mask.shape, self.patch_size)
             score = float(probs[component].mean())
         return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, box=box, score=score, refined=refined,
-                          patch_probs=probs.astype(np.float32), patch=self.patch_size, mode=mode)
+                          patch_probs=probs.astype(np.float32), patch=self.patch_size, mode=mode,
+                          instance_filter=instance_filter)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .engine import Result
+from .errors import describe
 from .fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text
 from .instances import instances_summary
 
@@ -155,13 +156,14 @@ class RunFile:
     def has(self, file: str) -> bool:
         return file in self.records
 
-    def record(self, result: Result, file: str) -> dict:
-        """The entry for ``result`` (a subclass decides what it holds)."""
+    def record(self, result: Result, file: str, name: str) -> dict:
+        """The entry for ``result`` of input ``file``, which a dataset calls ``name`` (a subclass
+        decides what it holds)."""
         raise NotImplementedError
 
     def add(self, result: Result, file: str, name: str | None = None) -> None:
         """Record ``result`` under the input ``file``; ``name`` is how a dataset calls it (default ``file``)."""
-        self.records[file] = self.record(result, file if name is None else name)
+        self.records[file] = self.record(result, file, file if name is None else name)
 
     def document(self) -> dict:
         raise NotImplementedError
@@ -179,7 +181,7 @@ class BoxesFile(RunFile):
         super().__init__(path, overwrite)
         self.mode, self.instances = mode, instances
 
-    def record(self, result: Result, file: str) -> dict:
+    def record(self, result: Result, file: str, name: str) -> dict:
         return box_record(result, file, self.instances)
 
     def document(self) -> dict:
@@ -213,12 +215,12 @@ class CocoFile(RunFile):
         except (ValueError, KeyError, TypeError, OSError):
             return {}
 
-    def add(self, result: Result, file: str, name: str | None = None) -> None:
+    def record(self, result: Result, file: str, name: str) -> dict:
         from .coco import image_annotations
 
         W, H = result.size
-        self.records[file] = {"file_name": file if name is None else name, "path": file, "height": H, "width": W,
-                              "annotations": image_annotations(result.prediction.instances, 0)}
+        return {"file_name": name, "path": file, "height": H, "width": W,
+                "annotations": image_annotations(result.prediction.instances, 0)}
 
     def document(self) -> dict:
         from .coco import OBJECT_CATEGORY, coco_info, image_entry
@@ -326,16 +328,11 @@ class ResultWriter:
             if e.errno in FATAL_WRITE_ERRNOS and not self.stopped:
                 self.stopped = why
             return Outcome(key, result, f"cannot write outputs: {why} (nothing written for this image)")
-        return Outcome(key, result, f"unexpected error while writing outputs ({_why(e)})", exception=e)
+        return Outcome(key, result, f"unexpected error while writing outputs ({describe(e)})", exception=e)
 
 
 def _finished(fut: Future | None) -> bool:
     return fut is None or fut.done()
-
-
-def _why(e: BaseException) -> str:
-    text = " ".join(str(e).split())[:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _done(fn: Callable, *args) -> Future:

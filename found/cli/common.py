@@ -108,6 +108,11 @@ def add_instance_args(parser: argparse.ArgumentParser) -> None:
                    help="drop instances whose score (mean object probability of their patches) is below S, in [0, 1]; default 0")
 
 
+def instance_options_given(args: argparse.Namespace) -> bool:
+    """Whether any of --max-instances, --min-area, --min-score was given."""
+    return args.max_instances is not None or args.min_area != 0 or args.min_score != 0
+
+
 def instance_filter_from_args(args: argparse.Namespace):
     """The InstanceFilter of the parsed options; a bad value is a one-line usage error (FoundError)."""
     from ..instances import InstanceFilter, InstanceOptionError

@@ -36,7 +36,7 @@ def model_options(args: argparse.Namespace) -> dict:
 
 def _check(args: argparse.Namespace) -> list[str]:
     """Usage errors before anything starts; returns the image outputs chosen."""
-    from .common import check_batch_options
+    from .common import check_batch_options, instance_options_given
 
     check_batch_options(args)
     if args.workers is not None and args.workers < 1:
@@ -44,8 +44,7 @@ def _check(args: argparse.Namespace) -> list[str]:
     if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
         raise FoundError("--gpus-per-worker must be 0 or more and --cpus-per-worker more than 0")
     for flag, given in (("--coco", args.coco), ("--onnx / --runtime onnx", args.onnx or args.runtime == "onnx"),
-                        ("--max-instances / --min-area / --min-score",
-                         args.max_instances is not None or args.min_area != 0 or args.min_score != 0)):
+                        ("--max-instances / --min-area / --min-score", instance_options_given(args))):
         if given:
             raise FoundError(f"{flag} is not available with --ray yet: the table's 'instances' column holds every "
                              f"object (COCO RLE), unfiltered")

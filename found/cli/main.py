@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from ..errors import FoundError
+from ..errors import FoundError, one_line
 
 #: Sub-command modules under found.cli, in help order.
 COMMANDS = ["segment", "evaluate", "train", "download", "bench", "export", "serve"]
@@ -66,12 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else one_line(e)
         print(f"found: error: {type(e).__name__}: {what} (run with --debug for the traceback)", file=sys.stderr)
         return 1
-
-
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line (user errors are meant to be read, not scrolled)."""
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
 
 
 if __name__ == "__main__":

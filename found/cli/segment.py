@@ -26,7 +26,8 @@ from ..fileio import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
 from ..video import ALPHA_CODECS, VideoOutputs, input_kind
 from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
-from .common import add_instance_args, add_model_args, check_batch_options, instance_filter_from_args, model_from_args
+from .common import (add_instance_args, add_model_args, check_batch_options, instance_filter_from_args,
+                     instance_options_given, model_from_args)
 from .distributed import add_ray_args
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
@@ -162,7 +163,7 @@ def _output_folder(path: str) -> Path:
 
 def _wants_instances(args: argparse.Namespace) -> bool:
     """Objects are listed (boxes.json) when asked for: --coco, or an instance filter option."""
-    return bool(args.coco) or args.max_instances is not None or args.min_area != 0 or args.min_score != 0
+    return bool(args.coco) or instance_options_given(args)
 
 
 def plan_run(args: argparse.Namespace) -> Plan:
@@ -196,17 +197,18 @@ def plan_run(args: argparse.Namespace) -> Plan:
         except OSError as e:
             raise FoundError(f"--coco {args.coco}: cannot create its folder ({e.strerror or e})") from None
         coco = CocoFile(Path(args.coco), overwrite=args.overwrite)
-    run_files = [f for f in (boxes, coco) if f is not None]
+    plan = Plan(outdir, images, boxes, coco, [], 0, input_failures, [], video)
 
     def done(j: Job) -> bool:
         if path_key(j.path) in is_video:
             return not args.overwrite and video.exist(str(j.rel))
-        return not args.overwrite and images.exist(str(j.rel)) and all(f.has(str(j.path)) for f in run_files)
+        return not args.overwrite and images.exist(str(j.rel)) and all(f.has(str(j.path)) for f in plan.run_files)
 
     todo = [j for j in jobs if not done(j)]
-    videos = [j for j in todo if path_key(j.path) in is_video]
-    todo = [j for j in todo if path_key(j.path) not in is_video]
-    return Plan(outdir, images, boxes, coco, todo, len(jobs) - len(todo) - len(videos), input_failures, videos, video)
+    plan.videos = [j for j in todo if path_key(j.path) in is_video]
+    plan.todo = [j for j in todo if path_key(j.path) not in is_video]
+    plan.skipped = len(jobs) - len(todo)
+    return plan
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,7 +313,7 @@ def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
             report.fail(job.path, o.error or "")
         return
     for run_file in plan.run_files:
-        run_file.add(o.result, str(job.path), name=job.name if run_file is plan.coco else None)
+        run_file.add(o.result, str(job.path), name=job.name)
     report.ok += 1
     report.notes.extend((str(job.path), n) for n in o.result.notes if not n.startswith("downscaled"))
     if o.result.downscaled:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..engine import Engine, Result
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..imageio import LoadedImage, _quiet_warnings
 from ..writers import cutout_image, mask_image, overlay_image, soft_image
 
@@ -76,8 +76,7 @@ def decode(engine: Engine, data: bytes, max_pixels: int) -> LoadedImage:
 
 def reason(e: BaseException) -> str:
     """An error's one-line reason, without the engine's name for the upload (as in the CLI's report)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text.removeprefix(f"{UPLOAD_LABEL}: ")
+    return one_line(e).removeprefix(f"{UPLOAD_LABEL}: ")
 
 
 def png_bytes(kind: str, result: Result) -> bytes:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from ..engine import Engine
-from ..errors import FoundError
+from ..errors import FoundError, describe
 from ..imageio import LoadedImage
 
 T = TypeVar("T")
@@ -186,7 +186,7 @@ class Batcher:
             engine = self.engine_for(batch[0].key)
             preds = await loop.run_in_executor(self._model, engine.infer, [j.image for j in batch])
         except Exception as e:  # infer returns errors as values; anything else fails the whole batch
-            preds = [e if isinstance(e, FoundError) else FoundError(f"inference failed ({type(e).__name__}: {e})")] * len(batch)
+            preds = [e if isinstance(e, FoundError) else FoundError(f"inference failed ({describe(e)})")] * len(batch)
         end = loop.time()
         self.batches += 1
         for job, pred in zip(batch, preds):
