@@ -132,7 +132,9 @@ class Found(FoundCore):
         ``mode='multi'`` keeps the whole mask, ``'single'`` its main component (the authors'
         evaluation rule). ``refine=True`` applies the bilateral solver, kept only if IoU > 0.5.
         ``instance_filter`` applies to each prediction's ``instances``.
-        Images are batched by padded size; results do not depend on the batching.
+        Images are batched by padded size. Batching changes float rounding only, on any CPU and in
+        fp32 or int8: each soft mask is within 1e-5 of the image's own one-image result (≤ 4e-7
+        measured on ViT-S/8), so binary masks can differ only where a probability is that close to 0.5.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

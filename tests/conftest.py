@@ -2,6 +2,7 @@
 and test images. The suite reads nothing outside the repository, so a fresh clone tests itself."""
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -19,6 +20,22 @@ def parity_dir() -> Path:
     return Path(env) if env else REPO_PARITY
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """The CPU path the numbers of this run come from (see README: *Tests*)."""
+    import platform
+
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        cpu = platform.processor()
+    return (f"found: torch {torch.__version__}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"oneDNN ISA {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}, {torch.get_num_threads()} threads, "
+            f"{platform.machine()} {cpu}")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
     if item.get_closest_marker("gpu") is not None:
@@ -26,6 +43,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA GPU (marked gpu)")
+
+
+def require(module: str, extra: str):
+    """Import an optional extra's module for the tests that need it. A user's partial install skips
+    them; with ``FOUND_REQUIRE_EXTRAS=1`` (CI, where the ``test`` extra installs every extra) a
+    missing module fails the run instead, so no test silently vanishes."""
+    if os.environ.get("FOUND_REQUIRE_EXTRAS") == "1":
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"{module} (found[{extra}]) cannot be imported with FOUND_REQUIRE_EXTRAS=1: {e}", pytrace=False)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'found[{extra}]')")
 
 
 def load_parity(name: str) -> dict:

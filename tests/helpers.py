@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+#: The ``found`` command of the package under test, for subprocesses: this interpreter's ``-m found``,
+#: never whatever ``found`` comes first on PATH.
+FOUND_COMMAND = [sys.executable, "-m", "found"]
 
 #: A deliberately small ViT (patch 8, 64-d, 2 blocks): fast on CPU, same code paths as ViT-S/8.
 TINY = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2)

@@ -53,8 +53,8 @@ def test_lower_layers_never_import_higher_ones():
 
 
 def test_nothing_outside_the_cli_imports_the_cli():
-    bad = [f"{p.relative_to(PACKAGE)} imports found.{i}" for p in sorted(PACKAGE.rglob("*.py")) if "cli" not in p.parts
-           for i in _found_imports(p) if i == "cli" or i.startswith("cli.")]
+    outside = [p for p in sorted(PACKAGE.rglob("*.py")) if "cli" not in p.parts and p.name != "__main__.py"]  # python -m found
+    bad = [f"{p.relative_to(PACKAGE)} imports found.{i}" for p in outside for i in _found_imports(p) if i == "cli" or i.startswith("cli.")]
     assert not bad, bad
 
 

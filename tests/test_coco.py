@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
-from found import coco as fcoco
-from found.instances import InstanceFilter, find_instances
-from test_instances import PATCH, PROBS, known_mask
+from conftest import require
+
+require("pycocotools", "coco")
+from pycocotools import mask as mask_utils  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+
+from found import coco as fcoco  # noqa: E402
+from found.instances import InstanceFilter, find_instances  # noqa: E402
+from test_instances import PATCH, PROBS, known_mask  # noqa: E402
 
 #: pycocotools' decode warns under numpy 2 (its __array__ has no copy keyword); not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

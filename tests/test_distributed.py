@@ -5,7 +5,6 @@ One Ray instance serves the whole module (Ray starts slowly); each run starts it
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -13,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
 from helpers import Tiny, noise_image, run_cli, write_tiny_checkpoint
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ray = pytest.importorskip("ray")  # installed in CI by the `test` extra (found[ray])
-pq = pytest.importorskip("pyarrow.parquet")
+ray = require("ray", "ray")
+pq = require("pyarrow.parquet", "ray")
 
 from found.distributed import SegmentActor, collect, read_table, segment_with_ray  # noqa: E402
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import require
 from found.backbone import VisionTransformer
 from found.head import FoundHead
 
@@ -90,7 +91,7 @@ def read_csv(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------- standard metrics vs pysodmetrics
 def _psm():
-    return pytest.importorskip("py_sod_metrics")
+    return require("py_sod_metrics", "eval")
 
 
 def _cases():

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
+from conftest import require
 from found.cli.main import main
 from found.evaluate import datasets as ds
 from found.evaluate.detection import coco_detection_metrics, gt_dataset
 from found.masks import component_box, largest_component
-from test_evaluate_common import build_tiny, ellipse_mask, synthetic_image, write_tiny_model
+from test_evaluate_common import build_tiny, write_tiny_model
 from test_evaluate_discovery import write_voc
+
+
+@pytest.fixture()
+def cocoeval():
+    """pycocotools' COCOeval (found[coco]), for the tests that evaluate detections."""
+    return require("pycocotools.cocoeval", "coco")
+
 
 KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -32,17 +39,17 @@ def _metrics(dets):
     return coco_detection_metrics(GT, HW, dets)
 
 
-def test_perfect_predictions_give_ap_1():
+def test_perfect_predictions_give_ap_1(cocoeval):
     m = _metrics([[((10, 10, 20, 20), 0.9)], [((0, 0, 30, 30), 0.3)]])
     assert m == dict.fromkeys(KEYS, 1.0)
 
 
-def test_a_low_scored_false_positive_after_every_hit_changes_nothing():
+def test_a_low_scored_false_positive_after_every_hit_changes_nothing(cocoeval):
     m = _metrics([[((10, 10, 20, 20), 0.9), ((30, 30, 40, 40), 0.1)], [((0, 0, 30, 30), 0.8)]])
     assert m == dict.fromkeys(KEYS, 1.0)
 
 
-def test_a_known_shift_gives_the_iou_threshold_answer():
+def test_a_known_shift_gives_the_iou_threshold_answer(cocoeval):
     # image 2's box shifted right by 6 px: IoU = 24·30 / (900 + 900 − 720) = 2/3, a match at
     # t = .50 .55 .60 .65 (4 thresholds) only. There both detections hit: AP 1, recall 1.
     # At the 6 higher thresholds the better-scored hit (image 1) gives recall 1/2 at precision 1:
@@ -58,7 +65,7 @@ def test_a_known_shift_gives_the_iou_threshold_answer():
         assert m[k] == pytest.approx((4 * 1 + 6 * 0.5) / 10, abs=1e-12)
 
 
-def test_the_shifted_box_ranked_first_gives_the_other_answer():
+def test_the_shifted_box_ranked_first_gives_the_other_answer(cocoeval):
     # same boxes, the shifted one scored higher: at the 6 high thresholds the first detection is a
     # miss (precision 0 at recall 0), the second a hit (precision 1/2 at recall 1/2) → 51/101 · 1/2.
     m = _metrics([[((10, 10, 20, 20), 0.2)], [((6, 0, 36, 30), 0.8)]])
@@ -66,14 +73,14 @@ def test_the_shifted_box_ranked_first_gives_the_other_answer():
     assert m["AR100"] == pytest.approx(0.7, abs=1e-12)
 
 
-def test_recall_at_1_counts_only_the_best_detection_per_image():
+def test_recall_at_1_counts_only_the_best_detection_per_image(cocoeval):
     gt = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]])]
     dets = [[((0, 0, 10, 10), 0.4), ((20, 20, 40, 40), 0.9)]]
     m = coco_detection_metrics(gt, [(50, 50)], dets)
     assert m["AR1"] == 0.5 and m["AR10"] == 1.0 and m["AR100"] == 1.0 and m["AP"] == 1.0
 
 
-def test_no_detection_gives_zero_and_no_ground_truth_is_undefined():
+def test_no_detection_gives_zero_and_no_ground_truth_is_undefined(cocoeval):
     assert _metrics([[], []]) == dict.fromkeys(KEYS, 0.0)
     m = coco_detection_metrics([np.zeros((0, 4))], [(10, 10)], [[((0, 0, 5, 5), 0.5)]])
     assert all(np.isnan(m[k]) for k in KEYS)
@@ -98,7 +105,7 @@ def write_det_voc(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("objects", ["single", "multi"])
-def test_all_object_head_finds_each_whole_image_box(tmp_path, objects):
+def test_all_object_head_finds_each_whole_image_box(cocoeval, tmp_path, objects):
     """Every pixel is object: one whole-image instance per image, matching the whole-image box
     exactly (IoU 1) and missing the small one: every detection a hit, recall 1/2 →
     AP = 51/101 (recall points 0 … .50 at precision 1), AR 1/2, CorLoc 1."""
@@ -121,7 +128,7 @@ def test_all_object_head_finds_each_whole_image_box(tmp_path, objects):
     assert boxes["000012"]["corloc_hit"] and boxes["000012"]["corloc_box_xyxy"] == [0, 0, 72, 40]
 
 
-def test_no_object_head_gives_empty_instance_lists(tmp_path, capsys):
+def test_no_object_head_gives_empty_instance_lists(cocoeval, tmp_path, capsys):
     devkit = write_det_voc(tmp_path)
     out = tmp_path / "out"
     assert main(["evaluate", "detection", "--dataset", "VOC07", "--data-dir", str(devkit), "--output-dir", str(out),
@@ -132,7 +139,7 @@ def test_no_object_head_gives_empty_instance_lists(tmp_path, capsys):
     assert "AP 0.00" in capsys.readouterr().out
 
 
-def test_instances_are_the_components_of_the_predicted_mask(tmp_path):
+def test_instances_are_the_components_of_the_predicted_mask(cocoeval, tmp_path):
     """With a random head: 'multi' lists every 4-connected component of Prediction.mask,
     'single' the box of its largest; CorLoc equals `found evaluate discovery`'s."""
     devkit = write_det_voc(tmp_path)
@@ -163,7 +170,7 @@ def test_instances_are_the_components_of_the_predicted_mask(tmp_path):
         assert runs[objects][0]["corloc"] == disc["corloc"]
 
 
-def test_filters_apply_to_the_evaluated_instances(tmp_path):
+def test_filters_apply_to_the_evaluated_instances(cocoeval, tmp_path):
     devkit = write_det_voc(tmp_path)
     out = tmp_path / "out"
     # the whole-image instances: 4000 px keeps only the larger one
@@ -198,7 +205,7 @@ def test_missing_pycocotools_is_one_line(tmp_path, capsys, monkeypatch):
     assert rc != 0 and len(err.strip().splitlines()) == 1 and "found[coco]" in err
 
 
-def test_coco20k_detection_uses_the_discovery_ground_truth(tmp_path):
+def test_coco20k_detection_uses_the_discovery_ground_truth(cocoeval, tmp_path):
     from test_evaluate_discovery import write_coco
 
     lst = write_coco(tmp_path / "coco")

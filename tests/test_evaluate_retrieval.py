@@ -29,6 +29,7 @@ from found.evaluate.retrieval import (
     split_objects,
 )
 from found.refine import mask_iou
+from conftest import require
 from test_evaluate_common import ellipse_mask, synthetic_image, write_tiny_model
 
 CAT, DOG, PERSON = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog"), VOC_CLASSES.index("person")
@@ -197,7 +198,7 @@ def test_semseg_meter_matches_per_class_loop():
 
 
 def test_resizing_follows_opencv():
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require("cv2", "eval")  # OpenCV comes with pysodmetrics
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (75, 100, 3)).astype(np.uint8)
     lab = rng.integers(0, 21, (75, 100)).astype(np.uint8)

@@ -28,6 +28,9 @@ def test_background_masks_seeds_and_similarities_match(g, weighted):
     att, keys = torch.from_numpy(d["cls_attention"]), torch.from_numpy(d["keys"])
     h, w = (int(v) for v in d["grid_hw"])
     assert keys.shape[-1] == att.shape[1] * int(d["head_dim"])
+    # exact masks and seeds hold on every CPU only with margins above float rounding: the fixture's
+    # cosines are further from τ, and its two smallest attentions further apart, than our 1e-5
+    assert float(d[f"min_cos_margin_{suffix}"]) > 1e-5 and float(d[f"min_argmin_gap_{suffix}"]) > 1e-5, "fixture has a tie"
     res = discover_background(att, keys, (h, w), tau=float(d["threshold"]), reweight=weighted)
     np.testing.assert_array_equal(res.seed_index.numpy(), d[f"seed_index_{suffix}"])
     np.testing.assert_allclose(res.cos_to_seed.numpy(), d[f"cos_to_seed_{suffix}"], atol=1e-5, rtol=0)

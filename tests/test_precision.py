@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import load_parity, tiny_vit
 from conftest import structured_head as make_structured_head
-from found import Found, FoundHead, discover_background
+from found import Found, FoundHead
 
 MIN_IOU = 0.99
 
@@ -57,6 +57,7 @@ def test_structured_head_gives_nontrivial_masks(fp32_preds):
         assert 0 < p.mask.mean() < 1, "the test head must give masks with both object and background"
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_autocast_masks_match_fp32(vit, structured_head, photos, fp32_preds, precision):
@@ -68,6 +69,7 @@ def test_cpu_autocast_masks_match_fp32(vit, structured_head, photos, fp32_preds,
         assert _iou(ref.mask, p.mask) >= MIN_IOU
 
 
+@pytest.mark.numerics
 def test_cpu_int8_masks_match_fp32(vit, structured_head, photos, fp32_preds):
     from found.backbone.quantize import int8_supported
 

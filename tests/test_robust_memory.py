@@ -28,7 +28,7 @@ LIMIT_BYTES = 1.5e9
 #: so earlier subprocesses of the test session do not count.
 WRAPPER = """
 import json, resource, subprocess, sys
-p = subprocess.run([sys.executable, "-m", "found.cli.main", *sys.argv[1:]], capture_output=True, text=True)
+p = subprocess.run([sys.executable, "-m", "found", *sys.argv[1:]], capture_output=True, text=True)
 print(json.dumps({"rc": p.returncode, "stderr": p.stderr,
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from conftest import require
 from found import build_found
 from found.coco import decode_rle, load_coco
 from found.engine import Engine
@@ -35,6 +36,7 @@ def _components(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def test_coco_file_loads_in_pycocotools_and_each_rle_is_that_instances_pixels(tmp_path, folder, tiny):
+    require("pycocotools", "coco")
     out, coco_path = tmp_path / "out", tmp_path / "labels" / "coco.json"
     r = run_cli(["segment", str(folder), "-o", str(out), "--mask", "--boxes", "--coco", str(coco_path), *tiny.args()])
     assert r.code == 1 and r.counts == (3, 0, 2, 0)  # the two bad files are reported
@@ -68,6 +70,7 @@ def test_coco_file_loads_in_pycocotools_and_each_rle_is_that_instances_pixels(tm
 
 
 def test_rerun_keeps_the_coco_file_consistent_with_the_outputs_on_disk(tmp_path, folder, tiny):
+    require("pycocotools", "coco")
     out, coco_path = tmp_path / "out", tmp_path / "coco.json"
     first = [str(folder / "coffee.png")]
     assert run_cli(["segment", *first, "-o", str(out), "--coco", str(coco_path), *tiny.args()]).code == 0

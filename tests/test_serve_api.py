@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from found.engine import Engine
-from found.serve import Settings, create_app
-from helpers import noise_image, run_cli, tiny  # noqa: F401  (fixture)
-from serve_support import GatedModel, asgi_client, bad_uploads, decode_png, huge_header_png, png
+from agreement import assert_instance_boxes_agree, assert_masks_agree, assert_same_box, decided
+from conftest import require
+
+require("fastapi", "serve")
+require("httpx", "test")
+from found.engine import Engine  # noqa: E402
+from found.serve import Settings, create_app  # noqa: E402
+from helpers import noise_image, run_cli, tiny  # noqa: E402,F401  (fixture)
+from serve_support import GatedModel, asgi_client, bad_uploads, decode_png, huge_header_png, png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +68,21 @@ def test_json_answer_equals_the_engine_result(model, image) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     doc = r.json()
     assert (doc["width"], doc["height"]) == (72, 56)
-    x1, y1, x2, y2 = (int(v) for v in expected.prediction.box)
-    assert doc["box"] == {"xyxy": [x1, y1, x2, y2], "xywh": [x1, y1, x2 - x1, y2 - y1]}
+    pred = expected.prediction
+    assert_same_box(doc["box"]["xyxy"], pred.box, pred.patch_probs, pred.mask.shape, pred.patch)
+    x1, y1, x2, y2 = doc["box"]["xyxy"]
+    assert doc["box"]["xywh"] == [x1, y1, x2 - x1, y2 - y1]
     assert doc["score"] == pytest.approx(float(expected.prediction.score), abs=1e-6)
     assert doc["refined"] is False and doc["batch_size"] == 1
     want = expected.prediction.instances
     assert len(doc["instances"]) == len(want) > 0
+    assert_instance_boxes_agree([g["box"]["xyxy"] for g in doc["instances"]], [i.box_xyxy for i in want], pred.soft)
     for got, inst in zip(doc["instances"], want):  # every object of the mask, largest first
-        assert got["box"]["xyxy"] == list(inst.box_xyxy) and got["area"] == inst.area
+        assert got["area"] == pytest.approx(inst.area, abs=(~decided(pred.soft)).sum())
         assert got["score"] == pytest.approx(inst.score, abs=1e-6)
     assert set(doc["timings"]) >= {"queue", "decode", "model", "encode", "total"}
-    assert doc["mask_fraction"] == pytest.approx(float(expected.prediction.mask.mean()), abs=1e-6)
+    ties = float((~decided(pred.soft)).mean())
+    assert doc["mask_fraction"] == pytest.approx(float(pred.mask.mean()), abs=ties + 1e-6)
 
 
 def test_png_answers_chosen_by_parameter_or_accept_header(model, image) -> None:
@@ -82,11 +91,14 @@ def test_png_answers_chosen_by_parameter_or_accept_header(model, image) -> None:
               post(image, {"output": "cutout"}), post(image, {"output": "overlay"}))
     assert all(r.status_code == 200 and r.headers["content-type"] == "image/png" for r in rs)
     mask, soft, cutout, overlay = (decode_png(r.content) for r in rs)
-    assert np.array_equal(mask > 127, expected.mask) and mask.shape == (56, 72)
+    # four concurrent requests may share a forward pass: float rounding only (tests/agreement.py)
+    assert_masks_agree(mask > 127, expected.mask, expected.soft, "mask")
     assert np.abs(soft.astype(int) - np.round(expected.soft * 255)).max() <= 1
-    assert cutout.shape == (56, 72, 4) and np.array_equal(cutout[..., 3] > 0, expected.mask)
+    assert cutout.shape == (56, 72, 4)
+    assert_masks_agree(cutout[..., 3] > 0, expected.mask, expected.soft, "cut-out alpha")
     assert overlay.shape == (56, 72, 3)
-    assert rs[0].headers["x-found-box"] == ",".join(str(int(v)) for v in expected.box)
+    box = [int(v) for v in rs[0].headers["x-found-box"].split(",")]
+    assert_same_box(box, expected.box, expected.patch_probs, expected.mask.shape, expected.patch)
     assert "model;dur=" in rs[0].headers["server-timing"]
 
 
@@ -95,13 +107,15 @@ def test_json_can_embed_the_pngs(model, image) -> None:
     images = r.json()["images"]
     assert set(images) == {"mask", "cutout"}
     mask = decode_png(base64.b64decode(images["mask"].split(",", 1)[1]))
-    assert np.array_equal(mask > 127, single(model, image).prediction.mask)
+    want = single(model, image).prediction
+    assert_masks_agree(mask > 127, want.mask, want.soft)
 
 
 def test_single_mode_per_request(model) -> None:
     data = png(noise_image(64, 64, seed=9))
     (r,) = call(create_app(model), post(data, {"mode": "single", "output": "mask"}))
-    assert np.array_equal(decode_png(r.content) > 127, single(model, data, mode="single").prediction.mask)
+    want = single(model, data, mode="single").prediction
+    assert_masks_agree(decode_png(r.content) > 127, want.mask, want.soft)
 
 
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_result(model) -> None:

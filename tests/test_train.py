@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import require
 from found.backbone import VisionTransformer
 from found.errors import FoundError, WeightsError
 from found.head import FoundHead
@@ -96,6 +97,7 @@ def _same_head(a: FoundHead, b: FoundHead) -> bool:
 
 # ---------------------------------------------------------------------------------- config
 def test_defaults_are_the_authors_yaml(tmp_path):
+    require("yaml", "yaml")
     p = tmp_path / "found_DUTS-TR.yaml"
     p.write_text(AUTHORS_YAML)
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **load_config_file(p)})

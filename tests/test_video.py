@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
-av = pytest.importorskip("av")  # found[video] is part of the test extra: CI has it
+av = require("av", "video")
+pytestmark = pytest.mark.slow
 
 from found import build_found  # noqa: E402
 from found.engine import Engine  # noqa: E402

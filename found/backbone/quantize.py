@@ -9,7 +9,8 @@ tiny ViT, moved masks below IoU 0.99 against float32; the MLP-only scope stays a
 ``tests/test_precision.py`` and ``docs/benchmarks.md``).
 
 Because the activation scale is computed per call, :class:`found.Found` runs the int8 backbone one
-image at a time, so that an image's result does not depend on the rest of its batch.
+image at a time, so that the rest of its batch cannot change its activation scales: batching then
+changes float rounding only (see :meth:`found.Found.predict`).
 """
 from __future__ import annotations
 

@@ -226,8 +226,12 @@ LIVE_JS = r"""
       grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
       inFlight = true;
       grab.toBlob((blob) => {
-        if (stopped || !blob || ws.readyState !== WebSocket.OPEN) { inFlight = false; return; }
-        blob.arrayBuffer().then((buf) => { sentAt = performance.now(); ws.send(buf); stats.sent++; });
+        const closed = () => stopped || ws.readyState !== WebSocket.OPEN;
+        if (closed() || !blob) { inFlight = false; return; }
+        blob.arrayBuffer().then((buf) => {  // stop() may have closed the socket meanwhile
+          if (closed()) { inFlight = false; return; }
+          sentAt = performance.now(); ws.send(buf); stats.sent++;
+        });
       }, "image/jpeg", opts.quality);
     }
     function draw(a) {
