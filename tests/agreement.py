@@ -29,6 +29,11 @@ def decided(probability: np.ndarray, tie: float = TIE) -> np.ndarray:
     return np.abs(np.asarray(probability, dtype=np.float64) - 0.5) > tie
 
 
+def tie_fraction(probability: np.ndarray, tie: float = TIE) -> float:
+    """Share of the pixels whose binary decision may go either way (|p − 0.5| ≤ ``tie``)."""
+    return float((~decided(probability, tie)).mean())
+
+
 def assert_masks_agree(got: np.ndarray, ref: np.ndarray, ref_probability: np.ndarray, what: str = "mask",
                        tie: float = TIE, max_ties: float = 0.01) -> None:
     """``got`` equals ``ref`` at every decided pixel; ties are rare (below ``max_ties`` of the pixels),
@@ -38,7 +43,8 @@ def assert_masks_agree(got: np.ndarray, ref: np.ndarray, ref_probability: np.nda
     firm = decided(ref_probability, tie)
     bad = (got != ref) & firm
     assert not bad.any(), f"{what}: {int(bad.sum())} decided pixels differ (first at {tuple(np.argwhere(bad)[0])})"
-    assert (~firm).mean() <= max_ties, f"{what}: {(~firm).mean():.2%} of the pixels are ties: the comparison is too weak"
+    ties = tie_fraction(ref_probability, tie)
+    assert ties <= max_ties, f"{what}: {ties:.2%} of the pixels are ties: the comparison is too weak"
 
 
 def assert_grey_levels_close(got: np.ndarray, ref: np.ndarray, what: str = "image", levels: int = 1) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agreement import assert_masks_agree
 from conftest import require
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
@@ -68,13 +69,10 @@ def decoded(path: Path, fmt: str = "rgb24", decoder: str | None = None) -> tuple
         return [f.to_ndarray(format=fmt) for f in frames], [float(f.pts * f.time_base) for f in frames], info
 
 
-def assert_same_mask(mask: np.ndarray, ref, tie: float = 1e-4) -> None:
+def assert_same_mask(mask: np.ndarray, ref) -> None:
     """``mask`` equals the reference prediction's mask at every pixel whose probability is not a
     float tie with the 0.5 threshold (batches of other sizes may round the last digit differently)."""
-    decided = np.abs(ref.soft - 0.5) > tie
-    assert mask.shape == ref.mask.shape
-    assert np.array_equal(mask[decided], ref.mask[decided])
-    assert (~decided).mean() < 0.005
+    assert_masks_agree(mask, ref.mask, ref.soft, max_ties=0.005)
 
 
 @pytest.fixture(scope="module")
