@@ -41,7 +41,8 @@ def load_backbone(
         path = hub.resolve(spec.backbone, weights, hub.ENV_BACKBONE, "--weights", progress=progress)
         state = hub.backbone_state(hub.load_checkpoint(path))
         arch = spec.arch
-    vit = build_vit(arch)
+    with torch.device("meta"):  # no random initialisation: every parameter comes from the checkpoint
+        vit = build_vit(arch)
     hub.load_backbone_state(vit, state, str(path))
     return vit.eval().requires_grad_(False)
 

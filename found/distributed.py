@@ -379,6 +379,7 @@ class RunConfig:
     max_side: int | None = DEFAULT_MAX_SIDE
     threads: int = 1  # torch threads per actor (its CPUs)
     decode_workers: int = 0  # engine decoding threads inside an actor
+    edges: str = "guided"  # how cut-outs of reduced images reach full size (found.engine.EDGES)
 
 
 class SegmentActor:
@@ -398,7 +399,7 @@ class SegmentActor:
         self.config = config
         model = build_found(**{**config.model_options, "progress": False})
         self.engine = Engine(model, mode=config.mode, refine=config.refine, batch_size=config.batch_size,
-                             workers=config.decode_workers, max_side=config.max_side)
+                             workers=config.decode_workers, max_side=config.max_side, edges=config.edges)
         self.store = open_store(config.outdir, list(config.kinds))
 
     def __call__(self, batch: dict) -> Any:
@@ -569,7 +570,7 @@ def segment_with_ray(
     inputs: Iterable[str], outdir: str | Path, model_options: dict | None = None, *,
     address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
     batch_size: int = 8, kinds: Iterable[str] = ("mask",), mode: str = "multi", refine: bool = False,
-    max_side: int | None = DEFAULT_MAX_SIDE, recursive: bool = False, overwrite: bool = False,
+    max_side: int | None = DEFAULT_MAX_SIDE, edges: str = "guided", recursive: bool = False, overwrite: bool = False,
     table: str = TABLE_FILE, chunks_per_task: int = 4, num_cpus: int | None = None, runtime_env: dict | None = None,
     actor_class: type = SegmentActor, on_rows=None,
 ) -> RaySummary:
@@ -605,7 +606,8 @@ def segment_with_ray(
             n_blocks = _n_blocks(len(todo), batch_size, chunks_per_task)
             summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
             config = RunConfig(_portable(model_options or {}), str(outdir if is_uri(str(outdir)) else store.outdir),
-                               tuple(kinds), mode, refine, batch_size, max_side or None, max(1, int(cpus_per_worker)))
+                               tuple(kinds), mode, refine, batch_size, max_side or None, max(1, int(cpus_per_worker)),
+                               edges=edges)
             try:
                 for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
                                       chunks_per_task, actor_class):

@@ -28,8 +28,11 @@ from .imageio import LoadedImage, read_image, source_name
 from .instances import Instance, InstanceFilter, find_instances
 from .predictor import MODES, Prediction
 
-#: Default longer side above which images are processed reduced (``found segment --max-side``).
-DEFAULT_MAX_SIDE = 1024
+#: The working scale: images whose longer side exceeds this are processed reduced to it
+#: (``--max-side``; 0 = native). 400 px is the scale at which the paper measured its masks (ECSSD,
+#: DUTS-TE and DUT-OMRON images have a longer side of at most 400 px; VOC's is 500, COCO's 640, and
+#: the head was trained on 224² crops): inside the evaluated regime, and ~10× fewer tokens than 1024 px.
+DEFAULT_MAX_SIDE = 400
 #: Chunks (of ``batch_size`` inputs) decoded ahead of the one being predicted.
 READ_AHEAD_CHUNKS = 2
 T = TypeVar("T")
@@ -120,20 +123,38 @@ def map_ahead(
             fut.cancel()
 
 
+#: How a mask made at the working scale is brought to full size for cut-outs (``--edges``):
+#: ``guided`` follows the full-size image's edges (fast guided filter, :mod:`found.edges`),
+#: ``bilinear`` stretches it as the masks are.
+EDGES = ("guided", "bilinear")
+
+
 class ScaledPrediction:
     """A :class:`Prediction` made at a reduced size, seen at the input's full ``size`` (width, height).
 
     Same fields as a Prediction; ``mask`` and ``soft`` are scaled up when read (bilinear; the mask
     from 0/255 thresholded at 127), so a huge photo costs no full-size float until one is asked
-    for. ``processed`` is the prediction at the size the model saw.
+    for. ``processed`` is the prediction at the size the model saw. :meth:`cutout_mask` is the
+    mask cut-outs use: with ``edges="guided"`` it follows the full-size image's edges.
     """
 
-    def __init__(self, processed: Prediction, size: tuple[int, int]) -> None:
+    def __init__(self, processed: Prediction, size: tuple[int, int], edges: str = "guided") -> None:
+        if edges not in EDGES:
+            raise FoundError(f"edges must be one of {EDGES}, got {edges!r}")
+        self.edges = edges
         self.processed, self.size = processed, (int(size[0]), int(size[1]))
-        self.patch_mask, self.score, self.refined = processed.patch_mask, processed.score, processed.refined
+        self.patch_mask, self.refined = processed.patch_mask, processed.refined
         self.patch_probs, self.mode, self.instance_filter = processed.patch_probs, processed.mode, processed.instance_filter
-        self.box = _scale_box(processed.box, processed.mask.shape, self.size)
         self._mask: np.ndarray | None = None
+
+    @property
+    def score(self) -> float:
+        return self.processed.score
+
+    @cached_property
+    def box(self) -> np.ndarray | None:
+        """The processed prediction's box in pixels of the full-size input."""
+        return _scale_box(self.processed.box, self.processed.mask.shape, self.size)
 
     @cached_property
     def instances(self) -> list[Instance]:
@@ -164,6 +185,19 @@ class ScaledPrediction:
         small = np.clip(self.processed.soft * 255 + 0.5, 0, 255).astype(np.uint8)
         return np.asarray(Image.fromarray(small).resize(self.size, Image.Resampling.BILINEAR))
 
+    def cutout_mask(self, rgb: np.ndarray) -> np.ndarray:
+        """bool [H, W]: the working-scale mask brought to full size along the edges of ``rgb`` (the
+        input at full size) by the guided filter, or :attr:`mask` with ``edges="bilinear"`` or where
+        the reduced image's aspect differs from the input's (a one-patch-thin strip)."""
+        if self.edges == "guided":
+            from .edges import guided_upsample
+
+            try:
+                return guided_upsample(self.processed.mask.astype(np.float32), rgb, out_dtype=np.uint8) > 127
+            except ValueError:
+                pass
+        return self.mask
+
 
 def _scale_box(box: np.ndarray | None, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray | None:
     """A box of an image of ``hw`` = (h, w) in pixels of the same image at ``size`` = (W, H)."""
@@ -175,10 +209,10 @@ def _scale_box(box: np.ndarray | None, hw: tuple[int, int], size: tuple[int, int
                      min(W, round(box[2] * sx)), min(H, round(box[3] * sy))], dtype=np.int64)
 
 
-def to_full_resolution(pred: Prediction, size: tuple[int, int]) -> Prediction | ScaledPrediction:
+def to_full_resolution(pred: Prediction, size: tuple[int, int], edges: str = "guided") -> Prediction | ScaledPrediction:
     """``pred`` as seen at ``size`` = (width, height): itself when the sizes agree."""
     h, w = pred.mask.shape
-    return pred if (w, h) == tuple(size) else ScaledPrediction(pred, size)
+    return pred if (w, h) == tuple(size) else ScaledPrediction(pred, size, edges)
 
 
 class Engine:
@@ -186,13 +220,15 @@ class Engine:
 
     ``model`` is a :class:`found.Found` (or a subclass with another runtime). ``workers`` decoding
     threads (default min(4, CPUs); 0 = decode in the caller's thread); ``max_side`` caps the longer
-    side at which images are processed (None or 0: never); ``debug`` raises inference errors
-    instead of returning them; ``instance_filter`` applies to each prediction's ``instances``.
+    side at which images are processed (None or 0: never; default :data:`DEFAULT_MAX_SIDE`, the
+    working scale); ``edges`` how cut-outs of reduced images reach full size (:data:`EDGES`);
+    ``debug`` raises inference errors instead of returning them; ``instance_filter`` applies to
+    each prediction's ``instances``.
     """
 
     def __init__(self, model, *, mode: str = "multi", refine: bool = False, batch_size: int = 8,
                  workers: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE, debug: bool = False,
-                 instance_filter: InstanceFilter | None = None) -> None:
+                 instance_filter: InstanceFilter | None = None, edges: str = "guided") -> None:
         if mode not in MODES:
             raise FoundError(f"mode must be one of {MODES}, got {mode!r}")
         if batch_size < 1:
@@ -202,6 +238,9 @@ class Engine:
             raise FoundError(f"workers must be 0 (no threads) or a positive number, got {workers}")
         if max_side and max_side < model.patch_size:
             raise FoundError(f"max_side {max_side} is smaller than one {model.patch_size}-px patch")
+        if edges not in EDGES:
+            raise FoundError(f"edges must be one of {EDGES}, got {edges!r}")
+        self.edges = edges
         self.model, self.mode, self.refine, self.batch_size = model, mode, refine, batch_size
         self.workers, self.max_side, self.debug = workers, (max_side or None), debug
         self.instance_filter = instance_filter
@@ -228,7 +267,8 @@ class Engine:
             if self.debug:
                 raise
             preds = [self._predict_one(a) for a in arrays] if len(arrays) > 1 else [_inference_error(e)]
-        return [p if isinstance(p, FoundError) else to_full_resolution(p, li.original_size) for p, li in zip(preds, images)]
+        return [p if isinstance(p, FoundError) else to_full_resolution(p, li.original_size, self.edges)
+                for p, li in zip(preds, images)]
 
     def _predict_one(self, array: np.ndarray) -> Prediction | FoundError:
         try:

@@ -215,7 +215,8 @@ def load_backbone_state(model: torch.nn.Module, state: dict[str, torch.Tensor], 
             if items:
                 parts.append(f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''} ({len(items)})")
         raise WeightsError(f"{source} does not fit this architecture — " + "; ".join(parts))
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    # assign: the checkpoint's tensors become the parameters (the model may be built on the meta device)
+    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, strict=True, assign=True)
 
 
 def copy_into_cache(path: Path, weights: Weights) -> Path:

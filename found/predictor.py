@@ -28,8 +28,6 @@ class Prediction:
     soft: np.ndarray  # [H, W] float32 object probability
     mask: np.ndarray  # [H, W] bool: soft > 0.5 ('multi') or its main component ('single')
     patch_mask: np.ndarray  # [h, w] bool: patch-level binary prediction
-    box: np.ndarray | None  # (x1, y1, x2, y2), max exclusive: largest component of patch_mask
-    score: float  # mean object probability over the patches of that component (0 if none)
     refined: bool = False  # True when bilateral refinement was applied and accepted
     patch_probs: np.ndarray | None = None  # [h, w] float32 patch-level object probability
     patch: int = 8  # pixels per patch cell
@@ -41,10 +39,31 @@ class Prediction:
         return tuple(self.mask.shape)  # type: ignore[return-value]
 
     @cached_property
+    def _main_component(self) -> np.ndarray | None:
+        """The largest 4-connected component of ``patch_mask`` (None when it is empty); computed when first asked."""
+        return largest_component(self.patch_mask) if self.patch_mask.any() else None
+
+    @cached_property
+    def box(self) -> np.ndarray | None:
+        """(x1, y1, x2, y2), max exclusive: the largest component of ``patch_mask`` in pixels (None if empty)."""
+        c = self._main_component
+        return None if c is None else component_box(c, self.mask.shape, self.patch)
+
+    @cached_property
+    def score(self) -> float:
+        """Mean object probability over the patches of that component (0 if none)."""
+        c = self._main_component
+        return 0.0 if c is None else float(self._probs()[c].mean())
+
+    @cached_property
     def instances(self) -> list[Instance]:
         """The objects: one per 4-connected component of ``mask`` (largest first; 'single': the
         largest), each with box, area, pixels and score, filtered by ``instance_filter``."""
         return find_instances(self.mask, self._probs(), self.patch, mode=self.mode, flt=self.instance_filter)
+
+    def cutout_mask(self, rgb: np.ndarray) -> np.ndarray:
+        """The mask cut-outs use: the mask itself (a prediction at full size has no finer edges to follow)."""
+        return self.mask
 
     def _probs(self) -> np.ndarray:
         return self.patch_probs if self.patch_probs is not None else self.patch_mask.astype(np.float32)
@@ -162,16 +181,11 @@ class Found(FoundCore):
         return out  # type: ignore[return-value]
 
     def _finish(self, soft, patch_mask, probs, mode, refine_result, instance_filter=None) -> Prediction:
-        """Binary mask (mode, accepted refinement), box and score of one image."""
+        """Binary mask (mode, accepted refinement) of one image; its box and score are computed when asked."""
         refined = refine_result is not None and bool(refine_result.accepted)
         mask = np.asarray(refine_result.binary, dtype=bool) if refined else soft > 0.5
         if mode == "single" and not refined:
             mask = single_component(mask)
-        box, score = None, 0.0
-        if patch_mask.any():
-            component = largest_component(patch_mask)
-            box = component_box(component, mask.shape, self.patch_size)
-            score = float(probs[component].mean())
-        return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, box=box, score=score, refined=refined,
+        return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, refined=refined,
                           patch_probs=probs.astype(np.float32), patch=self.patch_size, mode=mode,
                           instance_filter=instance_filter)

@@ -596,7 +596,7 @@ class _FrameWriter:
         if "overlay" in self.kinds:
             images["overlay"] = overlay_image(rgb, pred.mask, pred.box)
         if "cutout" in self.kinds:
-            images["cutout"] = cutout_image(rgb, pred.mask)
+            images["cutout"] = cutout_image(rgb, pred.cutout_mask(rgb))
         for kind, im in images.items():
             if self.folder is not None:
                 im.save(self.folder / f"{fr.index:06d}_{kind}.png", format="PNG")

@@ -111,7 +111,7 @@ class ImageOutputs:
                 full = result.full_image()
                 rgb = full.rgb()
                 if "cutout" in self.kinds:
-                    cutout_image(rgb, pred.mask, full.alpha()).save(group.path(base + OUTPUT_SUFFIXES["cutout"]), format="PNG")
+                    cutout_image(rgb, pred.cutout_mask(rgb), full.alpha()).save(group.path(base + OUTPUT_SUFFIXES["cutout"]), format="PNG")
                 if "overlay" in self.kinds:
                     overlay_image(rgb, pred.mask, pred.box).save(group.path(base + OUTPUT_SUFFIXES["overlay"]), format="PNG")
 

@@ -49,8 +49,21 @@ def test_found_bench_cli_writes_json(tmp_path, monkeypatch, capsys):
     assert "eager-fp32" in text and "fast-fp32" in text and "random ViT-S/8" in text
     data = json.loads(out.read_text())
     benches = {r["bench"] for r in data["results"]}
-    assert benches == {"model", "folder"}
+    assert benches == {"model", "folder", "matmul", "backbone", "split"}
     assert all(r.get("masks_identical", 1.0) == 1.0 for r in data["results"])
+    # where the time goes: this CPU's matmul rate, the backbone's achieved rate, one photo's split
+    [mm] = [r for r in data["results"] if r["bench"] == "matmul"]
+    assert mm["gflops"]["torch-fp32"] > 0
+    [bb] = [r for r in data["results"] if r["bench"] == "backbone"]
+    assert bb["path"] == "fp32" and bb["gflop"] > 0 and bb["gflops"] == pytest.approx(bb["gflop"] / bb["seconds"])
+    splits = {r["size"]: r["seconds"] for r in data["results"] if r["bench"] == "split"}
+    assert set(splits) == {"768x1024", "3000x4000"}
+    for split in splits.values():
+        stages = {"decode", "resize", "backbone", "head+upsampling", "mask upsampling", "encode+write"}
+        assert set(split) == stages | {"total", "edge upsampling"}
+        assert split["total"] == pytest.approx(sum(split[k] for k in stages))
+        assert split["backbone"] > 0 and split["edge upsampling"] > 0  # both photos exceed the working scale
+    assert "split 4000×3000 JPEG" in text and "GFLOP/s" in text
     assert rc in (0, 1)  # 1 when a ratio target is missed on this tiny model; the run itself worked
     assert main(["bench", "--device", "cpu", "--precision", "fp64"]) == 2
 

@@ -214,7 +214,7 @@ def test_map_ahead_keeps_order_bounds_the_window_and_cancels_on_close():
 
 def test_bad_engine_options_are_one_line_errors_naming_the_parameter(model):
     for kwargs, word in [({"mode": "all"}, "mode"), ({"batch_size": 0}, "batch_size"), ({"workers": -1}, "workers"),
-                         ({"max_side": 4}, "max_side")]:
+                         ({"max_side": 4}, "max_side"), ({"edges": "sharp"}, "edges")]:
         with pytest.raises(FoundError, match=word):
             Engine(model, **kwargs)
 
@@ -223,3 +223,70 @@ def test_segment_is_the_one_call_entry_point(model, photos):
     a = photos["coffee"][:64, :96]
     [r] = list(segment([a], model, workers=0, mode="single"))
     np.testing.assert_array_equal(r.prediction.mask, model.predict(a, mode="single")[0].mask)
+
+
+def _sharp_disc(W: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured photo-like image with a sharp-edged disc of another colour, and the disc's mask."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:H, :W]
+    disc = (yy - 0.52 * H) ** 2 + (xx - 0.47 * W) ** 2 < (0.3 * H) ** 2
+    img = np.where(disc[..., None], [200, 60, 40], [40, 90, 160]) + rng.normal(0, 8, (H, W, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), disc
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_cutouts_of_reduced_images_follow_the_full_size_edges():
+    """A mask made at the working scale (here: the true disc on the 8-px patch grid of a 400-px image)
+    brought to 1600×1200: the guided cut-out mask is closer to the true shape than the stretched mask;
+    ``edges="bilinear"`` gives the stretched mask; a full-size prediction's cut-out is its mask."""
+    from found.predictor import Prediction
+
+    W, H = 1600, 1200
+    img, disc = _sharp_disc(W, H)
+    small = np.asarray(Image.fromarray(disc).resize((400, 300), Image.Resampling.BOX))
+    soft = np.asarray(Image.fromarray(small.astype(np.float32)).resize((50, 38), Image.Resampling.BOX)
+                      .resize((400, 300), Image.Resampling.BILINEAR))
+    pred = Prediction(soft=soft, mask=soft > 0.5, patch_mask=np.zeros((38, 50), bool))
+    guided, bilinear = ScaledPrediction(pred, (W, H)), ScaledPrediction(pred, (W, H), edges="bilinear")
+    stretched = guided.mask
+    assert np.array_equal(bilinear.cutout_mask(img), stretched)
+    cut = guided.cutout_mask(img)
+    assert cut.shape == (H, W) and cut.dtype == bool
+    assert _iou(cut, disc) > _iou(stretched, disc) + 0.005
+    assert (cut != disc).sum() < 0.5 * (stretched != disc).sum()
+    assert np.array_equal(pred.cutout_mask(img), pred.mask)
+
+
+def test_a_one_patch_thin_strip_falls_back_to_the_stretched_mask():
+    """4000×10 is processed at 400×8 (the short side kept at one patch): the aspects differ, so the
+    cut-out uses the stretched mask instead of failing."""
+    from found.predictor import Prediction
+
+    soft = np.linspace(0, 1, 400 * 8, dtype=np.float32).reshape(8, 400)
+    pred = Prediction(soft=soft, mask=soft > 0.5, patch_mask=np.zeros((1, 50), bool))
+    scaled = ScaledPrediction(pred, (4000, 10))
+    rgb = np.zeros((10, 4000, 3), np.uint8)
+    assert np.array_equal(scaled.cutout_mask(rgb), scaled.mask)
+
+
+def test_the_working_scale_is_one_policy_for_every_surface():
+    """One default, read by the engine, found segment, found serve, the Ray path and video (which
+    runs the engine); found evaluate never reduces (the paper's protocol, tested in its tests)."""
+    import inspect
+
+    from found import distributed
+    from found.cli.main import build_parser
+    from found.engine import DEFAULT_MAX_SIDE
+
+    assert 224 <= DEFAULT_MAX_SIDE <= 640  # inside the regime the paper evaluated (224² training crops … COCO)
+    assert inspect.signature(Engine).parameters["max_side"].default == DEFAULT_MAX_SIDE
+    assert inspect.signature(distributed.segment_with_ray).parameters["max_side"].default == DEFAULT_MAX_SIDE
+    assert distributed.RunConfig({}, "out").max_side == DEFAULT_MAX_SIDE
+    parser = build_parser()
+    for argv in (["segment", "photo.jpg", "-o", "out"], ["serve"]):
+        args = parser.parse_args(argv)
+        assert args.max_side == DEFAULT_MAX_SIDE and args.edges == "guided" and args.precision == "auto", argv
+    assert parser.parse_args(["evaluate", "saliency", "--dataset", "ECSSD", "--data-dir", "d"]).precision == "fp32"

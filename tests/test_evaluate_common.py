@@ -44,10 +44,11 @@ def write_tiny_model(d: Path, bias: float | None = None, seed: int = 0) -> list[
 
 
 def build_tiny(d: Path):
-    """The same model as the CLI builds from ``write_tiny_model(d)``'s files."""
+    """The same model as ``found evaluate`` builds from ``write_tiny_model(d)``'s files (fp32, the paper's protocol)."""
     from found.build import build_found
 
-    return build_found(model="auto", weights=d / "vit.pth", head=d / "head.pt", num_heads=2, device="cpu", progress=False)
+    return build_found(model="auto", weights=d / "vit.pth", head=d / "head.pt", num_heads=2, device="cpu", progress=False,
+                       precision="fp32")
 
 
 def ellipse_mask(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:

@@ -142,3 +142,32 @@ def test_refine(tmp_path):
     assert res["refine"] is True and 0 <= res["authors_protocol"]["refined_images"] <= len(SAL_IMAGES)
     for r in read_csv(out / "per_image.csv"):  # refined masks are binary: maxF = F@0.5
         assert float(r["maxF_beta2_0.09_authors"]) == pytest.approx(float(r["F_at_0.5_beta2_0.09_authors"]), abs=1e-6)
+
+
+def test_evaluation_runs_at_native_resolution_whatever_the_working_scale(tmp_path):
+    """The paper's protocol: an image over found segment's working scale is evaluated at its own size,
+    in fp32 (found evaluate's default precision), not reduced as found segment would process it."""
+    from found.engine import DEFAULT_MAX_SIDE, Engine
+    from found.evaluate.datasets import read_rgb
+    from PIL import Image
+
+    from test_evaluate_common import ellipse_mask, synthetic_image
+
+    h, w = 300, DEFAULT_MAX_SIDE + 120
+    gt = ellipse_mask(h, w, 150, 260, 90, 140)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(synthetic_image(gt, 0)).save(tmp_path / "imgs" / "big.png")
+    Image.fromarray((gt * 255).astype(np.uint8)).save(tmp_path / "masks" / "big.png")
+    model_args = write_tiny_model(tmp_path / "model")
+    model = build_tiny(tmp_path / "model")
+    assert model.precision == "fp32"
+    out = tmp_path / "out"
+    assert main(["evaluate", "saliency", "--images", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"),
+                 "--output-dir", str(out), "--no-plot", *model_args]) == 0
+    [row] = read_csv(out / "per_image.csv")
+    rgb = read_rgb(tmp_path / "imgs" / "big.png")
+    native = model.predict(rgb)[0]
+    assert float(row["iou"]) == pytest.approx(authors_saliency_metrics(native.soft, gt).iou, abs=1e-6)
+    [engine] = list(Engine(model, workers=0).run([rgb]))
+    assert engine.downscaled  # found segment would have reduced it: evaluation did not

@@ -78,3 +78,19 @@ def test_preprocessing_reproduces_reference_input(i):
     rebuilt = pad_to_multiple(normalize(to_chw_float(pixels)), 8)
     assert rebuilt.shape == x.shape
     np.testing.assert_allclose(rebuilt.numpy(), c["x"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("i", range(len(CASES)), ids=CASES)
+def test_cpu_fp32_backbone_matches_reference_attention_and_keys(vit, i):
+    """The oneDNN CPU path that ``found segment`` runs in fp32 gives DINO's numbers (same tolerances)."""
+    from found import Found
+    from found.backbone import cpu
+
+    if not cpu.available():
+        pytest.skip("this torch build has no oneDNN linear op (the eager path, tested above, runs instead)")
+    c = _case(i)
+    model = Found(vit, None, device="cpu", precision="fp32")
+    assert model._native_cpu
+    f = model.features(torch.from_numpy(c["x"]))
+    np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)

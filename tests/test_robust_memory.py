@@ -1,8 +1,8 @@
 """Memory stays bounded on a 10,000 × 10,000 JPEG thanks to the --max-side cap (JPEG draft decoding).
 
 Decoded at full size the image alone would take 400 MB in Pillow (RGBX) plus 1.2 GB as a float tensor,
-and the ViT would see 1.56 M patches. With the default cap (1024 px) it is decoded at 1/8 scale, the
-model sees 1024 × 1024, and only the full-size uint8 mask is written. The bound checked here,
+and the ViT would see 1.56 M patches. With the default working scale (found.engine.DEFAULT_MAX_SIDE) it is
+decoded at 1/8 scale, the model sees that size, and only the full-size uint8 mask is written. The bound checked here,
 1.5 GB peak RSS for the whole `found segment` process (interpreter + torch included), is generous;
 it measured ≈0.5 GB when written. Pillow's decompression-bomb guard (2 × 89.5 Mpx) is left as is:
 100 Mpx is inside the warning range, which the loader accepts quietly because the cap applies.
@@ -47,11 +47,14 @@ def test_10k_jpeg_runs_in_bounded_memory(tmp_path: Path, tiny) -> None:
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0, res["stderr"]
     assert "Traceback" not in res["stderr"]
-    assert f"downscaled: {big} ({SIDE}×{SIDE} → 1024×1024)" in res["stderr"]
+    from found.engine import DEFAULT_MAX_SIDE
+
+    side = DEFAULT_MAX_SIDE
+    assert f"downscaled: {big} ({SIDE}×{SIDE} → {side}×{side})" in res["stderr"]
     peak = res["maxrss_kib"] * 1024
     print(f"peak RSS of found segment on a {SIDE}×{SIDE} JPEG: {peak / 1e9:.2f} GB")
     assert peak < LIMIT_BYTES, f"peak RSS {peak / 1e9:.2f} GB"
     with Image.open(out / "big_mask.png") as m:
         assert m.size == (SIDE, SIDE)  # masks are scaled back to the file's size
     rec = json.loads((out / "boxes.json").read_text())["images"][0]
-    assert rec["width"] == SIDE and rec["processed_size"] == [1024, 1024]
+    assert rec["width"] == SIDE and rec["processed_size"] == [side, side]

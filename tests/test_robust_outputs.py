@@ -196,7 +196,19 @@ def test_downscaled_outputs_masks_full_size_box_in_file_pixels(tmp_path: Path, t
     assert Image.open(out / "wide_overlay.png").size == (200, 100)
     cut = np.asarray(Image.open(out / "wide_cutout.png"))
     assert np.array_equal(cut[..., :3], np.asarray(Image.open(p).convert("RGB")))  # the file's own pixels
-    assert np.array_equal(cut[..., 3] > 0, np.asarray(Image.open(out / "wide_mask.png")) > 0)
+    # the cut-out's alpha follows the full-size image's edges: the engine's guided cut-out mask
+    from found import build_found
+    from found.engine import Engine
+
+    model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False)
+    [res] = list(Engine(model, max_side=64, workers=0).run([p]))
+    assert np.array_equal(cut[..., 3] > 0, res.prediction.cutout_mask(res.rgb()))
+    # --edges bilinear: the cut-out's alpha is the mask itself
+    r = run_cli(["segment", str(p), "-o", str(tmp_path / "bilinear"), "--cutout", "--mask", "--max-side", "64",
+                 "--edges", "bilinear", *tiny.args()])
+    assert r.code == 0, r.err
+    bil = np.asarray(Image.open(tmp_path / "bilinear" / "wide_cutout.png"))
+    assert np.array_equal(bil[..., 3] > 0, np.asarray(Image.open(out / "wide_mask.png")) > 0)
     rec = json.loads((out / "boxes.json").read_text())["images"][0]
     assert rec["width"] == 200 and rec["height"] == 100 and rec["downscaled"] and rec["processed_size"] == [64, 32]
     if rec["box_xyxy"] is not None:

@@ -5,7 +5,8 @@ Neither check depends on the CPU it runs on (see tests/agreement.py):
 * on this machine, pixel for pixel: the engine, whatever its workers and batch size, writes exactly
   what the plain predictor gives image by image (the inputs have distinct padded sizes, so no batch
   mixes two images and both sides run the same float operations);
-* against the recorded reference (tests/fixtures/segment_reference, see its README): binary masks
+* against the recorded reference (tests/fixtures/segment_reference, see its README; run with the
+  paper's numerics, ``--precision fp32 --max-side 0``, whatever the defaults): binary masks
   exact at every decided pixel, soft masks within one grey level, boxes and scores as recorded, and
   cut-outs and overlays exactly what their definitions make of the input and the reference mask.
 
@@ -81,11 +82,15 @@ def model(setup):
     return build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False)
 
 
-def segment_all(setup, out: Path, workers: str = "0", batch_size: str = "1") -> dict:
-    """``found segment IN -o OUT --all``; boxes.json by input stem, the input folder written IN."""
+#: The recorded reference is the paper's numerics: fp32, each image at its own size.
+PAPER = ["--precision", "fp32", "--max-side", "0"]
+
+
+def segment_all(setup, out: Path, workers: str = "0", batch_size: str = "1", extra: tuple[str, ...] = ()) -> dict:
+    """``found segment IN -o OUT --all [extra]``; boxes.json by input stem, the input folder written IN."""
     tiny, inputs = setup
     r = run_cli(["segment", str(inputs), "-o", str(out), "--all", "--workers", workers, "--batch-size", batch_size,
-                 *tiny.args()])
+                 *extra, *tiny.args()])
     assert r.code == 0, r.err
     boxes = json.loads((out / "boxes.json").read_text().replace(str(inputs), "IN"))
     return boxes
@@ -102,7 +107,7 @@ def test_engine_writes_pixel_for_pixel_what_the_predictor_gives(setup, model, tm
     from found.writers import cutout_image, overlay_image, soft_image
 
     _, inputs = setup
-    boxes = segment_all(setup, tmp_path, workers, batch_size)
+    boxes = segment_all(setup, tmp_path, workers, batch_size, ("--max-side", "0"))  # each image at its own size
     sources = sorted(p for p in inputs.iterdir())
     assert [p.stem for p in sources] == STEMS
     decoded = {p.stem: decode(p) for p in sources}
@@ -137,7 +142,7 @@ def load_reference() -> tuple[dict, dict]:
 def test_outputs_match_the_recorded_reference(setup, tmp_path, workers, batch_size):
     _, inputs = setup
     ref_boxes, ref = load_reference()
-    boxes = segment_all(setup, tmp_path, workers, batch_size)
+    boxes = segment_all(setup, tmp_path, workers, batch_size, PAPER)
     assert {k: v for k, v in boxes.items() if k != "images"} == {k: v for k, v in ref_boxes.items() if k != "images"}
     assert [r["file"] for r in boxes["images"]] == [r["file"] for r in ref_boxes["images"]]
     for got, want in zip(boxes["images"], ref_boxes["images"]):
@@ -187,12 +192,12 @@ def record(dst: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         setup = (write_tiny_checkpoint(root / "ckpt"), golden_inputs(Path(__file__).parent / "data" / "images", root / "in"))
-        boxes = segment_all(setup, root / "out")
+        boxes = segment_all(setup, root / "out", extra=PAPER)
         tiny, inputs = setup
-        model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False)
+        model = build_found("auto", weights=tiny.vit, head=tiny.head, device="cpu", progress=False, precision="fp32")
         dst.mkdir(parents=True, exist_ok=True)
         probs = {}
-        for res in Engine(model, workers=0, batch_size=1).run(sorted(inputs.iterdir())):
+        for res in Engine(model, workers=0, batch_size=1, max_side=None).run(sorted(inputs.iterdir())):
             stem, pred = Path(res.name).stem, res.prediction
             cli_soft = read(root / "out" / f"{stem}_soft.png")
             assert np.array_equal(cli_soft, np.clip(pred.soft * 255 + 0.5, 0, 255).astype(np.uint8)), stem

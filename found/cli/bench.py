@@ -176,12 +176,15 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
-                   max_side: int = 1024, log: Callable[[str], None] = print, onnx_files: list[str] = ()) -> list[dict]:
+                   max_side: int | None = None, log: Callable[[str], None] = print, onnx_files: list[str] = ()) -> list[dict]:
     """Mask agreement of each fast-path precision (and each ONNX file, ``onnx-<name>``, exported
     from the same weights) with the eager fp32 baseline on real images (each at its own size, longer
-    side capped at ``max_side``): mean / minimum IoU and differing pixels. Meaningful with real
-    weights (``--weights``); a random network's masks disagree for any change."""
+    side capped at ``max_side``, default the working scale): mean / minimum IoU and differing pixels.
+    Meaningful with real weights (``--weights``); a random network's masks disagree for any change."""
+    from ..engine import DEFAULT_MAX_SIDE
     from ..imageio import read_image
+
+    max_side = DEFAULT_MAX_SIDE if max_side is None else max_side or None
 
     base, models = _baseline_and_fast(device, precisions, False, nets)
     fast: dict[str, Found] = {f"fast-{p}": m for p, m in models.items()}
@@ -257,7 +260,7 @@ def _baseline_and_fast(device: torch.device, precisions: list[str], compile_mode
     (``nets``, default a random ViT-S/8 and head)."""
     vit, head = nets if nets is not None else (vit_s8(), random_head())
     compile_arg = compile_mode if device.type == "cuda" else False
-    return EagerFound(vit, head, device=device), {p: Found(vit, head, device=device, precision=p, compile=compile_arg) for p in precisions}
+    return EagerFound(vit, head, device=device, precision="fp32"), {p: Found(vit, head, device=device, precision=p, compile=compile_arg) for p in precisions}
 
 
 # ---------------------------------------------------------------------------- benchmarks
@@ -407,6 +410,55 @@ def _same_pngs(a: Path, b: Path, files: list[Path]) -> float:
     return same / max(1, len(files))
 
 
+def default_cpu_precisions() -> list[str]:
+    """fp32, bf16 where the CPU has bfloat16 units (``--precision auto`` picks it there), int8."""
+    from ..backbone import cpu
+
+    return ["fp32", "bf16", "int8"] if cpu.available() and cpu.native_bf16() else ["fp32", "int8"]
+
+
+def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick: bool = False,
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """Where the time goes at the working scale: matmul GFLOP/s of this CPU, the backbone's achieved
+    GFLOP/s in each float precision, and the split of one 1024×768 and one 4000×3000 JPEG."""
+    from PIL import Image
+
+    from ..engine import DEFAULT_MAX_SIDE
+    from ..imageio import capped_size
+    from ..preprocess import padded_size
+    from ..profiling import MASK_STAGES, backbone_rate, matmul_rates, photo_split
+
+    side = DEFAULT_MAX_SIDE if max_side is None else max_side
+    vit, head = nets if nets is not None else (vit_s8(), random_head())
+    w, h = capped_size((1024, 768), side or None, vit.patch_size)
+    ph, pw = padded_size(h, w, vit.patch_size)
+    tokens = (ph // vit.patch_size) * (pw // vit.patch_size) + 1
+    reps = 2 if quick else 5
+    rates = matmul_rates(tokens, vit.embed_dim, 4 * vit.embed_dim, reps=3 * reps)
+    log(f"profile: working scale {pw}×{ph} ({tokens} tokens; --max-side {side}); matmul [{tokens}×{vit.embed_dim}]·"
+        f"[{vit.embed_dim}×{4 * vit.embed_dim}]: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    rows: list[dict] = [{"bench": "matmul", "size": f"{tokens}x{vit.embed_dim}x{4 * vit.embed_dim}", "gflops": rates}]
+    for prec in [p for p in precisions if p in ("fp32", "bf16", "int8")]:
+        model = Found(vit, head, device="cpu", precision=prec)
+        r = backbone_rate(model, ph, pw, reps=reps)
+        peak = rates.get("onednn-bf16" if prec == "bf16" else "onednn-fp32", rates["torch-fp32"])
+        share = r["gflops"] / peak if prec != "int8" else None
+        log(f"  backbone {prec:5s} {pw}×{ph}: {1000 * r['seconds']:7.1f} ms, {r['gflop']:.1f} GFLOP → {r['gflops']:6.0f} GFLOP/s"
+            + (f" = {100 * share:.0f} % of the {prec} matmul rate" if share else ""))
+        rows.append({"bench": "backbone", "size": f"{ph}x{pw}", "path": prec, **r, "matmul_share": share})
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in ((1024, 768), (4000, 3000)):
+            photo = Path(tmp) / f"photo_{size[0]}x{size[1]}.jpg"
+            Image.fromarray(_synthetic_images(1, (size[1], size[0]), seed=11)[0]).save(photo, quality=90)
+            model = Found(vit, head, device="cpu")  # found segment's default precision
+            split = photo_split(model, photo, side or None, reps=2 if quick else 3)
+            log(f"  split {size[0]}×{size[1]} JPEG ({model.precision}; the mask): " + ", ".join(
+                f"{k} {1000 * split[k]:.0f} ms" for k in MASK_STAGES) + f"; total {1000 * split['total']:.0f} ms"
+                f" (+ edge upsampling {1000 * split['edge upsampling']:.0f} ms for a cut-out)")
+            rows.append({"bench": "split", "size": f"{size[1]}x{size[0]}", "path": model.precision, "seconds": split})
+    return rows
+
+
 # ---------------------------------------------------------------------------- reporting
 def format_row(r: dict) -> str:
     ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else "  -  "
@@ -506,6 +558,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", dest="run_folder", action=argparse.BooleanOptionalAction, default=True, help="folder throughput (JPEG files in → PNG masks out)")
     p.add_argument("--folder-images", type=int, metavar="N", help="JPEGs in the generated folder (default: cpu 16, quick 4; cuda 1000)")
     p.add_argument("--workers", type=int, help="decoding threads of the engine in the folder benchmark (default: as found segment, min(4, CPUs))")
+    p.add_argument("--profile", dest="run_profile", action=argparse.BooleanOptionalAction, default=True,
+                   help="where the time goes: backbone GFLOP/s at the working scale against this CPU's matmul GFLOP/s, "
+                        "and one photo's split (decode, resize, backbone, head, edge upsampling, encode/write)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="working scale of the profile (default: found segment's)")
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="torch.compile the backbone on CUDA (optional mode, e.g. reduce-overhead for CUDA graphs)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -538,7 +595,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
-    precisions = args.precision or (["fp32", "bf16"] if cuda else ["fp32", "int8"])
+    precisions = args.precision or (["fp32", "bf16"] if cuda else default_cpu_precisions())
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise FoundError(f"unknown precision {bad[0]!r} (choose from {', '.join(PRECISIONS)})")
@@ -570,8 +627,10 @@ def run(args: argparse.Namespace) -> int:
         fsizes = sizes[:1] if args.quick and not cuda else sizes
         rows += bench_folder(device, precisions, fsizes, sorted(set(fb)), n_per, reps=1 if args.quick or cuda else 2,
                              workers=args.workers, compile_mode=args.compile, nets=nets)
+    if getattr(args, "run_profile", False) and not cuda:
+        rows += bench_profile(precisions, nets, args.max_side, quick=args.quick)
     if image_paths:
-        rows += mask_agreement(device, precisions, image_paths, nets, onnx_files=args.onnx or [])
+        rows += mask_agreement(device, precisions, image_paths, nets, max_side=args.max_side, onnx_files=args.onnx or [])
     status = 0
     if args.targets:
         print("targets:")

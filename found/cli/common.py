@@ -7,7 +7,8 @@ from ..hub import ENV_BACKBONE, ENV_HEAD
 from ..registry import DEFAULT_MODEL, MODELS
 
 
-def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: bool = True, precision: str = "auto") -> None:
+    """The model options; ``precision`` is the command's default (``found evaluate``: fp32, the paper's protocol)."""
     g = parser.add_argument_group("model")
     if head and runtime:
         g.add_argument("--runtime", choices=["torch", "onnx"], help="run the model in PyTorch (default) or ONNX Runtime (needs --onnx FILE)")
@@ -19,8 +20,9 @@ def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: 
         g.add_argument("--coarse", action="store_true", help="no trained head: training-free step-1 masks (background discovery)")
     g.add_argument("--num-heads", type=int, help="attention heads of a --model auto backbone (default: embed dim / 64)")
     g.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: CUDA, then MPS, then CPU)")
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
-                   help="backbone precision: fp32 reproduces the paper exactly; bf16/fp16 autocast (for GPUs); int8 = quantised MLPs (CPU only, faster)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=precision,
+                   help=f"backbone precision (default {precision}): auto = bf16 on a CPU with bfloat16 units (masks within IoU 0.99 "
+                        "of fp32), fp32 elsewhere; fp32 = the paper's numbers; bf16/fp16 (GPUs: autocast); int8 = quantised MLPs (CPU only)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
@@ -89,7 +91,7 @@ def onnx_model_from_args(args: argparse.Namespace):
     for flag, value in (("--weights", args.weights), ("--num-heads", args.num_heads)):
         if value is not None:
             raise FoundError(f"{flag} is not used with --runtime onnx: the backbone is inside {args.onnx}")
-    if args.precision != "fp32":
+    if args.precision not in ("auto", "fp32"):
         raise FoundError("--precision is for the torch runtime; for int8 pass a file from `found export onnx --int8`")
     spec = None if args.model in ("auto", DEFAULT_MODEL) else get_model_spec(args.model)
     head = getattr(args, "head", None)

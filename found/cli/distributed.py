@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, model_options(args), address=None if args.ray == "local" else args.ray,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         batch_size=args.batch_size, kinds=kinds, mode=args.mode, refine=args.refine, max_side=args.max_side or None,
-        recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE)
+        edges=args.edges, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE)
     err = sys.stderr
     print(f"found segment: {summary.ok} ok, {summary.skipped} skipped (outputs exist), {len(summary.failures)} failed"
           f" ({summary.workers} Ray workers, {summary.seconds:.1f} s)", file=err)

@@ -39,7 +39,7 @@ def _positive(v: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="where results are written (default: found-eval/<task>-<dataset>…)")
     p.add_argument("--limit", type=_positive, metavar="N", help="only the first N images (quick check; not comparable with the paper)")
-    add_model_args(p, runtime=False)
+    add_model_args(p, runtime=False, precision="fp32")
 
 
 def add_parser(sub) -> None:

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     o.add_argument("--check-images", metavar="DIR",
                    help="keep the int8 file only if its masks reach IoU >= 0.99 against fp32 on every photo in DIR")
     o.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
-    add_model_args(o, runtime=False)
+    add_model_args(o, runtime=False, precision="fp32")
     o.set_defaults(func=run_onnx)
     p.set_defaults(func=lambda args: _usage(p))
 
@@ -77,7 +77,8 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def _check_images(folder: str):
-    """The photos of ``--check-images`` as uint8 arrays (one-line error if there are none)."""
+    """The photos of ``--check-images`` as uint8 arrays at the working scale ``found segment`` runs them at."""
+    from ..engine import DEFAULT_MAX_SIDE
     from ..imageio import IMAGE_SUFFIXES, read_image
 
     d = Path(folder)
@@ -86,7 +87,7 @@ def _check_images(folder: str):
     paths = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise FoundError(f"--check-images {folder}: no images")
-    return [read_image(p, max_side=1024, min_side=32).rgb() for p in paths]
+    return [read_image(p, max_side=DEFAULT_MAX_SIDE, min_side=32).rgb() for p in paths]
 
 
 def _write_int8(src: Path, dst: Path, scope: str, images) -> int:

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import DEFAULT_MAX_SIDE, READ_AHEAD_CHUNKS, Engine, default_workers
+from ..engine import DEFAULT_MAX_SIDE, EDGES, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
 from ..fileio import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..inputs import Job, collect_inputs, path_key
@@ -59,9 +59,12 @@ def add_parser(sub) -> None:
                         "written by one more background thread, in input order (default min(4, CPUs); "
                         "0 = no threads, everything in turn; results are the same either way)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                   help=f"decode and process images whose longer side exceeds PX at that size (bounded memory); "
-                        f"every output is still written at the image's full size "
-                        f"(default {DEFAULT_MAX_SIDE}; 0 = never, memory then grows with the image)")
+                   help=f"the working scale: images whose longer side exceeds PX are decoded and processed at that size "
+                        f"(default {DEFAULT_MAX_SIDE}, the scale the paper measured its masks at); every output is "
+                        f"still written at the image's full size (0 = native resolution: slower, memory grows with the image)")
+    p.add_argument("--edges", choices=EDGES, default="guided",
+                   help="how cut-outs of images processed reduced reach full size: guided = along the full-size image's "
+                        "edges (fast guided filter; default), bilinear = stretched like the masks")
     p.add_argument("--report", metavar="PATH", help="also write the run report as JSON (counts, failures, notes)")
     v = p.add_argument_group("videos (any file PyAV reads, detected by content; needs found[video]; see docs/video.md)")
     v.add_argument("--frames", action="store_true", help="write a video's outputs as PNG frames in <name>_frames/ instead of videos")
@@ -110,7 +113,7 @@ class Report:
         if self.downscaled:
             n = len(self.downscaled)
             print(f"  note: {n} image{'s' if n > 1 else ''} larger than --max-side {max_side} processed at reduced size "
-                  f"(outputs written at full size; --max-side 0 disables)", file=err)
+                  f"(the working scale; outputs written at full size; --max-side 0 = native resolution)", file=err)
             for path in self.downscaled[:10]:
                 print(f"    downscaled: {path}", file=err)
             if n > 10:
@@ -228,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             raise FoundError(f"--max-side {args.max_side} is smaller than one {model.patch_size}-px patch")
         engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=args.batch_size, workers=args.workers,
                         max_side=args.max_side, debug=bool(getattr(args, "debug", False)),
-                        instance_filter=instance_filter_from_args(args))
+                        instance_filter=instance_filter_from_args(args), edges=args.edges)
         if plan.todo:
             interrupted = _process(engine, plan, report, args)
             if interrupted or report.stopped:

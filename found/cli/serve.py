@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine import DEFAULT_MAX_SIDE, Engine
+from ..engine import DEFAULT_MAX_SIDE, EDGES, Engine
 from ..errors import FoundError
 from .common import add_model_args, check_model_args, model_from_args
 
@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--refine", action="store_true", help="refine masks by default (requests can still choose)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
                    help=f"process images whose longer side exceeds PX at that size; answers stay at full size (default {DEFAULT_MAX_SIDE}; 0 = never)")
+    p.add_argument("--edges", choices=EDGES, default="guided",
+                   help="cut-outs of reduced images: guided = follow the full-size image's edges (default), bilinear = stretched")
     b = p.add_argument_group("batching and limits")
     b.add_argument("--max-batch", type=int, default=d.max_batch, help=f"requests per forward pass (default {d.max_batch}; 1 = no batching)")
     b.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help=f"longest wait for more requests to join a batch (default {d.max_wait_ms:g})")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise FoundError("--max-side must be positive (or 0 = never reduce)")
     model = model_from_args(args)
     engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=settings.max_batch, workers=0,
-                    max_side=args.max_side or None, debug=getattr(args, "debug", False))
+                    max_side=args.max_side or None, debug=getattr(args, "debug", False), edges=args.edges)
     app = create_app(engine, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"found serve: warning: listening on {args.host} without an API key: anyone who can reach it can use it",

@@ -89,7 +89,7 @@ def png_bytes(kind: str, result: Result) -> bytes:
     else:
         full = result.full_image()
         rgb = full.rgb()
-        im = cutout_image(rgb, pred.mask, full.alpha()) if kind == "cutout" else overlay_image(rgb, pred.mask, pred.box)
+        im = cutout_image(rgb, pred.cutout_mask(rgb), full.alpha()) if kind == "cutout" else overlay_image(rgb, pred.mask, pred.box)
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=PNG_LEVEL)
     return buf.getvalue()

@@ -104,7 +104,7 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
     def engine_for(key: Key) -> Engine:
         if key not in engines:
             engines[key] = Engine(base.model, mode=key[0], refine=key[1], batch_size=settings.max_batch,
-                                  workers=0, max_side=base.max_side, debug=base.debug)
+                                  workers=0, max_side=base.max_side, debug=base.debug, edges=base.edges)
         return engines[key]
 
     @asynccontextmanager

@@ -1,0 +1,129 @@
+"""Where the time goes: the backbone's FLOPs and achieved rate, this CPU's matmul rate, and the
+split of one photo's walk through ``found segment`` (decode, resize, backbone, head and
+upsampling, edge upsampling, encode and write). Used by ``found bench`` (section *profile*).
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backbone import VisionTransformer
+
+
+def backbone_flops(vit: VisionTransformer, height: int, width: int) -> float:
+    """Multiply-adds × 2 of ``found_features`` on one padded ``height`` × ``width`` image.
+
+    Patch embedding; every block but the last: qkv, attention (q kᵀ and a·v), proj, MLP; the last
+    block: the keys and the CLS query only (what FOUND reads). LayerNorm, GELU and softmax are not counted.
+    """
+    p, d = vit.patch_size, vit.embed_dim
+    n = (height // p) * (width // p)
+    t = n + 1
+    hidden = vit.blocks[0].mlp.fc1.out_features
+    embed = 2 * n * 3 * p * p * d
+    block = 2 * t * d * 3 * d + 4 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * hidden
+    last = 2 * t * d * d + 2 * d * d + 2 * t * d
+    return float(embed + (len(vit.blocks) - 1) * block + last)
+
+
+def best_time(fn: Callable[[], object], reps: int = 5, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``reps`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def matmul_rates(m: int, k: int = 384, n: int = 1536, reps: int = 10) -> dict[str, float]:
+    """GFLOP/s of one [m, k] × [k, n] product (a ViT-S MLP layer at m tokens): torch's default
+    ``F.linear`` in fp32, and oneDNN's linear (the CPU backbone's kernel) in fp32 and bf16."""
+    from .backbone import cpu
+
+    x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+    flop = 2.0 * m * k * n
+    out = {"torch-fp32": flop / best_time(lambda: torch.nn.functional.linear(x, w, b), reps) / 1e9}
+    if cpu.available():
+        op = torch.ops.mkldnn._linear_pointwise
+        for name, dt in (("onednn-fp32", torch.float32), ("onednn-bf16", torch.bfloat16)):
+            xd, wd, bd = x.to(dt), w.to(dt), b.to(dt)
+            out[name] = flop / best_time(lambda: op(xd, wd, bd, "none", [], ""), reps) / 1e9
+    return out
+
+
+def backbone_rate(model, height: int, width: int, reps: int = 3) -> dict[str, float]:
+    """Seconds and GFLOP/s of ``model``'s backbone (its precision and kernels) on one image."""
+    x = torch.randn(1, 3, height, width)
+    with torch.inference_mode():
+        s = best_time(lambda: model.features(x), reps)
+    return {"seconds": s, "gflop": backbone_flops(model.backbone, height, width) / 1e9,
+            "gflops": backbone_flops(model.backbone, height, width) / s / 1e9}
+
+
+#: The stages of :func:`photo_split` that ``found segment``'s default output (the mask) goes through.
+MASK_STAGES = ("decode", "resize", "backbone", "head+upsampling", "mask upsampling", "encode+write")
+
+
+def photo_split(model, path: str | Path, max_side: int | None, reps: int = 3) -> dict[str, float]:
+    """Seconds per stage of one photo through ``found segment``, each stage timed alone, median over
+    ``reps``: decode (JPEG at a reduced DCT scale where the working scale allows), resize to the
+    working scale, backbone, head and upsampling at the working scale, the mask's bilinear
+    upsampling to full size, PNG encode and write (:data:`MASK_STAGES`, summed in ``total``), and,
+    apart, the edge-aware (guided) upsampling that cut-outs add (``edge upsampling``)."""
+    from .engine import to_full_resolution
+    from .imageio import capped_size
+
+    path = Path(path)
+    with Image.open(path) as im:
+        full = im.size
+    target = capped_size(full, max_side, model.patch_size)
+
+    def decode() -> Image.Image:
+        with Image.open(path) as im:
+            if target != full:
+                im.draft("RGB", target)
+            im.load()
+            return im.convert("RGB") if im.mode != "RGB" else im.copy()
+
+    out: dict[str, float] = {"decode": best_time(decode, reps)}
+    drafted = decode()
+    out["resize"] = best_time(lambda: drafted.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0), reps) \
+        if drafted.size != target else 0.0
+    rgb = np.asarray(drafted.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0) if drafted.size != target else drafted)
+    x = model.input_batch([rgb])
+    with torch.inference_mode():
+        feats = model.features(x)
+        out["backbone"] = best_time(lambda: model.features(x), reps)
+
+        def head() -> object:
+            logits = model.logits_from_features(feats)
+            soft = model.soft_from_logits(logits, rgb.shape[:2])[0].cpu().numpy()
+            probs = model.probabilities(logits)[0, 0].cpu().numpy()
+            return model._finish(soft, probs > 0.5, probs, "multi", None)
+
+        out["head+upsampling"] = best_time(head, reps)
+        pred = head()
+    scaled = lambda: to_full_resolution(pred, full)  # noqa: E731
+    out["mask upsampling"] = best_time(lambda: scaled().mask, reps) if target != full else 0.0
+    mask = scaled().mask
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "mask.png"
+        out["encode+write"] = best_time(lambda: Image.fromarray(mask.astype(np.uint8) * 255).save(dst, format="PNG"), reps)
+    out["total"] = sum(out[k] for k in MASK_STAGES)
+    if target != full:
+        with Image.open(path) as im:
+            rgb_full = np.asarray(im.convert("RGB"))
+        out["edge upsampling"] = best_time(lambda: scaled().cutout_mask(rgb_full), reps)
+    else:
+        out["edge upsampling"] = 0.0
+    return out
