@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """ONNX Runtime vs PyTorch on the CPU, same run: tensor in → binary mask out (``Found.masks``).
 
-Rows: ``torch-fp32`` (the baseline: ``Found``'s fast PyTorch path), ``ort-fp32`` (the exported
+Rows: ``torch-fp32`` (the baseline: ``Found``'s fast PyTorch path in fp32, oneDNN on the CPU),
+``torch-bf16`` (the same in bfloat16: what ``--precision auto`` runs on a CPU with bf16 units), ``ort-fp32`` (the exported
 file on onnxruntime's CPU provider), ``ort-int8`` (onnxruntime's dynamic int8 quantisation of the
 MLPs) and, for reference, ``torch-int8``. Each round times every row back to back (medians over
 rounds; ``ratio`` = median of the per-round speed-ups over torch-fp32). The mask IoU of each row
-against torch-fp32 is measured on ``--images`` (each photo at its own size, longer side ≤ 512).
+against torch-fp32 is measured on ``--images`` (each photo at the working scale, found.engine.DEFAULT_MAX_SIDE).
 
     python benchmarks/bench_onnx.py --quick            # random ViT-S/8, about 3 minutes on 2 cores
     python benchmarks/bench_onnx.py --weights vit.pth --head head.pt --images DIR
@@ -57,7 +58,8 @@ def build_models(vit, head, folder: Path, threads: int, chunks: int) -> dict:
     fp32 = export_onnx(vit, head, folder / "found.onnx", model="bench", attention_chunks=chunks)
     int8 = quantize_int8(fp32, folder / "found.int8.onnx")
     return {
-        "torch-fp32": Found(vit, head, device="cpu"),
+        "torch-fp32": Found(vit, head, device="cpu", precision="fp32"),
+        "torch-bf16": Found(vit, head, device="cpu", precision="bf16"),
         "ort-fp32": OnnxFound(fp32, "cpu", threads=threads),
         "ort-int8": OnnxFound(int8, "cpu", threads=threads),
         "torch-int8": Found(vit, head, device="cpu", precision="int8"),
@@ -89,7 +91,9 @@ def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     from found.export.runtime import MIN_INT8_IOU, mask_agreement
     from found.imageio import read_image
 
-    images = [read_image(p, max_side=512, min_side=32).rgb() for p in paths]
+    from found.engine import DEFAULT_MAX_SIDE
+
+    images = [read_image(p, max_side=DEFAULT_MAX_SIDE, min_side=32).rgb() for p in paths]
     rows = []
     for name, m in models.items():
         if name == "torch-fp32":

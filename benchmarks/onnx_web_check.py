@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         d = Path(d)
         fp32 = export_onnx(vit, head, d / "found.onnx", model="web-check")
         int8 = quantize_int8(fp32, d / "found.int8.onnx")
-        ref_torch, ref_int8 = Found(vit, head, device="cpu"), OnnxFound(int8, "cpu")
+        ref_torch, ref_int8 = Found(vit, head, device="cpu", precision="fp32"), OnnxFound(int8, "cpu")
         refs, cases = [], []
         for i, hw in enumerate(sizes):
             x = torch.randn(1, 3, *hw)

@@ -127,3 +127,65 @@ def photo_split(model, path: str | Path, max_side: int | None, reps: int = 3) ->
     else:
         out["edge upsampling"] = 0.0
     return out
+
+
+def _repeat(fn: Callable[[], object], n: int) -> None:
+    """``fn()`` ``n`` times, each result dropped before the next (memory reused, as in the backbone)."""
+    for _ in range(n):
+        fn()
+
+
+def block_ops(vit: VisionTransformer, precision: str, tokens: int, reps: int = 5) -> dict[str, dict[str, float]]:
+    """One transformer block at ``tokens`` tokens, op by op, in ``precision`` as the backbone runs it:
+    ms and GFLOP/s of LayerNorm (×2), qkv, attention (its two GEMMs and its softmax, timed apart),
+    proj, fc1 (+GELU) and fc2. fp32/bf16: the oneDNN kernels of :class:`~found.backbone.cpu.CpuBackbone`;
+    int8: the quantised MLP of :mod:`found.backbone.quantize` with float32 attention (SDPA)."""
+    from .backbone import cpu
+    from .backbone.quantize import quantize_int8
+
+    blk = vit.blocks[0]
+    d, heads = vit.embed_dim, vit.num_heads
+    hidden = blk.mlp.fc1.out_features
+    x = torch.randn(1, tokens, d)
+    flops = {"layernorm ×2": 0.0, "qkv": 2.0 * tokens * d * 3 * d, "attention GEMMs": 4.0 * tokens * tokens * d,
+             "softmax": 0.0, "proj": 2.0 * tokens * d * d, "fc1+gelu": 2.0 * tokens * d * hidden, "fc2": 2.0 * tokens * hidden * d}
+    fns: dict[str, Callable[[], object]] = {"layernorm ×2": lambda: (blk.norm1(x), blk.norm2(x))}
+    if precision in ("fp32", "bf16") and cpu.available():
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        cb = cpu.CpuBackbone(vit, dtype)
+        w = cb._weights[0]
+        xd = x.to(dtype)
+        qkv = cb._linear(xd, w["qkv"])
+        h1 = torch.randn(1, tokens, hidden).to(dtype)
+        rows = min(cpu.ATTENTION_ROWS, tokens)
+        scores = torch.randn(rows, tokens).to(dtype)
+        blocks = -(-tokens // rows) * heads
+        fns.update({
+            "qkv": lambda: cb._linear(xd, w["qkv"]),
+            "attention": lambda: cb._attention(qkv),
+            "softmax": lambda: _repeat(lambda: scores.softmax(-1), blocks),
+            "proj": lambda: cb._linear(xd, w["proj"]),
+            "fc1+gelu": lambda: cb._linear(xd, w["fc1"], "gelu"),
+            "fc2": lambda: cb._linear(h1, w["fc2"]),
+        })
+    elif precision == "int8":
+        q = quantize_int8(vit).blocks[0]
+        h1 = torch.randn(1, tokens, hidden)
+        fns.update({
+            "qkv": lambda: q.attn.qkv(x),
+            "attention": lambda: q.attn(x),  # qkv + SDPA + proj, fp32
+            "fc1+gelu": lambda: q.mlp.act(q.mlp.fc1(x)),
+            "fc2": lambda: q.mlp.fc2(h1),
+            "proj": lambda: q.attn.proj(x),
+        })
+    else:
+        raise ValueError(f"block_ops measures fp32, bf16 (oneDNN) or int8, got {precision!r}")
+    out: dict[str, dict[str, float]] = {}
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            s = best_time(fn, reps)
+            out[name] = {"ms": 1000 * s, "gflops": flops.get(name, 0.0) / s / 1e9}
+        if "softmax" in out:  # the attention's GEMMs: the attention minus its softmax
+            gemm = max(out["attention"]["ms"] - out["softmax"]["ms"], 1e-6) / 1000
+            out["attention GEMMs"] = {"ms": 1000 * gemm, "gflops": flops["attention GEMMs"] / gemm / 1e9}
+    return out

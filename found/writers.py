@@ -73,10 +73,10 @@ def cutout_image(rgb: np.ndarray, mask: np.ndarray, file_alpha: np.ndarray | Non
 
 def overlay_image(rgb: np.ndarray, mask: np.ndarray, box) -> Image.Image:
     """The image with the mask tinted and the box outlined (for a quick visual check)."""
-    out = rgb.astype(np.float32)
     tint = np.array([255, 40, 40], np.float32)
-    out[mask] = 0.5 * out[mask] + 0.5 * tint
-    im = Image.fromarray(out.round().astype(np.uint8))
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    out[mask] = (0.5 * rgb[mask].astype(np.float32) + 0.5 * tint).round().astype(np.uint8)  # only the masked pixels in float
+    im = Image.fromarray(out)
     if box is not None:
         x1, y1, x2, y2 = (int(v) for v in box)
         ImageDraw.Draw(im).rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=(255, 255, 0),

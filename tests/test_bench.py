@@ -49,13 +49,16 @@ def test_found_bench_cli_writes_json(tmp_path, monkeypatch, capsys):
     assert "eager-fp32" in text and "fast-fp32" in text and "random ViT-S/8" in text
     data = json.loads(out.read_text())
     benches = {r["bench"] for r in data["results"]}
-    assert benches == {"model", "folder", "matmul", "backbone", "split"}
+    assert benches == {"model", "folder", "matmul", "backbone", "block-ops", "split"}
     assert all(r.get("masks_identical", 1.0) == 1.0 for r in data["results"])
     # where the time goes: this CPU's matmul rate, the backbone's achieved rate, one photo's split
     [mm] = [r for r in data["results"] if r["bench"] == "matmul"]
     assert mm["gflops"]["torch-fp32"] > 0
     [bb] = [r for r in data["results"] if r["bench"] == "backbone"]
     assert bb["path"] == "fp32" and bb["gflop"] > 0 and bb["gflops"] == pytest.approx(bb["gflop"] / bb["seconds"])
+    [ops] = [r["ops"] for r in data["results"] if r["bench"] == "block-ops"]
+    assert {"layernorm ×2", "qkv", "attention", "proj", "fc1+gelu", "fc2"} <= set(ops)
+    assert all(v["ms"] > 0 for v in ops.values())
     splits = {r["size"]: r["seconds"] for r in data["results"] if r["bench"] == "split"}
     assert set(splits) == {"768x1024", "3000x4000"}
     for split in splits.values():

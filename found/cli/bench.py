@@ -426,7 +426,7 @@ def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick
     from ..engine import DEFAULT_MAX_SIDE
     from ..imageio import capped_size
     from ..preprocess import padded_size
-    from ..profiling import MASK_STAGES, backbone_rate, matmul_rates, photo_split
+    from ..profiling import MASK_STAGES, backbone_rate, block_ops, matmul_rates, photo_split
 
     side = DEFAULT_MAX_SIDE if max_side is None else max_side
     vit, head = nets if nets is not None else (vit_s8(), random_head())
@@ -446,6 +446,10 @@ def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick
         log(f"  backbone {prec:5s} {pw}×{ph}: {1000 * r['seconds']:7.1f} ms, {r['gflop']:.1f} GFLOP → {r['gflops']:6.0f} GFLOP/s"
             + (f" = {100 * share:.0f} % of the {prec} matmul rate" if share else ""))
         rows.append({"bench": "backbone", "size": f"{ph}x{pw}", "path": prec, **r, "matmul_share": share})
+        ops = block_ops(vit, prec, tokens, reps=reps)
+        log("    one block, op by op: " + ", ".join(
+            f"{k} {v['ms']:.1f} ms" + (f" ({v['gflops']:.0f} GFLOP/s)" if v["gflops"] else "") for k, v in ops.items()))
+        rows.append({"bench": "block-ops", "size": f"{tokens} tokens", "path": prec, "ops": ops})
     with tempfile.TemporaryDirectory() as tmp:
         for size in ((1024, 768), (4000, 3000)):
             photo = Path(tmp) / f"photo_{size[0]}x{size[1]}.jpg"
