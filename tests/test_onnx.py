@@ -60,7 +60,7 @@ def files(tmp_path_factory, vit, head) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def torch_model(vit, head) -> Found:
-    return Found(vit, head, device="cpu")
+    return Found(vit, head, device="cpu", precision="fp32")  # the export is fp32
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def structured(vit, photos, tmp_path_factory) -> tuple[Found, Path]:
     as a trained head's do; see tests/test_precision.py), and its fp32 ONNX export."""
     head = structured_head(vit, photos)
     path = export_onnx(vit, head, tmp_path_factory.mktemp("int8") / "structured.onnx")
-    return Found(vit, head, device="cpu"), path
+    return Found(vit, head, device="cpu", precision="fp32"), path
 
 
 @pytest.mark.numerics
