@@ -1,7 +1,5 @@
 """``python -m found``: the ``found`` command run by this interpreter, whatever ``found`` is on PATH."""
-import sys
-
-from .cli.main import main
+from .cli.main import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

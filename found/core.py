@@ -17,6 +17,7 @@ from .head import CoarseHead, FoundHead, probabilities, soft_masks
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: CPU batches are split into backbone calls of at most this many tokens (one 224² image: 785).
 CPU_CHUNK_TOKENS = 1024
+#: Precisions the CPU backbone (:mod:`found.backbone.cpu`) runs, and their GEMM dtypes.
 CPU_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -49,9 +50,10 @@ class FoundCore:
     see :func:`resolve_precision`), ``"fp32"`` (the paper's numbers), ``"bf16"`` (on the CPU the
     oneDNN backbone of :mod:`found.backbone.cpu`; elsewhere autocast), ``"fp16"`` (autocast, for
     GPUs), or ``"int8"`` (CPU only: dynamically quantised linear layers, see
-    :mod:`found.backbone.quantize`). On the CPU, fp32 and bf16 run :class:`~found.backbone.cpu.CpuBackbone`. ``compile=True`` (or a ``torch.compile`` mode such as
-    ``"reduce-overhead"``, which adds CUDA graphs) compiles the backbone on CUDA; it is ignored,
-    with a warning, on other devices.
+    :mod:`found.backbone.quantize`). On the CPU, fp32 and bf16 run
+    :class:`~found.backbone.cpu.CpuBackbone`, which reads the backbone's weights once, here.
+    ``compile=True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``, which adds CUDA
+    graphs) compiles the backbone on CUDA; it is ignored, with a warning, on other devices.
     """
 
     def __init__(

@@ -290,3 +290,14 @@ def test_the_working_scale_is_one_policy_for_every_surface():
         args = parser.parse_args(argv)
         assert args.max_side == DEFAULT_MAX_SIDE and args.edges == "guided" and args.precision == "auto", argv
     assert parser.parse_args(["evaluate", "saliency", "--dataset", "ECSSD", "--data-dir", "d"]).precision == "fp32"
+
+
+def test_the_library_entry_point_works_at_the_working_scale(model, photos):
+    import found
+
+    big = np.ascontiguousarray(np.tile(photos["coffee"][:240, :240], (1, 2, 1)))  # 480 px wide, over 400
+    [r] = list(found.segment([big], model, workers=0))
+    assert r.downscaled and r.image.size == (found.DEFAULT_MAX_SIDE, found.DEFAULT_MAX_SIDE // 2)
+    assert r.prediction.mask.shape == big.shape[:2]
+    [native] = list(found.segment([big], model, workers=0, max_side=0))
+    assert not native.downscaled and np.array_equal(native.prediction.mask, model.predict(big)[0].mask)

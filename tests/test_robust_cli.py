@@ -191,8 +191,30 @@ def test_subprocesses_run_the_package_under_test_not_a_found_on_path(tmp_path: P
 
 
 def test_the_found_entry_point_is_the_cli_main() -> None:
-    """The installed ``found`` command (console script) runs found.cli.main:main, as ``python -m found``."""
+    """The installed ``found`` command (console script) runs found.cli.main:console, as ``python -m found``."""
     from importlib.metadata import entry_points
 
     scripts = [e.value for e in entry_points(group="console_scripts") if e.name == "found"]
-    assert scripts == ["found.cli.main:main"], "found is not installed here (pip install -e .)"
+    assert scripts == ["found.cli.main:console"], "found is not installed here (pip install -e .)"
+
+
+def test_segment_ends_fast_with_every_output_complete_and_profilers_still_write(tmp_path: Path, tiny) -> None:
+    """``found segment`` ends with os._exit once its outputs are closed: the outputs, the JSON report
+    and the summary line are complete; under a profiler the normal exit runs, so the profile is written."""
+    import json
+
+    img = tmp_path / "a.png"
+    noise_image(120, 90).save(img)
+    p = subprocess.run([*FOUND_COMMAND, "segment", str(img), "-o", str(tmp_path / "out"), "--all", "--report",
+                        str(tmp_path / "r.json"), *tiny.args()], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.rstrip().endswith("found segment: 1 ok, 0 skipped (outputs exist), 0 failed")
+    assert json.loads((tmp_path / "r.json").read_text())["ok"] == 1
+    assert json.loads((tmp_path / "out" / "boxes.json").read_text())["images"][0]["file"].endswith("a.png")
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == [
+        "a_cutout.png", "a_mask.png", "a_overlay.png", "a_soft.png", "boxes.json"]
+    prof = tmp_path / "prof.out"
+    p = subprocess.run([*FOUND_COMMAND[:1], "-m", "cProfile", "-o", str(prof), "-m", "found", "segment", str(img),
+                        "-o", str(tmp_path / "out2"), *tiny.args()], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert prof.stat().st_size > 0 and (tmp_path / "out2" / "a_mask.png").is_file()

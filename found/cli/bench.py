@@ -45,7 +45,7 @@ WEIGHTS_NOTE = (
     "DINO ViT-S/8, masks not meaningful"
 )
 DEFAULT_SIZES = ((224, 224), (320, 480))
-CPU_TARGETS = {"fp32_224": 1.5, "fp32_320x480": 2.0, "reduced_224": 2.5, "reduced_iou": 0.99}
+CPU_TARGETS = {"fp32_224": 1.5, "fp32_320x480": 2.0, "reduced_224": 2.5, "reduced_iou": 0.99, "matmul_share": 0.70}
 CUDA_TARGETS = {"batched_224_img_s": 5000.0, "single_320x480_fps": 250.0, "folder_img_s": 1000.0}
 
 
@@ -493,6 +493,10 @@ def check_targets(rows: list[dict], device: torch.device) -> list[tuple[str, flo
             for r in pick("model", size, "fast-fp32", "ratio"):
                 ok = r["ratio"] >= CPU_TARGETS[key] and r.get("mask_pixels_differing", 0) == 0
                 out.append((f"CPU fp32 {size} b={r['batch']}: ratio (identical masks)", r["ratio"], CPU_TARGETS[key], ok))
+        for r in rows:  # the backbone at the working scale against this CPU's matmul rate (profile)
+            if r["bench"] == "backbone" and r.get("matmul_share") is not None:
+                out.append((f"CPU backbone {r['path']} {r['size']}: share of the {r['path']} matmul rate", r["matmul_share"],
+                            CPU_TARGETS["matmul_share"], r["matmul_share"] >= CPU_TARGETS["matmul_share"]))
         for p in ("int8", "bf16", "fp16"):
             for r in pick("model", "224x224", f"fast-{p}", "ratio"):
                 out.append((f"CPU {p} 224x224 b={r['batch']}: ratio", r["ratio"], CPU_TARGETS["reduced_224"], r["ratio"] >= CPU_TARGETS["reduced_224"]))
@@ -554,7 +558,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a short run (fewer repetitions, smaller batches and folders)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available, else CPU)")
     p.add_argument("--precision", type=lambda s: _list(s, str), metavar="LIST",
-                   help=f"fast-path precisions to measure, comma-separated from {', '.join(PRECISIONS)} (default: cpu fp32,int8; cuda fp32,bf16)")
+                   help=f"fast-path precisions to measure, comma-separated from {', '.join(PRECISIONS)} (default: cpu fp32,bf16,int8 on a CPU with bf16 units, else fp32,int8; cuda fp32,bf16)")
     p.add_argument("--sizes", type=lambda s: _list(s, parse_size), metavar="LIST", help="HxW image sizes (default 224x224,320x480)")
     p.add_argument("--batch-sizes", type=lambda s: _list(s, int), metavar="LIST", help="batch sizes (default: cpu 1,8 (quick 1,4); cuda 1,64,256)")
     p.add_argument("--reps", type=int, help="timed repetitions per measurement (default: 5, quick 2)")

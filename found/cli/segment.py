@@ -76,7 +76,8 @@ def add_parser(sub) -> None:
     add_instance_args(p)
     add_ray_args(p)
     add_model_args(p)
-    p.set_defaults(func=run)
+    # every output is closed and renamed when run() returns: the process may skip Python's teardown
+    p.set_defaults(func=run, fast_exit=True)
 
 
 @dataclass
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.distributed)
         from .distributed import run as run_on_ray
 
+        args.fast_exit = False  # Ray's own shutdown runs at exit
         return run_on_ray(args)
     _check_options(args)
     plan = plan_run(args)
