@@ -95,7 +95,7 @@ class FoundCore:
         elif self.device.type == "cpu" and self.precision in CPU_DTYPES:
             from .backbone import cpu
 
-            if cpu.available():
+            if cpu.available() and (self.precision == "fp32" or cpu.bf16_gemm()):
                 self._native_cpu = True
                 return cpu.CpuBackbone(self.backbone, CPU_DTYPES[self.precision]).found_features, False, None
         if not compile:

@@ -56,7 +56,7 @@ def test_attention_blocks_of_rows_do_not_change_the_result(vit, monkeypatch):
     torch.testing.assert_close(got.cls_attention, ref.cls_attention, atol=1e-7, rtol=1e-6)
 
 
-@needs_onednn
+@pytest.mark.skipif(not cpu.bf16_gemm(), reason="oneDNN runs no bf16 GEMM here (ISA capped or missing)")
 def test_bf16_cpu_backbone_stays_close_and_leaves_the_model_alone(vit):
     before = {k: v.clone() for k, v in vit.state_dict().items()}
     x = torch.randn(2, 3, 48, 64)
@@ -80,7 +80,7 @@ def test_bf16_keeps_the_fp32_masks_on_photos_and_parity_inputs(vit, photos):
     images = list(photos.values())
     head = structured_head(vit, images)
     fp32, bf16 = Found(vit, head, device="cpu", precision="fp32"), Found(vit, head, device="cpu", precision="bf16")
-    assert bf16._native_cpu and fp32._native_cpu
+    assert fp32._native_cpu and bf16._native_cpu == cpu.bf16_gemm()  # else bf16 runs autocast: the rule holds too
     for a, b in zip(fp32.predict(images), bf16.predict(images)):
         assert 0 < a.mask.mean() < 1
         assert _iou(a.mask, b.mask) >= MIN_IOU
@@ -96,12 +96,13 @@ def test_bf16_keeps_the_fp32_masks_on_photos_and_parity_inputs(vit, photos):
 SHARED_HEAD = REPO.parent / "shared" / "weights" / "found_decoder_vits8_duts-tr.pt"
 
 
-@needs_onednn
+@pytest.mark.skipif(not cpu.bf16_gemm(), reason="oneDNN runs no bf16 GEMM here: auto never picks bf16 (the rule is for that path)")
 @pytest.mark.numerics
 @pytest.mark.slow
 def test_bf16_keeps_the_fp32_masks_at_full_model_size(photos):
     """ViT-S/8 of the real size (random weights: the published backbone cannot be downloaded here)
-    with the authors' trained head, at the default working scale: IoU ≥ 0.99 against fp32."""
+    with the authors' trained head, at the default working scale: the oneDNN bf16 path that ``auto``
+    picks gives IoU ≥ 0.99 against fp32. (PyTorch's bf16 autocast, everything in bf16, does not: 0.985.)"""
     from found.engine import DEFAULT_MAX_SIDE
     from found.head import FoundHead
     from found.imageio import read_image
@@ -144,6 +145,16 @@ def test_the_model_reports_the_precision_it_runs(vit, monkeypatch):
     assert Found(vit, FoundHead(96), device="cpu").precision == "fp32"
 
 
+def test_bf16_where_onednn_cannot_runs_autocast(vit, monkeypatch, photos):
+    """An explicit bf16 on a CPU where oneDNN has no bf16 GEMM (its ISA capped) runs the eager autocast path."""
+    from found.head import FoundHead
+
+    monkeypatch.setattr(cpu, "bf16_gemm", lambda: False)
+    model = Found(vit, FoundHead(96), device="cpu", precision="bf16")
+    assert not model._native_cpu and model.precision == "bf16"
+    assert model.predict(photos["coffee"][:64, :80])[0].mask.shape == (64, 80)
+
+
 def test_without_onednn_the_eager_path_runs(vit, monkeypatch, photos):
     from found.head import FoundHead
 
@@ -161,6 +172,7 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
 
     cpu.native_bf16.cache_clear()
     try:
+        monkeypatch.setattr(cpu, "bf16_gemm", lambda: True)
         monkeypatch.setattr(platform, "system", lambda: "Linux")
         monkeypatch.setattr(platform, "machine", lambda: "x86_64")
         info = tmp_path / "cpuinfo"
@@ -170,6 +182,9 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
         cpu.native_bf16.cache_clear()
         info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
         assert cpu.native_bf16() is True
+        cpu.native_bf16.cache_clear()
+        monkeypatch.setattr(cpu, "bf16_gemm", lambda: False)  # e.g. ONEDNN_MAX_CPU_ISA=AVX2
+        assert cpu.native_bf16() is False
         cpu.native_bf16.cache_clear()
         monkeypatch.setattr(platform, "machine", lambda: "arm64")
         assert cpu.native_bf16() is False

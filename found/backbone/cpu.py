@@ -46,8 +46,22 @@ def available() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def bf16_gemm() -> bool:
+    """True when oneDNN runs bfloat16 GEMMs here (it refuses where its ISA is capped below the CPU's
+    bf16 instructions, e.g. ``ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    if not available():
+        return False
+    try:
+        x, w = torch.ones(2, 32, dtype=torch.bfloat16), torch.ones(16, 32, dtype=torch.bfloat16)
+        return bool(torch.all(torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "") == 32))
+    except Exception:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX; read from /proc/cpuinfo)."""
+    """True when this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX, read from /proc/cpuinfo)
+    and oneDNN may use it (:func:`bf16_gemm`)."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
@@ -55,7 +69,7 @@ def native_bf16() -> bool:
     except OSError:
         return False
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and bf16_gemm()
 
 
 class CpuBackbone(nn.Module):
