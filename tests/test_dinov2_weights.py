@@ -1,0 +1,96 @@
+"""DINOv2 checkpoints load in every layout: registry entries, torch.hub files, transformers folders."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require
+from dinov2_support import dinov2_dir, load_cases, model_state
+from found import hub
+from found.build import load_backbone
+from found.registry import get_model_spec
+
+
+@pytest.mark.parametrize("size,dim,heads,depth", [("s", 384, 6, 12), ("b", 768, 12, 12), ("l", 1024, 16, 24), ("g", 1536, 24, 40)])
+@pytest.mark.parametrize("reg", [False, True])
+def test_registry_has_official_dinov2_urls_with_and_without_registers(size, dim, heads, depth, reg):
+    spec = get_model_spec(f"dinov2-vit{size}14{'-reg' if reg else ''}")
+    stem = f"dinov2_vit{size}14{'_reg4' if reg else ''}"
+    assert spec.backbone.url == f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{size}14/{stem}_pretrain.pth"
+    a = spec.arch
+    assert (a.family, a.patch_size, a.embed_dim, a.num_heads, a.depth, a.img_size) == ("dinov2", 14, dim, heads, depth, 518)
+    assert a.num_register_tokens == (4 if reg else 0)
+    assert a.ffn == ("swiglu" if size == "g" else "mlp")
+    assert get_model_spec(f"dinov2_vit{size}14{'_reg' if reg else ''}") is spec  # torch.hub names as aliases
+
+
+def test_missing_dinov2_file_offline_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(hub.ENV_OFFLINE, "1")
+    with pytest.raises(hub.WeightsError) as e:
+        load_backbone("dinov2-vits14-reg", progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "dinov2_vits14_reg4_pretrain.pth" in msg and "--weights" in msg
+
+
+def test_dinov2_hub_file_loads_with_model_auto(tmp_path):
+    d = load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")
+    path = tmp_path / "dinov2_tiny_reg4.pth"
+    torch.save(model_state(d), path)
+    vit = load_backbone("auto", path, num_heads=6)
+    assert (vit.patch_size, vit.num_register_tokens, vit.interpolate_antialias, vit.interpolate_offset) == (14, 4, True, 0.0)
+    c0 = {k[3:]: v for k, v in d.items() if k.startswith("c1_")}
+    with torch.inference_mode():
+        f = vit.found_features(torch.from_numpy(c0["x"]))
+    np.testing.assert_allclose(f.cls_attention[0].numpy(), c0["cls_attention"], atol=1e-5, rtol=0)
+
+
+def _check_against_cases(vit):
+    d = load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")
+    for i in range(3):
+        c = {k[len(f"c{i}_"):]: v for k, v in d.items() if k.startswith(f"c{i}_")}
+        with torch.inference_mode():
+            f = vit.found_features(torch.from_numpy(c["x"]))
+            tokens = vit.forward_tokens(torch.from_numpy(c["x"]))[0]
+        np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)
+        np.testing.assert_allclose(tokens.numpy(), c["last_tokens"], atol=5e-5, rtol=0)
+
+
+def test_transformers_safetensors_folder_loads_with_model_auto():
+    require("safetensors", "hf")
+    vit = load_backbone("auto", dinov2_dir() / "hf_tiny_reg4")  # heads from config.json
+    assert (vit.num_heads, vit.num_register_tokens, vit.interpolate_antialias) == (6, 4, True)
+    _check_against_cases(vit)
+
+
+def test_transformers_bin_file_loads_too(tmp_path):
+    require("safetensors", "hf")
+    from found.hf import load_safetensors
+
+    state = load_safetensors(dinov2_dir() / "hf_tiny_reg4" / "model.safetensors")
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shutil.copy(dinov2_dir() / "hf_tiny_reg4" / "config.json", folder)
+    torch.save({f"dinov2.{k}": v for k, v in state.items()}, folder / "pytorch_model.bin")  # prefixed, as in a derived model
+    _check_against_cases(load_backbone("auto", folder / "pytorch_model.bin"))
+    _check_against_cases(load_backbone("auto", folder))
+
+
+def test_transformers_v5_attention_names_convert_to_qkv():
+    require("safetensors", "hf")
+    from found.hf import convert_hf_state, load_safetensors
+
+    state = load_safetensors(dinov2_dir() / "hf_tiny_reg4" / "model.safetensors")
+    renamed = {k.replace("attention.attention.query", "attention.q_proj").replace("attention.attention.key", "attention.k_proj")
+               .replace("attention.attention.value", "attention.v_proj").replace("attention.output.dense", "attention.o_proj"): v
+               for k, v in state.items()}
+    a, b = convert_hf_state(state), convert_hf_state(renamed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_registry_model_accepts_a_transformers_folder_as_weights():
+    require("safetensors", "hf")
+    with pytest.raises(hub.WeightsError, match="does not fit"):  # a registered ViT-S/14-reg, tiny weights
+        load_backbone("dinov2-vits14-reg", dinov2_dir() / "hf_tiny_reg4")
