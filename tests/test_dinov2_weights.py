@@ -94,3 +94,13 @@ def test_registry_model_accepts_a_transformers_folder_as_weights():
     require("safetensors", "hf")
     with pytest.raises(hub.WeightsError, match="does not fit"):  # a registered ViT-S/14-reg, tiny weights
         load_backbone("dinov2-vits14-reg", dinov2_dir() / "hf_tiny_reg4")
+
+
+@pytest.mark.parametrize("name,params", [("dinov2-vits14-reg", 385), ("dinov2-vitb14", 769), ("dinov2-vitl14-reg", 1025)])
+def test_found_head_is_a_1x1_conv_over_the_key_dimension(name, params):
+    from found.build import build_vit
+    from found.head import FoundHead
+
+    with torch.device("meta"):
+        vit = build_vit(get_model_spec(name).arch)
+    assert sum(p.numel() for p in FoundHead(vit.embed_dim).parameters()) == params
