@@ -104,3 +104,22 @@ def test_found_head_is_a_1x1_conv_over_the_key_dimension(name, params):
     with torch.device("meta"):
         vit = build_vit(get_model_spec(name).arch)
     assert sum(p.numel() for p in FoundHead(vit.embed_dim).parameters()) == params
+
+
+def test_registered_dinov2_reg_loads_from_the_cache_and_matches_official(monkeypatch, tmp_path):
+    """The full-size ViT-S/14-reg4 fixture, installed under the official file name: `--model dinov2-vits14-reg`."""
+    from found.cli.main import main
+
+    d = load_cases(dinov2_dir() / "dinov2_vits14_reg4_cases.npz")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(hub.ENV_OFFLINE, "1")
+    src = tmp_path / "fetched_by_hand.pth"
+    torch.save(model_state(d), src)
+    assert main(["download", "dinov2-vits14-reg", "--from-file", "backbone", str(src)]) == 0
+    assert (hub.cache_dir() / "dinov2_vits14_reg4_pretrain.pth").is_file()
+    vit = load_backbone("dinov2-vits14-reg", progress=False)
+    c = {k[3:]: v for k, v in d.items() if k.startswith("c0_")}
+    with torch.inference_mode():
+        f = vit.found_features(torch.from_numpy(c["x"]))
+    np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)
