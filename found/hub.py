@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import pickle
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -212,7 +213,17 @@ def read_backbone(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         state = hf.convert_hf_state(state)
     else:
         config = {}
-    return state, config
+    return unchunk_blocks(state), config
+
+
+_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def unchunk_blocks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DINOv2 ``block_chunks > 0`` keys (``blocks.<chunk>.<i>.…``, ``i`` the global block index) → ``blocks.<i>.…``."""
+    if not any(_CHUNKED.match(k) for k in state):
+        return state
+    return {_CHUNKED.sub(r"blocks.\1.", k): v for k, v in state.items()}
 
 
 def is_dinov2_state(state: dict[str, torch.Tensor]) -> bool:

@@ -123,3 +123,15 @@ def test_registered_dinov2_reg_loads_from_the_cache_and_matches_official(monkeyp
         f = vit.found_features(torch.from_numpy(c["x"]))
     np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)
+
+
+def test_block_chunked_dinov2_checkpoint_keys_are_flattened(tmp_path):
+    d = load_cases(dinov2_dir() / "dinov2_tiny_cases.npz")
+    state = model_state(d)
+    # block_chunks=2 over 3 blocks: chunk 0 holds blocks 0-1, chunk 1 holds block 2 (global indices kept)
+    chunked = {(k.replace(f"blocks.{i}.", f"blocks.{i // 2}.{i}.", 1) if k.startswith("blocks.") else k): v
+               for k, v in state.items() for i in [int(k.split(".")[1]) if k.startswith("blocks.") else -1]}
+    assert "blocks.1.2.norm1.weight" in chunked
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in chunked.items()}}, tmp_path / "chunked.pth")
+    vit = load_backbone("auto", tmp_path / "chunked.pth", num_heads=6)
+    assert len(vit.blocks) == 3 and vit.num_register_tokens == 0 and vit.interpolate_offset == 0.1
