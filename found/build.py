@@ -17,6 +17,7 @@ def build_vit(arch: Arch) -> VisionTransformer:
         return DinoV2VisionTransformer(
             patch_size=arch.patch_size, embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
             mlp_ratio=arch.mlp_ratio, img_size=arch.img_size, num_register_tokens=arch.num_register_tokens, ffn=arch.ffn,
+            layer_scale=arch.layer_scale,
         )
     if arch.family != "dino":
         raise ValueError(f"unknown backbone family {arch.family!r}")

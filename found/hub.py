@@ -263,7 +263,8 @@ def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, con
     if not dinov2:
         return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch)
     return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch, family="dinov2",
-                num_register_tokens=registers, ffn="swiglu" if swiglu else "mlp")
+                num_register_tokens=registers, ffn="swiglu" if swiglu else "mlp",
+                layer_scale=any(k.endswith(".ls1.gamma") for k in state))
 
 
 def load_backbone_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

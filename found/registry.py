@@ -21,6 +21,7 @@ class Arch:
     family: str = "dino"
     num_register_tokens: int = 0
     ffn: str = "mlp"
+    layer_scale: bool = True  # DINOv2 only (``init_values`` set: every released model)
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -9,14 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import parity_dir
+from conftest import REPO_PARITY, parity_dir
 
 #: DINOv2 constructors' sizes (``vit_small`` … as in dinov2/models/vision_transformer.py).
 _SIZES = {"vit_small": (384, 12, 6), "vit_base": (768, 12, 12), "vit_large": (1024, 24, 16), "vit_giant2": (1536, 40, 24)}
 
 
 def dinov2_dir() -> Path:
+    """The parity folder's DINOv2 fixtures (``$FOUND_PARITY_DIR/dinov2``, default the repo copy)."""
     return parity_dir() / "dinov2"
+
+
+#: The repository's own copy: the non-parity tests (loading, ONNX, CLI) use its named files.
+REPO_DINOV2 = REPO_PARITY / "dinov2"
 
 
 def case_files() -> list[Path]:
@@ -33,7 +38,7 @@ def load_cases(path: Path | None) -> dict:
     if path is None:
         pytest.fail(f"no *_cases.npz in {dinov2_dir()}: the DINOv2 parity fixtures are missing")
     with np.load(path) as d:
-        return {k: d[k] for k in d.files}
+        return {k: d[k] for k in d.files} | {"_folder": path.parent}
 
 
 def cases(d: dict) -> list[dict]:
@@ -72,7 +77,7 @@ def model_state(d: dict) -> dict[str, torch.Tensor]:
     """The case file's model weights: its ``model_file`` next to it, or regenerated from the recipe."""
     name = str(d["model_file"])
     if name:
-        with np.load(dinov2_dir() / name) as w:
+        with np.load(Path(d.get("_folder", dinov2_dir())) / name) as w:
             sd = {k: w[k] for k in w.files if not k.endswith("_json")}
     else:
         sd = regenerate_weights(d)
@@ -87,13 +92,14 @@ def build_model(d: dict):
     kw = meta["kwargs"]
     ctor = meta["constructor"].rsplit(".", 1)[-1].split("(")[0]
     dim, depth, heads = _SIZES.get(ctor, (kw.get("embed_dim"), kw.get("depth"), kw.get("num_heads")))
-    if kw.get("ffn_layer", "mlp") != "mlp":
+    ffn = {"mlp": "mlp", "swiglu": "swiglu", "swiglufused": "swiglu"}.get(kw.get("ffn_layer", "mlp"))
+    if ffn is None:
         pytest.fail(f"fixture FFN {kw['ffn_layer']!r} is not handled by this test")
     vit = DinoV2VisionTransformer(
         patch_size=kw["patch_size"], embed_dim=kw.get("embed_dim", dim), depth=kw.get("depth", depth),
         num_heads=kw.get("num_heads", heads), mlp_ratio=kw.get("mlp_ratio", 4), img_size=kw["img_size"],
         num_register_tokens=kw.get("num_register_tokens", 0), interpolate_antialias=kw.get("interpolate_antialias", False),
-        interpolate_offset=kw.get("interpolate_offset", 0.1),
+        interpolate_offset=kw.get("interpolate_offset", 0.1), ffn=ffn, layer_scale=bool(kw.get("init_values")),
     )
     vit.load_state_dict(model_state(d), strict=True)
     return vit.eval()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import require
-from dinov2_support import dinov2_dir, load_cases, model_state
+from dinov2_support import REPO_DINOV2, load_cases, model_state
 from found.build import load_head
 from helpers import run_cli
 
@@ -19,7 +19,7 @@ from helpers import run_cli
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("dinov2_e2e")
     weights = d / "dinov2_tiny_reg4.pth"
-    torch.save(model_state(load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")), weights)
+    torch.save(model_state(load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")), weights)
     images = d / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -73,6 +73,6 @@ def test_transformers_folder_runs_step_one(tmp_path, data):
     require("safetensors", "hf")
     _, _, images = data
     r = run_cli(["segment", str(images), "-o", str(tmp_path / "hf"), "--coarse", "--model", "auto",
-                 "--weights", str(dinov2_dir() / "hf_tiny_reg4"), "--device", "cpu", "--no-progress"])
+                 "--weights", str(REPO_DINOV2 / "hf_tiny_reg4"), "--device", "cpu", "--no-progress"])
     assert r.code == 0, r.err
     assert len(list((tmp_path / "hf").rglob("*.png"))) >= 3

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import require
-from dinov2_support import dinov2_dir, load_cases, model_state
+from dinov2_support import REPO_DINOV2, load_cases, model_state
 from helpers import noise_image, run_cli
 
 MODEL = ["--model", "auto", "--num-heads", "6", "--device", "cpu", "--no-progress"]
@@ -21,7 +21,7 @@ def files(tmp_path_factory):
     from found.head import FoundHead
 
     d = tmp_path_factory.mktemp("dinov2_surfaces")
-    torch.save(model_state(load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")), d / "vit.pth")
+    torch.save(model_state(load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")), d / "vit.pth")
     torch.manual_seed(3)
     FoundHead(96).save(d / "head.pt")
     return d / "vit.pth", d / "head.pt"

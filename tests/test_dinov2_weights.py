@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import require
-from dinov2_support import dinov2_dir, load_cases, model_state
+from dinov2_support import REPO_DINOV2, load_cases, model_state
 from found import hub
 from found.build import load_backbone
 from found.registry import get_model_spec
@@ -35,7 +35,7 @@ def test_missing_dinov2_file_offline_is_one_line(monkeypatch, tmp_path):
 
 
 def test_dinov2_hub_file_loads_with_model_auto(tmp_path):
-    d = load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")
+    d = load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")
     path = tmp_path / "dinov2_tiny_reg4.pth"
     torch.save(model_state(d), path)
     vit = load_backbone("auto", path, num_heads=6)
@@ -47,7 +47,7 @@ def test_dinov2_hub_file_loads_with_model_auto(tmp_path):
 
 
 def _check_against_cases(vit):
-    d = load_cases(dinov2_dir() / "dinov2_tiny_reg4_cases.npz")
+    d = load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")
     for i in range(3):
         c = {k[len(f"c{i}_"):]: v for k, v in d.items() if k.startswith(f"c{i}_")}
         with torch.inference_mode():
@@ -60,7 +60,7 @@ def _check_against_cases(vit):
 
 def test_transformers_safetensors_folder_loads_with_model_auto():
     require("safetensors", "hf")
-    vit = load_backbone("auto", dinov2_dir() / "hf_tiny_reg4")  # heads from config.json
+    vit = load_backbone("auto", REPO_DINOV2 / "hf_tiny_reg4")  # heads from config.json
     assert (vit.num_heads, vit.num_register_tokens, vit.interpolate_antialias) == (6, 4, True)
     _check_against_cases(vit)
 
@@ -69,10 +69,10 @@ def test_transformers_bin_file_loads_too(tmp_path):
     require("safetensors", "hf")
     from found.hf import load_safetensors
 
-    state = load_safetensors(dinov2_dir() / "hf_tiny_reg4" / "model.safetensors")
+    state = load_safetensors(REPO_DINOV2 / "hf_tiny_reg4" / "model.safetensors")
     folder = tmp_path / "hf"
     folder.mkdir()
-    shutil.copy(dinov2_dir() / "hf_tiny_reg4" / "config.json", folder)
+    shutil.copy(REPO_DINOV2 / "hf_tiny_reg4" / "config.json", folder)
     torch.save({f"dinov2.{k}": v for k, v in state.items()}, folder / "pytorch_model.bin")  # prefixed, as in a derived model
     _check_against_cases(load_backbone("auto", folder / "pytorch_model.bin"))
     _check_against_cases(load_backbone("auto", folder))
@@ -82,7 +82,7 @@ def test_transformers_v5_attention_names_convert_to_qkv():
     require("safetensors", "hf")
     from found.hf import convert_hf_state, load_safetensors
 
-    state = load_safetensors(dinov2_dir() / "hf_tiny_reg4" / "model.safetensors")
+    state = load_safetensors(REPO_DINOV2 / "hf_tiny_reg4" / "model.safetensors")
     renamed = {k.replace("attention.attention.query", "attention.q_proj").replace("attention.attention.key", "attention.k_proj")
                .replace("attention.attention.value", "attention.v_proj").replace("attention.output.dense", "attention.o_proj"): v
                for k, v in state.items()}
@@ -93,7 +93,7 @@ def test_transformers_v5_attention_names_convert_to_qkv():
 def test_registry_model_accepts_a_transformers_folder_as_weights():
     require("safetensors", "hf")
     with pytest.raises(hub.WeightsError, match="does not fit"):  # a registered ViT-S/14-reg, tiny weights
-        load_backbone("dinov2-vits14-reg", dinov2_dir() / "hf_tiny_reg4")
+        load_backbone("dinov2-vits14-reg", REPO_DINOV2 / "hf_tiny_reg4")
 
 
 @pytest.mark.parametrize("name,params", [("dinov2-vits14-reg", 385), ("dinov2-vitb14", 769), ("dinov2-vitl14-reg", 1025)])
@@ -110,7 +110,7 @@ def test_registered_dinov2_reg_loads_from_the_cache_and_matches_official(monkeyp
     """The full-size ViT-S/14-reg4 fixture, installed under the official file name: `--model dinov2-vits14-reg`."""
     from found.cli.main import main
 
-    d = load_cases(dinov2_dir() / "dinov2_vits14_reg4_cases.npz")
+    d = load_cases(REPO_DINOV2 / "dinov2_vits14_reg4_cases.npz")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(hub.ENV_OFFLINE, "1")
     src = tmp_path / "fetched_by_hand.pth"
@@ -126,7 +126,7 @@ def test_registered_dinov2_reg_loads_from_the_cache_and_matches_official(monkeyp
 
 
 def test_block_chunked_dinov2_checkpoint_keys_are_flattened(tmp_path):
-    d = load_cases(dinov2_dir() / "dinov2_tiny_cases.npz")
+    d = load_cases(REPO_DINOV2 / "dinov2_tiny_cases.npz")
     state = model_state(d)
     # block_chunks=2 over 3 blocks: chunk 0 holds blocks 0-1, chunk 1 holds block 2 (global indices kept)
     chunked = {(k.replace(f"blocks.{i}.", f"blocks.{i // 2}.{i}.", 1) if k.startswith("blocks.") else k): v

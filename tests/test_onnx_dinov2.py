@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import require
-from dinov2_support import build_model, dinov2_dir, load_cases
+from dinov2_support import REPO_DINOV2, build_model, load_cases
 
 from found import Found, FoundHead, load_onnx
 from found.export.onnx import FoundOnnxGraph, antialias_bicubic_matrix, export_onnx
@@ -17,7 +17,7 @@ SIZES = [(224, 224), (196, 308), (182, 252), (98, 140)]
 
 
 def _model(name: str):
-    return build_model(load_cases(dinov2_dir() / f"{name}_cases.npz"))
+    return build_model(load_cases(REPO_DINOV2 / f"{name}_cases.npz"))
 
 
 @pytest.mark.parametrize("m", [16, 37])

@@ -36,9 +36,10 @@ class DinoV2VisionTransformer(VisionTransformer):
         interpolate_antialias: bool | None = None,
         interpolate_offset: float | None = None,
         ffn: str = "mlp",
+        layer_scale: bool = True,
     ) -> None:
         super().__init__(patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, img_size, in_chans,
-                         block_kwargs={"layer_scale": True, "ffn": ffn})
+                         block_kwargs={"layer_scale": layer_scale, "ffn": ffn})
         # the official hub constructors: registers ⇒ antialias, no offset; no registers ⇒ offset 0.1
         reg = num_register_tokens > 0
         self.interpolate_antialias = reg if interpolate_antialias is None else bool(interpolate_antialias)
