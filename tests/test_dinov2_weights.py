@@ -135,3 +135,56 @@ def test_block_chunked_dinov2_checkpoint_keys_are_flattened(tmp_path):
     torch.save({"teacher": {f"backbone.{k}": v for k, v in chunked.items()}}, tmp_path / "chunked.pth")
     vit = load_backbone("auto", tmp_path / "chunked.pth", num_heads=6)
     assert len(vit.blocks) == 3 and vit.num_register_tokens == 0 and vit.interpolate_offset == 0.1
+
+
+def _to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official keys → transformers' legacy hub names (as convert_dinov2_to_hf.py writes them)."""
+    top = {"cls_token": "embeddings.cls_token", "mask_token": "embeddings.mask_token", "pos_embed": "embeddings.position_embeddings",
+           "register_tokens": "embeddings.register_tokens", "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+           "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias", "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+    out = {}
+    for k, v in state.items():
+        if k in top:
+            out[top[k]] = v
+            continue
+        _, i, rest = k.split(".", 2)
+        p = f"encoder.layer.{i}."
+        if rest.startswith("attn.qkv."):
+            kind = rest.rsplit(".", 1)[1]
+            for name, part in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                out[p + f"attention.attention.{name}.{kind}"] = part
+            continue
+        rest = (rest.replace("attn.proj.", "attention.output.dense.").replace("ls1.gamma", "layer_scale1.lambda1")
+                .replace("ls2.gamma", "layer_scale2.lambda1").replace("mlp.w12.", "mlp.weights_in.").replace("mlp.w3.", "mlp.weights_out."))
+        out[p + rest] = v
+    return out
+
+
+def test_transformers_dinov2_without_registers_gets_the_official_interpolation(tmp_path):
+    """A Dinov2Model-layout file of the official non-register tiny model reproduces the official cases
+    (offset 0.1), also on the interpolated grids where transformers' own Dinov2Model differs."""
+    import json
+
+    d = load_cases(REPO_DINOV2 / "dinov2_tiny_cases.npz")
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    torch.save(_to_transformers(model_state(d)), folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "dinov2", "num_attention_heads": 6, "hidden_size": 96}))
+    vit = load_backbone("auto", folder)
+    assert (vit.num_register_tokens, vit.interpolate_antialias, vit.interpolate_offset) == (0, False, 0.1)
+    for i in range(3):
+        c = {k[len(f"c{i}_"):]: v for k, v in d.items() if k.startswith(f"c{i}_")}
+        with torch.inference_mode():
+            f = vit.found_features(torch.from_numpy(c["x"]))
+        np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)
+
+
+def test_transformers_swiglu_names_convert():
+    from found.backbone import DinoV2VisionTransformer
+    from found.hf import convert_hf_state
+
+    vit = DinoV2VisionTransformer(embed_dim=48, depth=2, num_heads=3, img_size=56, ffn="swiglu")
+    sd = vit.state_dict()
+    back = convert_hf_state(_to_transformers(sd))
+    assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
