@@ -26,7 +26,7 @@ def _compiling() -> bool:
 class FoundFeatures:
     """What FOUND reads from the last block of the backbone."""
 
-    cls_attention: torch.Tensor  # [B, heads, N] CLS→patch attention (softmax over N+1 tokens)
+    cls_attention: torch.Tensor  # [B, heads, N] CLS→patch attention (softmax over all tokens: CLS, registers, patches)
     keys: torch.Tensor  # [B, N, D] patch keys, heads concatenated
     grid_hw: tuple[int, int]  # (h, w) patch grid, N = h * w
 
