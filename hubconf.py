@@ -32,3 +32,13 @@ def dino_vitb8(**kwargs):
 def dino_vitb16(**kwargs):
     """DINO ViT-B/16 backbone."""
     return load_backbone("dino-vitb16", **kwargs)
+
+
+def found_coarse_dinov2_vits14(**kwargs):
+    """FOUND step 1 on DINOv2 ViT-S/14 (experimental; no published head)."""
+    return build_found("dinov2-vits14", coarse=True, **kwargs)
+
+
+def found_coarse_dinov2_vits14_reg(**kwargs):
+    """FOUND step 1 on DINOv2 ViT-S/14 with 4 registers (experimental; no published head)."""
+    return build_found("dinov2-vits14-reg", coarse=True, **kwargs)

@@ -27,9 +27,9 @@ def eager_attention(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def eager_block(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """A pre-norm block with eager attention, as DINO computes it."""
-    x = x + eager_attention(block.attn, block.norm1(x))[0]
-    return x + block.mlp(block.norm2(x))
+    """A pre-norm block with eager attention, as DINO (and DINOv2, with LayerScale) computes it."""
+    x = x + block.ls1(eager_attention(block.attn, block.norm1(x))[0])
+    return x + block.ls2(block.mlp(block.norm2(x)))
 
 
 def _last_block_input(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -48,5 +48,5 @@ def eager_found_features(vit: VisionTransformer, x: torch.Tensor) -> FoundFeatur
     """FOUND's features computed the way DINO + FOUND's hook compute them."""
     grid = vit.grid_size(x)
     _, attn, qkv = eager_attention(vit.blocks[-1].attn, _last_block_input(vit, x))
-    d = vit.embed_dim
-    return FoundFeatures(cls_attention=attn[:, :, 0, 1:], keys=qkv[:, 1:, d : 2 * d], grid_hw=grid)
+    d, r = vit.embed_dim, vit.num_prefix_tokens
+    return FoundFeatures(cls_attention=attn[:, :, 0, r:], keys=qkv[:, r:, d : 2 * d], grid_hw=grid)

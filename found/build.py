@@ -6,12 +6,21 @@ import os
 import torch
 
 from . import hub
-from .backbone import VisionTransformer
+from .backbone import DinoV2VisionTransformer, VisionTransformer
 from .head import FoundHead
 from .registry import DEFAULT_MODEL, Arch, get_model_spec
 
 
 def build_vit(arch: Arch) -> VisionTransformer:
+    """An uninitialised-weights ViT of ``arch``: DINO's, or DINOv2's for ``family="dinov2"``."""
+    if arch.family == "dinov2":
+        return DinoV2VisionTransformer(
+            patch_size=arch.patch_size, embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+            mlp_ratio=arch.mlp_ratio, img_size=arch.img_size, num_register_tokens=arch.num_register_tokens, ffn=arch.ffn,
+            layer_scale=arch.layer_scale,
+        )
+    if arch.family != "dino":
+        raise ValueError(f"unknown backbone family {arch.family!r}")
     return VisionTransformer(
         patch_size=arch.patch_size,
         embed_dim=arch.embed_dim,
@@ -28,18 +37,19 @@ def load_backbone(
     num_heads: int | None = None,
     progress: bool = True,
 ) -> VisionTransformer:
-    """A DINO ViT with weights: registered ``model`` (downloaded unless ``weights`` is given) or
-    ``model="auto"`` with a local ``weights`` file whose size is read off the checkpoint."""
+    """A DINO or DINOv2 ViT with weights: registered ``model`` (downloaded unless ``weights`` is
+    given) or ``model="auto"`` with a local ``weights`` file (or ``transformers`` directory) whose
+    architecture is read off the checkpoint's keys."""
     if model == "auto":
         if weights is None and not os.environ.get(hub.ENV_BACKBONE):
             raise hub.WeightsError(f"--model auto needs a backbone file: pass --weights PATH or set {hub.ENV_BACKBONE}=PATH")
-        path = hub.existing_file(weights or os.environ[hub.ENV_BACKBONE], "--weights / " + hub.ENV_BACKBONE)
-        state = hub.backbone_state(hub.load_checkpoint(path))
-        arch = hub.infer_arch(state, num_heads)
+        path = hub.existing_file(weights or os.environ[hub.ENV_BACKBONE], "--weights / " + hub.ENV_BACKBONE, allow_hf_dir=True)
+        state, config = hub.read_backbone(path)
+        arch = hub.infer_arch(state, num_heads, config)
     else:
         spec = get_model_spec(model)
         path = hub.resolve(spec.backbone, weights, hub.ENV_BACKBONE, "--weights", progress=progress)
-        state = hub.backbone_state(hub.load_checkpoint(path))
+        state, _ = hub.read_backbone(path)
         arch = spec.arch
     with torch.device("meta"):  # no random initialisation: every parameter comes from the checkpoint
         vit = build_vit(arch)

@@ -95,7 +95,8 @@ class FoundCore:
         elif self.device.type == "cpu" and self.precision in CPU_DTYPES:
             from .backbone import cpu
 
-            if cpu.available() and (self.precision == "fp32" or cpu.bf16_gemm()):
+            # else the eager path: ViT-g/14's SwiGLU, or bf16 where oneDNN has no bf16 GEMM
+            if cpu.available() and cpu.supports(self.backbone) and (self.precision == "fp32" or cpu.bf16_gemm()):
                 self._native_cpu = True
                 return cpu.CpuBackbone(self.backbone, CPU_DTYPES[self.precision]).found_features, False, None
         if not compile:
@@ -147,7 +148,7 @@ class FoundCore:
             return x.shape[0]
         if self.precision == "int8":
             return 1
-        tokens = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size) + 1
+        tokens = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size) + getattr(self.backbone, "num_prefix_tokens", 1)
         return max(1, CPU_CHUNK_TOKENS // tokens)
 
     def logits_from_features(self, f: FoundFeatures) -> torch.Tensor:

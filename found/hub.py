@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import pickle
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -108,7 +109,7 @@ def resolve(weights: Weights, local: str | os.PathLike | None, env_var: str, fla
     hint = f"pass {flag} PATH or set {env_var}=PATH"
     explicit = local if local is not None else os.environ.get(env_var) or None
     if explicit is not None:
-        return existing_file(explicit, f"{weights.filename} expected; {hint}")
+        return existing_file(explicit, f"{weights.filename} expected; {hint}", allow_hf_dir=True)
     dest = cache_dir() / weights.filename
     if dest.is_file():
         if weights.sha256 is not None and sha256_of(dest) != weights.sha256:
@@ -118,9 +119,12 @@ def resolve(weights: Weights, local: str | os.PathLike | None, env_var: str, fla
     return download(weights, dest, progress=progress, hint=hint)
 
 
-def existing_file(path: str | os.PathLike, hint: str = "") -> Path:
-    """``path`` as a Path if it is a regular file, else a one-line WeightsError saying what it is."""
+def existing_file(path: str | os.PathLike, hint: str = "", allow_hf_dir: bool = False) -> Path:
+    """``path`` as a Path if it is a regular file (or, with ``allow_hf_dir``, a ``transformers``
+    ``save_pretrained`` directory), else a one-line WeightsError saying what it is."""
     p = Path(path).expanduser()
+    if allow_hf_dir and p.is_dir() and (p / "config.json").is_file():
+        return p
     what = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file" if not p.is_file() else ""
     if what:
         raise WeightsError(f"weight file {p} {what}" + (f" ({hint})" if hint else ""))
@@ -132,15 +136,26 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
 
 
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """A ``.safetensors`` file: 8-byte little-endian header length, then a JSON header."""
+    return Path(path).suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 28)
+
+
 def load_checkpoint(path: Path) -> dict:
-    """``torch.load(weights_only=True)`` on CPU, with one-line errors for unsafe or broken files."""
+    """``torch.load(weights_only=True)`` on CPU (``.safetensors`` through the optional extra),
+    with one-line errors for unsafe or broken files."""
     in_cache = Path(path).parent == cache_dir() and not Path(path).name.endswith(".part")
     fix = "; delete it to download it again" if in_cache else ""
     try:
         with open(path, "rb") as f:
-            magic = f.read(4)
+            head = f.read(9)
     except OSError as e:
         raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
+    magic = head[:4]
+    if magic and _is_safetensors(path, head):
+        from .hf import load_safetensors
+
+        return load_safetensors(Path(path))
     if not magic:
         raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint{fix}")
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
@@ -181,12 +196,53 @@ def backbone_state(obj: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None) -> Arch:
-    """Read a ViT's size off its state dict (heads are not stored: default head dim 64)."""
+def read_backbone(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The backbone state dict (official key names) and, for a ``transformers`` checkpoint, its
+    ``config.json`` ({} otherwise): a DINO/DINOv2 file, or a ``transformers`` file or directory."""
+    from . import hf
+
+    path = Path(path)
+    config: dict = {}
+    if path.is_dir():
+        config = hf.read_config(path)
+        path = hf.weight_file(path)
+    elif path.parent.joinpath("config.json").is_file() and path.name in hf.HF_WEIGHT_FILES:
+        config = hf.read_config(path.parent)
+    state = backbone_state(load_checkpoint(path))
+    if hf.is_hf_state(state):
+        state = hf.convert_hf_state(state)
+    else:
+        config = {}
+    return unchunk_blocks(state), config
+
+
+_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def unchunk_blocks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DINOv2 ``block_chunks > 0`` keys (``blocks.<chunk>.<i>.…``, ``i`` the global block index) → ``blocks.<i>.…``."""
+    if not any(_CHUNKED.match(k) for k in state):
+        return state
+    return {_CHUNKED.sub(r"blocks.\1.", k): v for k, v in state.items()}
+
+
+def is_dinov2_state(state: dict[str, torch.Tensor]) -> bool:
+    """DINOv2 layout: LayerScale (``ls1``/``ls2``), ``register_tokens`` or ``mask_token``."""
+    return "mask_token" in state or "register_tokens" in state or any(".ls1." in k for k in state)
+
+
+def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, config: dict | None = None) -> Arch:
+    """Read a ViT's size off its state dict: DINO, or DINOv2 (patch 14, LayerScale, registers, SwiGLU)
+    recognised by its keys. Heads are not stored: ``config`` (``num_attention_heads``), else head dim 64."""
+    from .backbone.layers.swiglu import swiglu_hidden
+
+    config = config or {}
+    dinov2 = is_dinov2_state(state)
+    swiglu = "blocks.0.mlp.w12.weight" in state
     try:
         w = state["patch_embed.proj.weight"]
         pos = state["pos_embed"]
-        fc1 = state["blocks.0.mlp.fc1.weight"]
+        fc1 = state["blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"]
     except KeyError as e:
         found = ", ".join(list(state)[:4]) or "no tensors"
         raise WeightsError(f"not a DINO ViT checkpoint: missing {e.args[0]!r} (found {found}{' …' if len(state) > 4 else ''})") from None
@@ -195,12 +251,20 @@ def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None) -> 
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
         grid = int(round((pos.shape[1] - 1) ** 0.5))
         mlp_ratio = fc1.shape[0] / dim
+        if swiglu:  # DINOv2's hidden width is 2/3 of dim·ratio rounded to 8: ViT-g/14 has ratio 4
+            hidden = fc1.shape[0] // 2
+            mlp_ratio = 4.0 if swiglu_hidden(dim, 4.0) == hidden else hidden * 1.5 / dim
+        registers = int(state["register_tokens"].shape[1]) if "register_tokens" in state else 0
     except (IndexError, ValueError, ZeroDivisionError) as e:
         raise WeightsError(f"not a DINO ViT checkpoint: unexpected tensor shapes ({_first_line(e)})") from None
-    heads = num_heads or max(1, dim // 64)
+    heads = num_heads or int(config.get("num_attention_heads") or 0) or max(1, dim // 64)
     if dim % heads:
         raise WeightsError(f"the checkpoint's embed dim {dim} is not divisible by {heads} attention heads (--num-heads)")
-    return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch)
+    if not dinov2:
+        return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch)
+    return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch, family="dinov2",
+                num_register_tokens=registers, ffn="swiglu" if swiglu else "mlp",
+                layer_scale=any(k.endswith(".ls1.gamma") for k in state))
 
 
 def load_backbone_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

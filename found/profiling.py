@@ -25,10 +25,11 @@ def backbone_flops(vit: VisionTransformer, height: int, width: int) -> float:
     """
     p, d = vit.patch_size, vit.embed_dim
     n = (height // p) * (width // p)
-    t = n + 1
-    hidden = vit.blocks[0].mlp.fc1.out_features
+    t = n + getattr(vit, "num_prefix_tokens", 1)  # CLS (+ DINOv2 registers)
+    mlp = vit.blocks[0].mlp
+    ffn = 2 * 2 * t * d * mlp.fc1.out_features if hasattr(mlp, "fc1") else 2 * t * d * (mlp.w12.out_features + mlp.w3.in_features)
     embed = 2 * n * 3 * p * p * d
-    block = 2 * t * d * 3 * d + 4 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * hidden
+    block = 2 * t * d * 3 * d + 4 * t * t * d + 2 * t * d * d + ffn
     last = 2 * t * d * d + 2 * d * d + 2 * t * d
     return float(embed + (len(vit.blocks) - 1) * block + last)
 

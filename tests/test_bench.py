@@ -107,3 +107,14 @@ def test_found_bench_real_weights_and_image_agreement(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["bench", "--no-folder", "--weights", str(ckpt), "--num-heads", "6"]) == 2
     assert "give --head" in capsys.readouterr().err
+
+
+def test_bench_backbones_rows_compare_dinov2_reg_and_dino_at_one_scale():
+    from found.cli.bench import bench_backbones
+
+    lines = []
+    rows = bench_backbones(["dino-vits8", "dinov2-vits14-reg"], max_side=112, quick=True, log=lines.append)
+    assert [r["model"] for r in rows] == ["dino-vits8", "dinov2-vits14-reg"]
+    s8, reg = rows
+    assert s8["tokens"] == (112 // 8) * (84 // 8 + 1) + 1 and reg["tokens"] == 8 * 6 + 5  # 112×84 → grids 14×11, 8×6
+    assert all(r["seconds"] > 0 and r["photo_seconds"] > 0 for r in rows) and len(lines) == 2

@@ -1,4 +1,5 @@
-"""Frozen self-supervised ViT backbones (DINO) and the features FOUND reads from them."""
+"""Frozen self-supervised ViT backbones (DINO, DINOv2) and the features FOUND reads from them."""
+from .dinov2 import DinoV2VisionTransformer
 from .vit import FoundFeatures, VisionTransformer
 
-__all__ = ["FoundFeatures", "VisionTransformer"]
+__all__ = ["DinoV2VisionTransformer", "FoundFeatures", "VisionTransformer"]

@@ -8,6 +8,8 @@ MKL's sgemm at about half of what oneDNN reaches for the same product, and the C
 
 * every linear layer through oneDNN (``torch.ops.mkldnn._linear_pointwise``), GELU fused into ``fc1``;
 * attention per image and head, in blocks of :data:`ATTENTION_ROWS` query rows (scores stay in cache);
+* DINOv2's LayerScale (``ls1``/``ls2``, float32 on the residual branch) and register tokens (from
+  ``prepare_tokens``; sliced away after the last block's softmax, as in the eager model);
 * in ``bf16``: the linear layers and attention in bfloat16 with float32 accumulation; the residual
   stream, LayerNorm and the whole last block (CLS attention and keys, what FOUND reads) in float32.
 
@@ -72,6 +74,13 @@ def native_bf16() -> bool:
     return ("avx512_bf16" in flags or "amx_bf16" in flags) and bf16_gemm()
 
 
+def supports(vit: VisionTransformer) -> bool:
+    """True for blocks this path runs: DINO's, and DINOv2's (LayerScale, registers) with a GELU MLP."""
+    from .layers import Mlp
+
+    return all(isinstance(b.mlp, Mlp) for b in vit.blocks)
+
+
 class CpuBackbone(nn.Module):
     """``vit.found_features`` with oneDNN GEMMs in ``dtype`` (float32 or bfloat16); ``vit`` is shared, not copied."""
 
@@ -81,6 +90,8 @@ class CpuBackbone(nn.Module):
             raise ValueError(f"CpuBackbone runs float32 or bfloat16, got {dtype}")
         if not available():
             raise RuntimeError("this torch build has no oneDNN linear op; use the eager backbone")
+        if not supports(vit):
+            raise ValueError("CpuBackbone runs GELU-MLP blocks only (not DINOv2 ViT-g/14's SwiGLU); use the eager backbone")
         self.vit, self.dtype, self.patch_size = vit, dtype, vit.patch_size
         self._op = torch.ops.mkldnn._linear_pointwise  # resolved once: each lookup costs microseconds
         self.num_heads = vit.num_heads
@@ -127,9 +138,9 @@ class CpuBackbone(nn.Module):
     def _block(self, t: torch.Tensor, blk: nn.Module, w: dict) -> torch.Tensor:
         """One pre-norm block; the residual stream ``t`` stays float32 and is updated in place."""
         x = blk.norm1(t).to(self.dtype)
-        t += self._linear(self._attention(self._linear(x, w["qkv"])), w["proj"]).float()
+        t += blk.ls1(self._linear(self._attention(self._linear(x, w["qkv"])), w["proj"]).float())
         x = blk.norm2(t).to(self.dtype)
-        t += self._linear(self._linear(x, w["fc1"], "gelu"), w["fc2"]).float()
+        t += blk.ls2(self._linear(self._linear(x, w["fc1"], "gelu"), w["fc2"]).float())
         return t
 
     @torch.inference_mode()
@@ -142,5 +153,6 @@ class CpuBackbone(nn.Module):
             t = self._block(t, blk, w)
         last = vit.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
-        return FoundFeatures(cls_attention=attn[:, :, 1:], keys=keys[:, 1:], grid_hw=grid)
+        r = vit.num_prefix_tokens  # CLS (and DINOv2's registers): in the softmax, not patches
+        return FoundFeatures(cls_attention=attn[:, :, r:], keys=keys[:, r:], grid_hw=grid)
 

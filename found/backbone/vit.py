@@ -26,7 +26,7 @@ def _compiling() -> bool:
 class FoundFeatures:
     """What FOUND reads from the last block of the backbone."""
 
-    cls_attention: torch.Tensor  # [B, heads, N] CLS→patch attention (softmax over N+1 tokens)
+    cls_attention: torch.Tensor  # [B, heads, N] CLS→patch attention (softmax over all tokens: CLS, registers, patches)
     keys: torch.Tensor  # [B, N, D] patch keys, heads concatenated
     grid_hw: tuple[int, int]  # (h, w) patch grid, N = h * w
 
@@ -51,6 +51,7 @@ class VisionTransformer(nn.Module):
         qkv_bias: bool = True,
         img_size: int = 224,
         in_chans: int = 3,
+        block_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -60,8 +61,10 @@ class VisionTransformer(nn.Module):
         grid = img_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, **(block_kwargs or {})) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        #: Tokens before the patches ([CLS] here; [CLS, registers] in DINOv2 with registers).
+        self.num_prefix_tokens = 1
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -84,7 +87,7 @@ class VisionTransformer(nn.Module):
             if key in self._pos_cache:
                 return self._pos_cache[key]
         patch_pos = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
-        patch_pos = F.interpolate(patch_pos, scale_factor=((h + 0.1) / g0, (w + 0.1) / g0), mode="bicubic")
+        patch_pos = self._resize_pos_grid(patch_pos, h, w)
         if patch_pos.shape[-2:] != (h, w):
             raise RuntimeError(f"position embedding interpolated to {tuple(patch_pos.shape[-2:])}, expected {(h, w)}")
         patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
@@ -94,6 +97,11 @@ class VisionTransformer(nn.Module):
                 self._pos_cache.clear()
             self._pos_cache[key] = out
         return out
+
+    def _resize_pos_grid(self, grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[1, D, g0, g0] → [1, D, h, w]: DINO's bicubic with ``scale_factor=(g+0.1)/g0``."""
+        g0 = grid.shape[-1]
+        return F.interpolate(grid, scale_factor=((h + 0.1) / g0, (w + 0.1) / g0), mode="bicubic")
 
     def grid_size(self, x: torch.Tensor) -> tuple[int, int]:
         h, w = x.shape[-2:]
@@ -133,4 +141,5 @@ class VisionTransformer(nn.Module):
             t = blk(t)
         last = self.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
-        return FoundFeatures(cls_attention=attn[:, :, 1:], keys=keys[:, 1:], grid_hw=grid)
+        r = self.num_prefix_tokens  # softmax over every token; CLS (and registers) are sliced away after
+        return FoundFeatures(cls_attention=attn[:, :, r:], keys=keys[:, r:], grid_hw=grid)

@@ -56,6 +56,50 @@ def vit_s8(seed: int = 0) -> VisionTransformer:
     return VisionTransformer(patch_size=8, embed_dim=384, depth=12, num_heads=6).eval()
 
 
+def registry_backbone(name: str, seed: int = 0) -> VisionTransformer:
+    """A registered model's architecture (DINO or DINOv2) with seeded random weights: the same compute."""
+    from ..build import build_vit
+    from ..registry import get_model_spec
+
+    try:
+        arch = get_model_spec(name).arch
+    except KeyError as e:
+        raise FoundError(f"--backbones: {e.args[0]}") from None
+    torch.manual_seed(seed)
+    return build_vit(arch).eval().requires_grad_(False)
+
+
+def bench_backbones(names: list[str], max_side: int | None, quick: bool = False, log: Callable[[str], None] = print) -> list[dict]:
+    """One row per registered backbone at the working scale of a 1024×768 photo: tokens, backbone ms
+    and GFLOP/s (found segment's default precision) and the whole mask of the photo (decode → PNG)."""
+    from PIL import Image
+
+    from ..engine import DEFAULT_MAX_SIDE
+    from ..imageio import capped_size
+    from ..preprocess import padded_size
+    from ..profiling import backbone_rate, photo_split
+
+    side = DEFAULT_MAX_SIDE if max_side is None else max_side
+    reps = 2 if quick else 5
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "photo_1024x768.jpg"
+        Image.fromarray(_synthetic_images(1, (768, 1024), seed=11)[0]).save(photo, quality=90)
+        for name in names:
+            vit = registry_backbone(name)
+            w, h = capped_size((1024, 768), side or None, vit.patch_size)
+            ph, pw = padded_size(h, w, vit.patch_size)
+            tokens = (ph // vit.patch_size) * (pw // vit.patch_size) + vit.num_prefix_tokens
+            model = Found(vit, random_head(vit.embed_dim), device="cpu")
+            r = backbone_rate(model, ph, pw, reps=reps)
+            split = photo_split(model, photo, side or None, reps=2 if quick else 3)
+            log(f"  {name:20s} {pw}×{ph} ({tokens} tokens, {model.precision}): backbone {1000 * r['seconds']:7.1f} ms "
+                f"({r['gflop']:.1f} GFLOP, {r['gflops']:.0f} GFLOP/s); 1024×768 JPEG → mask {1000 * split['total']:.0f} ms")
+            rows.append({"bench": "backbones", "model": name, "size": f"{ph}x{pw}", "tokens": tokens, "path": model.precision,
+                         **r, "photo_seconds": split["total"]})
+    return rows
+
+
 def random_head(dim: int = 384, seed: int = 1) -> FoundHead:
     torch.manual_seed(seed)
     return FoundHead(dim).eval()
@@ -569,6 +613,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", dest="run_profile", action=argparse.BooleanOptionalAction, default=True,
                    help="where the time goes: backbone GFLOP/s at the working scale against this CPU's matmul GFLOP/s, "
                         "and one photo's split (decode, resize, backbone, head, edge upsampling, encode/write)")
+    p.add_argument("--backbones", type=lambda s: _list(s, str), metavar="LIST",
+                   help="also compare registered backbones (random weights, same compute) at the working scale, one row "
+                        "each, e.g. dino-vits8,dinov2-vits14-reg (CPU)")
     p.add_argument("--max-side", type=int, default=None, metavar="PX",
                    help="working scale of the profile (default: found segment's)")
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
@@ -637,6 +684,9 @@ def run(args: argparse.Namespace) -> int:
                              workers=args.workers, compile_mode=args.compile, nets=nets)
     if getattr(args, "run_profile", False) and not cuda:
         rows += bench_profile(precisions, nets, args.max_side, quick=args.quick)
+    if getattr(args, "backbones", None) and not cuda:
+        print(f"backbones at the working scale (--max-side {args.max_side or 'default'}; random weights):")
+        rows += bench_backbones(args.backbones, args.max_side, quick=args.quick)
     if image_paths:
         rows += mask_agreement(device, precisions, image_paths, nets, max_side=args.max_side, onnx_files=args.onnx or [])
     status = 0

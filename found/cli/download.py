@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                 if w is None:
                     continue
                 state = "cached" if (hub.cache_dir() / w.filename).is_file() else "not cached"
-                print(f"{spec.name:12s} {label:8s} {state:10s} {w.url}")
+                print(f"{spec.name:20s} {label:8s} {state:10s} {w.url}")
         return 0
     for kind, path in args.from_file:
         w = specs[0].backbone if kind == "backbone" else specs[0].head

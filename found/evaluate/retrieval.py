@@ -221,7 +221,7 @@ def forward_saliency_and_features(model, image: np.ndarray, features: str = "key
     if features == "keys":
         feats = f.keys[0]
     elif features == "tokens":
-        feats = model.backbone.forward_tokens(x)[0, 1:].float()
+        feats = model.backbone.forward_tokens(x)[0, model.backbone.num_prefix_tokens:].float()
     else:
         raise FoundError(f"--features must be 'keys' or 'tokens', got {features!r}")
     return soft.cpu(), feats.cpu(), f.grid_hw

@@ -1,9 +1,11 @@
 """Export FOUND's tensor core to ONNX: normalised, padded images [B, 3, H, W] → patch logits,
 CLS→patch attention and patch keys, with dynamic batch, height and width.
 
-The backbone's DINO position-embedding interpolation (bicubic, ``scale_factor=(g+0.1)/g0``) is
-rewritten here as two weight matrices built from the input size inside the graph, so one file
-serves every size; the native square grid keeps the embedding unchanged, as in PyTorch.
+The backbone's position-embedding interpolation is rewritten here as two weight matrices built from
+the input size inside the graph, so one file serves every size: DINO's and DINOv2's without
+registers (bicubic, ``scale_factor=(g+0.1)/g0``) and DINOv2's with registers (PyTorch's antialiased
+bicubic to ``size=g``, the same kernel ONNX ``Resize(antialias=1)`` does not reproduce at opset 17).
+The native square grid keeps the embedding unchanged, as in PyTorch.
 The file carries its own description (:data:`METADATA_KEYS`) so the runtime needs nothing else.
 """
 from __future__ import annotations
@@ -57,14 +59,14 @@ def _cubic_far(t: torch.Tensor) -> torch.Tensor:
     return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
 
 
-def bicubic_matrix(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
+def bicubic_matrix(n_out: torch.Tensor, n_in: int, offset: float = 0.1) -> torch.Tensor:
     """[n_out, n_in] weights of PyTorch's bicubic resize (align_corners=False, border taps
-    clamped) with DINO's ``scale_factor = (n_out + 0.1) / n_in``; ``n_out`` may be a traced size."""
+    clamped) with DINO's ``scale_factor = (n_out + offset) / n_in``; ``n_out`` may be a traced size."""
     n_out = torch.as_tensor(n_out)
     # PyTorch forms 1/scale_factor in float64 and rounds it to float32; float32 here (TensorRT and
     # WebGPU have no float64) may differ in the last bit: ~1e-7 on the embedding.
     size = n_out.float()
-    scale = torch.full_like(size, float(n_in)) / (size + 0.1)  # one Div (n_in / x would be Reciprocal · Mul)
+    scale = torch.full_like(size, float(n_in)) / (size + offset)  # one Div (n_in / x would be Reciprocal · Mul)
     i = torch.arange(n_out, dtype=torch.int64).float()
     real = scale * (i + 0.5) - 0.5
     idx = torch.floor(real)
@@ -76,6 +78,38 @@ def bicubic_matrix(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
         tap = torch.clamp(idx.long() + (k - 1), 0, n_in - 1)
         m = m + (tap[:, None] == cols[None]).float() * wk[:, None]
     return m
+
+
+_AA_CUBIC_A = -0.5  # PyTorch's antialiased bicubic uses Keys' a = -0.5 (PIL's), not -0.75
+
+
+def _aa_cubic(x: torch.Tensor) -> torch.Tensor:
+    """PyTorch's antialias bicubic filter (a = −0.5) at distance ``x``; 0 beyond 2."""
+    a = _AA_CUBIC_A
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((x - 5) * x + 8) * x * a - 4 * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def antialias_bicubic_matrix(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
+    """[n_out, n_in] weights of ``F.interpolate(size=n_out, mode="bicubic", antialias=True)``
+    (align_corners=False): support widened by the scale when down-sampling, taps outside the input
+    dropped and each row renormalised; ``n_out`` may be a traced size."""
+    n_out = torch.as_tensor(n_out)
+    size = n_out.float()
+    scale = torch.full_like(size, float(n_in)) / size
+    wide = scale >= 1
+    support = torch.where(wide, 2.0 * scale, torch.full_like(scale, 2.0))
+    invscale = torch.where(wide, 1.0 / scale, torch.ones_like(scale))
+    center = scale * (torch.arange(n_out, dtype=torch.int64).float() + 0.5)  # [n_out]
+    lo = torch.clamp(torch.floor(center - support + 0.5), min=0.0)  # PyTorch truncates; equal after the clamp
+    hi = torch.clamp(torch.floor(center + support + 0.5), max=float(n_in))
+    cols = torch.arange(n_in, dtype=torch.int64).float()[None]  # [1, n_in]
+    inside = (cols >= lo[:, None]) & (cols < hi[:, None])
+    w = _aa_cubic((cols - center[:, None] + 0.5) * invscale) * inside.float()
+    total = w.sum(dim=1, keepdim=True)
+    return w / torch.where(total == 0, torch.ones_like(total), total)
 
 
 def _identity_rows(n_out: torch.Tensor, n_in: int) -> torch.Tensor:
@@ -99,14 +133,25 @@ class FoundOnnxGraph(nn.Module):
         if self.g0 * self.g0 != n0:
             raise ValueError(f"position embedding of {n0} patches is not a square grid")
 
+    def _resize_matrix(self, n: torch.Tensor) -> torch.Tensor:
+        """The backbone family's 1-D interpolation matrix [n, g0] (see ``_resize_pos_grid``)."""
+        vit = self.backbone
+        antialias = bool(getattr(vit, "interpolate_antialias", False))
+        offset = float(getattr(vit, "interpolate_offset", 0.1))
+        if antialias and offset == 0:
+            return antialias_bicubic_matrix(n, self.g0)
+        if not antialias and offset:
+            return bicubic_matrix(n, self.g0, offset)
+        raise ValueError(f"no ONNX form for bicubic interpolation with antialias={antialias}, offset={offset}")
+
     def pos_encoding(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[1, h*w + 1, D] as ``VisionTransformer.interpolate_pos_encoding``, with traceable sizes."""
         pos = self.backbone.pos_embed
         g0, d = self.g0, pos.shape[-1]
         h, w = torch.as_tensor(h), torch.as_tensor(w)
         native = (h == g0) & (w == g0)
-        mh = torch.where(native, _identity_rows(h, g0), bicubic_matrix(h, g0))
-        mw = torch.where(native, _identity_rows(w, g0), bicubic_matrix(w, g0))
+        mh = torch.where(native, _identity_rows(h, g0), self._resize_matrix(h))
+        mw = torch.where(native, _identity_rows(w, g0), self._resize_matrix(w))
         grid = pos[0, 1:].float().reshape(g0, g0 * d)
         rows = (mh @ grid).reshape(-1, g0, d)  # [h, g0, D]
         patch = (mw[None] @ rows).reshape(1, -1, d)  # [1, h*w, D]
@@ -133,12 +178,16 @@ class FoundOnnxGraph(nn.Module):
         t = fmap.flatten(2).transpose(1, 2)
         t = torch.cat([vit.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
         t = t + self.pos_encoding(h, w).to(t.dtype)
+        registers = getattr(vit, "register_tokens", None)
+        if registers is not None:  # DINOv2: [CLS, registers, patches], registers get no position
+            t = torch.cat([t[:, :1], registers.expand(t.shape[0], -1, -1), t[:, 1:]], dim=1)
         for blk in vit.blocks[:-1]:
-            t = t + self._attention(blk.attn, blk.norm1(t))
-            t = t + blk.mlp(blk.norm2(t))
+            t = t + blk.ls1(self._attention(blk.attn, blk.norm1(t)))
+            t = t + blk.ls2(blk.mlp(blk.norm2(t)))
         last = vit.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
-        attn, keys = attn[:, :, 1:], keys[:, 1:]
+        r = vit.num_prefix_tokens  # the softmax covered every token; CLS and registers are sliced away
+        attn, keys = attn[:, :, r:], keys[:, r:]
         if self.head is None:
             return attn, keys
         key_map = keys.transpose(1, 2).reshape(keys.shape[0], keys.shape[2], h, w)
