@@ -22,32 +22,25 @@ def fixture(request):
     return d, build_model(d), cases(d)
 
 
-def test_found_features_match_official_attention_and_keys(fixture):
-    d, vit, cs = fixture
-    for c in cs:
-        with torch.inference_mode():
-            f = vit.found_features(torch.from_numpy(c["x"]))
-        assert tuple(f.grid_hw) == tuple(int(v) for v in c["grid_hw"]), c["name"]
-        np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0, err_msg=c["name"])
-        np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0, err_msg=c["name"])
-
-
-def test_eager_reference_path_matches_official_too(fixture):
-    d, vit, cs = fixture
-    for c in cs:
-        with torch.inference_mode():
-            f = eager_found_features(vit, torch.from_numpy(c["x"]))
-        np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0, err_msg=c["name"])
-        np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0, err_msg=c["name"])
-
-
-def test_cpu_fp32_backbone_matches_official(fixture):
+def _features_fn(path: str, vit):
+    """The backbone call of each path: the model's own, DINO's eager reference path, the oneDNN CPU path."""
+    if path == "model":
+        return vit.found_features
+    if path == "eager":
+        return lambda x: eager_found_features(vit, x)
     if not cpu.available():
         pytest.skip("no oneDNN linear op in this torch build (the eager path is used)")
+    return cpu.CpuBackbone(vit, torch.float32).found_features
+
+
+@pytest.mark.parametrize("path", ["model", "eager", "cpu"])
+def test_found_features_match_official_attention_and_keys(fixture, path):
     d, vit, cs = fixture
-    fast = cpu.CpuBackbone(vit, torch.float32)
+    features = _features_fn(path, vit)
     for c in cs:
-        f = fast.found_features(torch.from_numpy(c["x"]))
+        with torch.inference_mode():
+            f = features(torch.from_numpy(c["x"]))
+        assert tuple(f.grid_hw) == tuple(int(v) for v in c["grid_hw"]), c["name"]
         np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0, err_msg=c["name"])
         np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0, err_msg=c["name"])
 
