@@ -3,7 +3,7 @@ keys converted once, at load, to the official DINOv2 layout that :mod:`found.bac
 
 A checkpoint is a ``model.safetensors`` / ``pytorch_model.bin`` file or a directory holding one and
 its ``config.json``. Without registers the model gets the official DINOv2 interpolation (offset 0.1),
-not ``transformers``' ``Dinov2Model`` one (``size=``, no offset): see docs/models.md.
+not ``transformers``' ``Dinov2Model`` one (``size=``, no offset): see docs/dinov2.md.
 """
 from __future__ import annotations
 
