@@ -83,6 +83,7 @@ def photo_split(model, path: str | Path, max_side: int | None, reps: int = 3) ->
     apart, the edge-aware (guided) upsampling that cut-outs add (``edge upsampling``)."""
     from .engine import to_full_resolution
     from .imageio import capped_size
+    from .predictor import Prediction
 
     path = Path(path)
     with Image.open(path) as im:
@@ -110,7 +111,7 @@ def photo_split(model, path: str | Path, max_side: int | None, reps: int = 3) ->
             logits = model.logits_from_features(feats)
             soft = model.soft_from_logits(logits, rgb.shape[:2])[0].cpu().numpy()
             probs = model.probabilities(logits)[0, 0].cpu().numpy()
-            return model._finish(soft, probs > 0.5, probs, "multi", None)
+            return Prediction(soft=soft, mask=soft > 0.5, patch_mask=probs > 0.5, patch_probs=probs, patch=model.patch_size)
 
         out["head+upsampling"] = best_time(head, reps)
         pred = head()
@@ -154,20 +155,20 @@ def block_ops(vit: VisionTransformer, precision: str, tokens: int, reps: int = 5
     if precision in ("fp32", "bf16") and cpu.available():
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         cb = cpu.CpuBackbone(vit, dtype)
-        w = cb._weights[0]
+        w = cb.weights[0]
         xd = x.to(dtype)
-        qkv = cb._linear(xd, w["qkv"])
+        qkv = cb.linear(xd, w["qkv"])
         h1 = torch.randn(1, tokens, hidden).to(dtype)
         rows = min(cpu.ATTENTION_ROWS, tokens)
         scores = torch.randn(rows, tokens).to(dtype)
         blocks = -(-tokens // rows) * heads
         fns.update({
-            "qkv": lambda: cb._linear(xd, w["qkv"]),
-            "attention": lambda: cb._attention(qkv),
+            "qkv": lambda: cb.linear(xd, w["qkv"]),
+            "attention": lambda: cb.attention(qkv),
             "softmax": lambda: _repeat(lambda: scores.softmax(-1), blocks),
-            "proj": lambda: cb._linear(xd, w["proj"]),
-            "fc1+gelu": lambda: cb._linear(xd, w["fc1"], "gelu"),
-            "fc2": lambda: cb._linear(h1, w["fc2"]),
+            "proj": lambda: cb.linear(xd, w["proj"]),
+            "fc1+gelu": lambda: cb.linear(xd, w["fc1"], "gelu"),
+            "fc2": lambda: cb.linear(h1, w["fc2"]),
         })
     elif precision == "int8":
         q = quantize_int8(vit).blocks[0]

@@ -97,7 +97,8 @@ class CpuBackbone(nn.Module):
         self.num_heads = vit.num_heads
         # weights in the GEMM dtype, made once (biases too: oneDNN wants one dtype); the query rows of
         # qkv carry the attention scale d^-½ (exact for 64-d heads), so no per-head multiply is needed
-        self._weights = []
+        #: Per block but the last: name (qkv, proj, fc1, fc2) → (weight, bias) as the GEMMs take them.
+        self.weights: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
         for b in vit.blocks[:-1]:
             w = {}
             for name, layer in (("qkv", b.attn.qkv), ("proj", b.attn.proj), ("fc1", b.mlp.fc1), ("fc2", b.mlp.fc2)):
@@ -109,13 +110,14 @@ class CpuBackbone(nn.Module):
                     if bias is not None:
                         bias[:d] *= b.attn.scale
                 w[name] = (weight.to(dtype).contiguous(), None if bias is None else bias.to(dtype).contiguous())
-            self._weights.append(w)
+            self.weights.append(w)
 
-    def _linear(self, x: torch.Tensor, wb: tuple, post: str = "none") -> torch.Tensor:
+    def linear(self, x: torch.Tensor, wb: tuple, post: str = "none") -> torch.Tensor:
+        """``x @ wᵀ + b`` through oneDNN, with ``post="gelu"`` fused (exact erf GELU)."""
         w, b = wb
         return self._op(x, w, b, post, [], "none" if post == "gelu" else "")
 
-    def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
+    def attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """softmax(q kᵀ) v for [B, N, 3·D] projections (q already scaled by d^-½) → [B, N, D], per image and head."""
         b, n, _ = qkv.shape
         heads = self.num_heads
@@ -138,9 +140,9 @@ class CpuBackbone(nn.Module):
     def _block(self, t: torch.Tensor, blk: nn.Module, w: dict) -> torch.Tensor:
         """One pre-norm block; the residual stream ``t`` stays float32 and is updated in place."""
         x = blk.norm1(t).to(self.dtype)
-        t += blk.ls1(self._linear(self._attention(self._linear(x, w["qkv"])), w["proj"]).float())
+        t += blk.ls1(self.linear(self.attention(self.linear(x, w["qkv"])), w["proj"]).float())
         x = blk.norm2(t).to(self.dtype)
-        t += blk.ls2(self._linear(self._linear(x, w["fc1"], "gelu"), w["fc2"]).float())
+        t += blk.ls2(self.linear(self.linear(x, w["fc1"], "gelu"), w["fc2"]).float())
         return t
 
     @torch.inference_mode()
@@ -149,7 +151,7 @@ class CpuBackbone(nn.Module):
         vit = self.vit
         grid = vit.grid_size(x)
         t = vit.prepare_tokens(x.float()).contiguous()
-        for blk, w in zip(vit.blocks[:-1], self._weights):
+        for blk, w in zip(vit.blocks[:-1], self.weights):
             t = self._block(t, blk, w)
         last = vit.blocks[-1]
         attn, keys = last.attn.cls_attention_and_keys(last.norm1(t))
