@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-#: Patch size (px) of the backbone on the reduced image: the blocks that the filter must undo.
+#: Patch size (px) of the backbone on the reduced image: the blocks that the filter must undo (DINO's
+#: 8; the engine passes its model's patch as ``radius``, e.g. 14 for DINOv2).
 PATCH = 8
 #: Default window radius, in pixels of the reduced mask: one patch. The 0.5 contour of a patch-level
 #: mask is off the true edge by up to about half a patch, and each window must reach clean foreground

@@ -193,7 +193,8 @@ class ScaledPrediction:
             from .edges import guided_upsample
 
             try:
-                return guided_upsample(self.processed.mask.astype(np.float32), rgb, out_dtype=np.uint8) > 127
+                return guided_upsample(self.processed.mask.astype(np.float32), rgb, radius=self.processed.patch,
+                                       out_dtype=np.uint8) > 127  # window radius: one patch of the model
             except ValueError:
                 pass
         return self.mask
