@@ -41,7 +41,7 @@ def _mask_utils():
 
 def _coco_class():
     """``pycocotools.coco.COCO``, or a one-line :class:`CocoUnavailable`."""
-    return require("pycocotools.coco", "coco", "COCO files and metrics", CocoUnavailable).COCO
+    return require("pycocotools.coco", "coco", "reading COCO files or computing COCO metrics", CocoUnavailable).COCO
 
 
 def require_pycocotools() -> None:

@@ -51,9 +51,10 @@ FLUSH_ROWS = 2000
 
 def _pa():
     """pyarrow, or a one-line error naming the extra."""
+    pyarrow = require("pyarrow", "ray", "the Ray path")
     for name in ("pyarrow.fs", "pyarrow.parquet"):
         require(name, "ray", "the Ray path")
-    return require("pyarrow", "ray", "the Ray path")
+    return pyarrow
 
 
 def table_schema():

@@ -328,7 +328,7 @@ class StandardSaliencyMetrics:
     BETA2 = 0.3
 
     def __init__(self) -> None:
-        psm = require("py_sod_metrics", "eval", "standard saliency metrics", ImportError)
+        psm = require("py_sod_metrics", "eval", "computing the standard saliency metrics", ImportError)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.fm = psm.Fmeasure(beta=self.BETA2)
