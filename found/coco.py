@@ -22,11 +22,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import FoundError
+from .extras import install_hint, require
 from .instances import Instance
 
 #: The one class of class-agnostic pseudo-labels.
 OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
-COCO_EXTRA_HINT = "pip install 'found[coco]'"
+COCO_EXTRA_HINT = install_hint("coco")
 
 
 class CocoUnavailable(FoundError):
@@ -35,19 +36,12 @@ class CocoUnavailable(FoundError):
 
 def _mask_utils():
     """``pycocotools.mask``, or a one-line :class:`CocoUnavailable`."""
-    try:
-        from pycocotools import mask
-    except ImportError:
-        raise CocoUnavailable(f"COCO output needs pycocotools: {COCO_EXTRA_HINT}") from None
-    return mask
+    return require("pycocotools.mask", "coco", "COCO output", CocoUnavailable)
 
 
 def _coco_class():
-    try:
-        from pycocotools.coco import COCO
-    except ImportError:
-        raise CocoUnavailable(f"COCO files and metrics need pycocotools: {COCO_EXTRA_HINT}") from None
-    return COCO
+    """``pycocotools.coco.COCO``, or a one-line :class:`CocoUnavailable`."""
+    return require("pycocotools.coco", "coco", "reading COCO files or computing COCO metrics", CocoUnavailable).COCO
 
 
 def require_pycocotools() -> None:

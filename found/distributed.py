@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator
 
 from .engine import DEFAULT_MAX_SIDE, Engine, Result
 from .errors import FoundError, one_line
+from .extras import require
 from .imageio import IMAGE_SUFFIXES
 from .inputs import collect_inputs, path_key
 from .writers import OUTPUT_SUFFIXES, ImageOutputs
@@ -50,12 +51,9 @@ FLUSH_ROWS = 2000
 
 def _pa():
     """pyarrow, or a one-line error naming the extra."""
-    try:
-        import pyarrow
-        import pyarrow.fs  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise FoundError("the Ray path needs pyarrow: pip install 'found[ray]'") from None
+    pyarrow = require("pyarrow", "ray", "the Ray path")
+    for name in ("pyarrow.fs", "pyarrow.parquet"):
+        require(name, "ray", "the Ray path")
     return pyarrow
 
 
@@ -535,10 +533,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, runtime
     ``address``, or a local instance (``None`` / ``"local"``) started here and shut down after.
     Usage statistics are off and no dashboard is started."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError:
-        raise FoundError("--ray needs Ray: pip install 'found[ray]'") from None
+    ray = require("ray", "ray", "--ray")
     if ray.is_initialized():
         yield ray
         return

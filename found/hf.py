@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import WeightsError
+from .extras import require
 
 #: Weight files of a ``save_pretrained`` directory, in the order they are looked for.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -111,10 +112,7 @@ def read_config(directory: Path) -> dict:
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a ``.safetensors`` file (needs the ``safetensors`` extra)."""
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise WeightsError(f"{path}: reading .safetensors needs the safetensors package: pip install 'found[hf]'") from None
+    load_file = require("safetensors.torch", "hf", f"{path}: reading .safetensors", WeightsError).load_file
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # noqa: BLE001 (safetensors raises its own error types)

@@ -37,6 +37,7 @@ from PIL import Image
 
 from .engine import Engine, Result
 from .errors import FoundError, InputError
+from .extras import require
 from .fileio import AtomicGroup
 from .imageio import VIDEO_SUFFIXES
 from .writers import ALPHA_CODECS, VIDEO_OUTPUT_ENDINGS, VIDEO_OUTPUT_SUFFIXES
@@ -64,11 +65,7 @@ class VideoDecodeError(InputError):
 
 def _av():
     """The ``av`` module, or a one-line error saying how to install it."""
-    try:
-        import av
-    except ImportError:
-        raise FoundError("reading videos needs PyAV: pip install 'found[video]'") from None
-    return av
+    return require("av", "video", "reading videos")
 
 
 def _why(e: BaseException) -> str:

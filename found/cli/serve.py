@@ -10,6 +10,7 @@ import sys
 
 from ..engine import DEFAULT_MAX_SIDE, EDGES, Engine
 from ..errors import FoundError
+from ..extras import require
 from .common import add_model_args, check_model_args, model_from_args
 
 MiB = 1 << 20
@@ -60,12 +61,8 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-
-        from ..serve.app import create_app
-    except ImportError as e:
-        raise FoundError(f"found serve needs the serve extra ({e.name} is missing): pip install 'found[serve]'") from None
+    uvicorn = require("uvicorn", "serve", "found serve")
+    create_app = require("found.serve.app", "serve", "found serve").create_app
     settings = settings_from_args(args)
     check_model_args(args)
     if args.max_side < 0:

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..extras import require
+
 #: Number of thresholds of the authors' F-max.
 N_THRESHOLDS = 255
 #: The value the authors' code calls ``beta_square``; it squares it again (effective 0.09).
@@ -326,10 +328,7 @@ class StandardSaliencyMetrics:
     BETA2 = 0.3
 
     def __init__(self) -> None:
-        try:
-            import py_sod_metrics as psm
-        except ImportError as e:  # pragma: no cover - exercised only without the extra
-            raise ImportError("standard saliency metrics need pysodmetrics: pip install 'found[eval]'") from e
+        psm = require("py_sod_metrics", "eval", "computing the standard saliency metrics", ImportError)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.fm = psm.Fmeasure(beta=self.BETA2)

@@ -41,7 +41,8 @@ the upsampled features, as Fᵀ·(Bᵀ w) with B the bilinear upsampling operato
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from functools import partial
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -281,25 +282,18 @@ class RetrievalResult:
         return out
 
 
-def evaluate_retrieval(
-    model,
-    train: Sequence,
-    val: Sequence,
-    size: int = 512,
-    features: str = "keys",
-    class_sets: Sequence[str] = CLASS_SETS,
-    progress: bool = True,
-    objects: str = "single",
-    pooling: str = "mean",
-    refine: bool = False,
-) -> RetrievalResult:
-    """FOUND's Table-3 retrieval (MaskContrast's protocol, per object); ``train``/``val`` are
-    ``SegmentationSample`` lists. ``objects``/``pooling``/``refine``: see the module docstring.
-    ``memory_bank_size`` counts train **objects** with a labelled majority class."""
-    from tqdm.auto import tqdm
+class ImageObjects(NamedTuple):
+    """One image as the retrieval sees it: its mask, objects and their prototypes, and its label."""
 
-    from .datasets import read_label, read_rgb
+    binary: np.ndarray  # [size, size] bool: FOUND's mask (refined when asked)
+    objects: list[np.ndarray]  # the object masks split from it
+    prototypes: torch.Tensor  # [K, D] L2-normalised, one per object
+    label: np.ndarray  # [size, size] class map
+    refined: bool  # the bilateral refinement was accepted
 
+
+def _check_options(model, class_sets: Sequence[str], objects: str, pooling: str, size: int) -> None:
+    """Refuse unknown class sets, object modes or poolings and a size off the patch grid, before any work."""
     for cs in class_sets:
         if cs not in CLASS_SETS:
             raise FoundError(f"unknown class set {cs!r}; choose from {', '.join(CLASS_SETS)}")
@@ -309,26 +303,34 @@ def evaluate_retrieval(
         raise FoundError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if size % model.patch_size:
         raise FoundError(f"--size must be a multiple of the patch size {model.patch_size}")
-    res = RetrievalResult(tuple(class_sets), objects=objects, pooling=pooling, refine=bool(refine), size=size,
-                          features=features, n_train=len(train), n_val=len(val))
 
-    def load(s):
-        """(binary mask, object masks, their prototypes [K, D], label, refinement accepted)."""
-        img = read_rgb(s.image)
-        lab = read_label(s.label)
-        if lab.shape != img.shape[:2]:  # MaskContrast resizes the label to the image first
-            lab = resize_label_nearest(lab, img.shape[:2])
-        img = resize_image_bicubic(img, size)
-        lab = resize_label_nearest(lab, (size, size))
-        soft, feats, grid = forward_saliency_and_features(model, img, features)
-        binary = (soft > SALIENCY_THRESHOLD).numpy()
-        accepted = False
-        if refine and binary.any():  # an empty mask is never refined (the authors' IoU rule rejects it)
-            binary, accepted = refine_binary(img, binary, objects)
-        objs = split_objects(binary, objects)
-        protos = pooled_prototypes(feats, grid, object_weights(objs, soft, pooling), model.patch_size)
-        return binary, objs, protos, lab, accepted
 
+def image_objects(model, sample, size: int, features: str, objects: str, pooling: str, refine: bool) -> ImageObjects:
+    """Read one ``SegmentationSample``, resize it as MaskContrast, and pool FOUND's features over its objects."""
+    from .datasets import read_label, read_rgb
+
+    img = read_rgb(sample.image)
+    lab = read_label(sample.label)
+    if lab.shape != img.shape[:2]:  # MaskContrast resizes the label to the image first
+        lab = resize_label_nearest(lab, img.shape[:2])
+    img = resize_image_bicubic(img, size)
+    lab = resize_label_nearest(lab, (size, size))
+    soft, feats, grid = forward_saliency_and_features(model, img, features)
+    binary = (soft > SALIENCY_THRESHOLD).numpy()
+    accepted = False
+    if refine and binary.any():  # an empty mask is never refined (the authors' IoU rule rejects it)
+        binary, accepted = refine_binary(img, binary, objects)
+    objs = split_objects(binary, objects)
+    protos = pooled_prototypes(feats, grid, object_weights(objs, soft, pooling), model.patch_size)
+    return ImageObjects(binary, objs, protos, lab, accepted)
+
+
+def _memory_bank(load: Callable[[object], ImageObjects], train: Sequence, res: RetrievalResult,
+                 progress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per class set, the train objects' prototypes [M, D] and majority classes [M] (objects without one left out)."""
+    from tqdm.auto import tqdm
+
+    class_sets = res.class_sets
     banks: dict[str, tuple[list[torch.Tensor], list[int]]] = {cs: ([], []) for cs in class_sets}
     for s in tqdm(train, desc="retrieval: memory bank (train)", disable=not progress, unit="img"):
         _, objs, protos, lab, accepted = load(s)
@@ -348,24 +350,66 @@ def evaluate_retrieval(
             raise FoundError(f"empty memory bank for {cs} classes: no train object lies mainly on a labelled class")
         mem[cs] = (torch.stack(protos), torch.tensor(labels, dtype=torch.int64))
         res.memory_bank_size[cs] = len(labels)
-    meters = {cs: SemsegMeter(len(VOC_CLASSES)) for cs in class_sets}
+    return mem
+
+
+def retrieve(objects: Sequence[np.ndarray], prototypes: torch.Tensor, shape: tuple[int, ...], bank: torch.Tensor,
+             labels: torch.Tensor) -> np.ndarray:
+    """Class map of one val image: each object takes its nearest (cosine) bank prototype's class, background elsewhere."""
+    pred = np.zeros(shape, dtype=np.int64)
+    if objects:
+        nearest = torch.argmax(prototypes @ bank.T, dim=1)  # [K]
+        for obj, k in zip(objects, nearest.tolist()):
+            pred[obj] = int(labels[k])
+    return pred
+
+
+def _score_val(load: Callable[[object], ImageObjects], val: Sequence, mem: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               res: RetrievalResult, progress: bool) -> dict[str, SemsegMeter]:
+    """Retrieve every val image's classes and accumulate TP/FP/FN per class set (the val counts go into ``res``)."""
+    from tqdm.auto import tqdm
+
+    meters = {cs: SemsegMeter(len(VOC_CLASSES)) for cs in res.class_sets}
     for s in tqdm(val, desc="retrieval: val", disable=not progress, unit="img"):
         binary, objs, protos, lab, accepted = load(s)
         res.n_val_objects += len(objs)
         res.n_refined_val += int(accepted)
         res.n_val_without_salient += int(not binary.any())
         res.n_val_without_object += int(not objs)
-        for cs in class_sets:
+        for cs in res.class_sets:
             bank, labels = mem[cs]
-            pred = np.zeros(lab.shape, dtype=np.int64)
-            if objs:
-                nearest = torch.argmax(protos @ bank.T, dim=1)  # [K]
-                for obj, k in zip(objs, nearest.tolist()):
-                    pred[obj] = int(labels[k])
-            meters[cs].update(pred, ignore_classes(lab, cs))
-    for cs in class_sets:
+            meters[cs].update(retrieve(objs, protos, lab.shape, bank, labels), ignore_classes(lab, cs))
+    return meters
+
+
+def _report(res: RetrievalResult, meters: dict[str, SemsegMeter]) -> None:
+    """Fill ``res`` with each class set's mIoU and per-class IoU (its own classes only)."""
+    for cs in res.class_sets:
         jac = meters[cs].jaccards()
         res.miou[cs] = mean_iou(jac, cs)
         names = VOC_CLASSES if cs == "21" else KEPT_7
         res.jaccards[cs] = {n: float(jac[VOC_CLASSES.index(n)]) for n in names}
+
+
+def evaluate_retrieval(
+    model,
+    train: Sequence,
+    val: Sequence,
+    size: int = 512,
+    features: str = "keys",
+    class_sets: Sequence[str] = CLASS_SETS,
+    progress: bool = True,
+    objects: str = "single",
+    pooling: str = "mean",
+    refine: bool = False,
+) -> RetrievalResult:
+    """FOUND's Table-3 retrieval (MaskContrast's protocol, per object); ``train``/``val`` are
+    ``SegmentationSample`` lists. ``objects``/``pooling``/``refine``: see the module docstring.
+    ``memory_bank_size`` counts train **objects** with a labelled majority class."""
+    _check_options(model, class_sets, objects, pooling, size)
+    res = RetrievalResult(tuple(class_sets), objects=objects, pooling=pooling, refine=bool(refine), size=size,
+                          features=features, n_train=len(train), n_val=len(val))
+    load = partial(image_objects, model, size=size, features=features, objects=objects, pooling=pooling, refine=refine)
+    mem = _memory_bank(load, train, res, progress)
+    _report(res, _score_val(load, val, mem, res, progress))
     return res

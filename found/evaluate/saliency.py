@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FoundError
+from ..extras import install_hint
 from ..fileio import atomic_path, atomic_write_text
 from .metrics import (
     AuthorsMeter,
@@ -114,7 +115,7 @@ def evaluate_saliency(
         if pysodmetrics_available():
             std = StandardSaliencyMetrics()
         else:
-            notes.append("pysodmetrics not installed: standard metrics skipped (pip install 'found[eval]')")
+            notes.append(f"pysodmetrics not installed: standard metrics skipped ({install_hint('eval')})")
     meter = AuthorsMeter()
     rows: list[dict] = []
     bar = tqdm(samples, desc=f"{dataset} {mode}{' +BS' if refine else ''}", disable=not progress, unit="img")
@@ -201,7 +202,7 @@ def plot_curves(path: Path, rep: SaliencyReport) -> str | None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return "matplotlib not installed: curves plot skipped (pip install 'found[eval]')"
+        return f"matplotlib not installed: curves plot skipped ({install_hint('eval')})"
     fig = Figure(figsize=(10, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax_pr, ax_f = fig.subplots(1, 2)

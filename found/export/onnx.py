@@ -18,6 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..backbone import VisionTransformer
 from ..errors import FoundError
+from ..extras import require
 from ..head import FoundHead
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -216,12 +218,9 @@ def _metadata(backbone: VisionTransformer, head: FoundHead | None, model: str, t
     }
 
 
-def _require_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise FoundError("ONNX export needs the onnx package: pip install 'found[onnx]'") from None
-    return onnx
+def _require_onnx() -> ModuleType:
+    """The ``onnx`` module, or a one-line error naming the ``onnx`` extra."""
+    return require("onnx", "onnx", "ONNX export")
 
 
 def export_onnx(
@@ -299,10 +298,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "
     call. Metadata is kept, with ``quantization=int8-dynamic-<scope>``.
     """
     onnx = _require_onnx()
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise FoundError("int8 quantisation needs onnxruntime: pip install 'found[onnx]'") from None
+    quantization = require("onnxruntime.quantization", "onnx", "int8 quantisation")
+    QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
     from ..fileio import atomic_path
 
     if scope not in INT8_SCOPES:

@@ -5,6 +5,7 @@ boxes, refinement, the engine) is :class:`found.Found`'s own code.
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from ..background import discover_background
 from ..backbone import FoundFeatures
 from ..errors import FoundError
+from ..extras import require
 from ..predictor import Found
 from .onnx import INPUT, OnnxFileError, _first_line, check_file, head_sha256, info_from_metadata
 
@@ -19,12 +21,9 @@ from .onnx import INPUT, OnnxFileError, _first_line, check_file, head_sha256, in
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise FoundError("--runtime onnx needs onnxruntime: pip install 'found[onnx]'") from None
-    return onnxruntime
+def _ort() -> ModuleType:
+    """The ``onnxruntime`` module, or a one-line error naming the ``onnx`` extra."""
+    return require("onnxruntime", "onnx", "--runtime onnx")
 
 
 def open_session(path: str | os.PathLike, device: str | torch.device | None = None, threads: int | None = None):

@@ -119,6 +119,237 @@ def _clear_outputs(out: Path, keep_before: int) -> None:
         atomic_write_text(evals, "".join(r + "\n" for r in rows))
 
 
+@dataclass
+class _Run:
+    """What one ``train`` call carries from setup through its iterations to the end."""
+
+    out: Path
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    refine: Refiner
+    backbone: torch.nn.Module
+    patch: int
+    data_id: dict
+    model_id: dict
+    head: FoundHead
+    optimizer: torch.optim.AdamW
+    scheduler: torch.optim.lr_scheduler.StepLR
+    n_iter: int  # the next iteration to train
+    position: Position
+    epoch_loss: tuple[float, int]  # (sum, count) of this epoch's losses, for the progress bar
+    elapsed0: float  # seconds trained before this call (resume)
+    sampler: EpochBatchSampler
+    last_iter: int
+    log: CsvLog
+    tb: TensorBoard | None
+    dataset: TrainImages
+    t_start: float
+    result_loss: float | None = None
+    interrupted: bool = False
+
+    @property
+    def ckpt_path(self) -> Path:
+        """Where the full training state is saved and resumed from."""
+        return self.out / CHECKPOINT_NAME
+
+
+def _prepare_out_dir(out: Path, cfg: TrainConfig, data_id: dict, model_id: dict, resume: bool | str | Path,
+                     overwrite: bool) -> TrainState | None:
+    """Load and check the state to resume (or refuse to overwrite a run), then clear the outputs it will redo."""
+    ckpt_path = out / CHECKPOINT_NAME
+    state: TrainState | None = None
+    if resume:
+        src = ckpt_path if resume is True or resume == "auto" else Path(resume)
+        state = load_state(src)
+        check_compatible(state, cfg, data_id, model_id, src)
+    elif ckpt_path.exists() and not overwrite:
+        raise FoundError(f"{out} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it or --overwrite to start again")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    _clear_outputs(out, keep_before=state.next_iter if state is not None else 0)
+    return state
+
+
+def _build_model(backbone: torch.nn.Module, cfg: TrainConfig, device: torch.device, state: TrainState | None
+                 ) -> tuple[torch.nn.Module, FoundHead, torch.optim.AdamW, torch.optim.lr_scheduler.StepLR]:
+    """Head, optimiser and schedule seeded as the authors', then restored (RNGs too) when resuming."""
+    seed_everything(cfg.seed)
+    head = FoundHead(int(backbone.embed_dim))
+    backbone = backbone.to(device).eval().requires_grad_(False)
+    head = head.to(device).train()
+    optimizer, scheduler = make_optimizer(head, cfg)
+    if state is not None:
+        head.load_state(state.head)
+        head.to(device)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if state.rng is not None:
+            set_rng_state(state.rng)
+    return backbone, head, optimizer, scheduler
+
+
+def _plan_iterations(n_files: int, cfg: TrainConfig, position: Position) -> tuple[EpochBatchSampler, int]:
+    """The batch sampler from ``position`` and the last iteration, saying so when nb_epochs ends before max_iter."""
+    sampler = EpochBatchSampler(n_files, cfg.batch_size, cfg.seed, cfg.nb_epochs, cfg.drop_last, start=position)
+    total_batches = cfg.nb_epochs * sampler.batches_per_epoch
+    last_iter = min(cfg.max_iter, total_batches - 1)
+    if last_iter < cfg.max_iter:
+        tqdm.write(
+            f"found train: {n_files} images make {sampler.batches_per_epoch} batch(es) per epoch, so nb_epochs="
+            f"{cfg.nb_epochs} allows {total_batches} iterations, not {cfg.max_iter + 1}: training stops at iteration "
+            f"{last_iter} (the authors' loop does the same; raise nb_epochs with --set nb_epochs=N)"
+        )
+    return sampler, last_iter
+
+
+def _setup(backbone: torch.nn.Module, files: Sequence[Path], cfg: TrainConfig, out: Path,
+           device: str | torch.device | None, precision: str | None, resume: bool | str | Path, overwrite: bool,
+           refine: Refiner | None, tensorboard: bool, run_info: dict | None) -> _Run:
+    """Start or resume a run: device and precision, model and RNG state, config.json, sampler and logs."""
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(precision, device)
+    refine = refine or default_refiner()
+    data_id = {"n": len(files), "digest": files_digest(files)}
+    patch = int(backbone.patch_size)
+    model_id = {"embed_dim": int(backbone.embed_dim), "patch_size": patch}
+    state = _prepare_out_dir(out, cfg, data_id, model_id, resume, overwrite)
+    backbone, head, optimizer, scheduler = _build_model(backbone, cfg, device, state)
+    n_iter, position, epoch_loss, elapsed0 = 0, Position(), (0.0, 0), 0.0
+    if state is not None:
+        n_iter, position, epoch_loss, elapsed0 = state.next_iter, state.position, state.epoch_loss, state.elapsed_s
+
+    info = {"config": cfg.to_dict(), "device": str(device), "precision": precision, "images": data_id,
+            "backbone": model_id, **(run_info or {})}
+    write_json(out / "config.json", info)
+    sampler, last_iter = _plan_iterations(len(files), cfg, position)
+    log = CsvLog(out / "log.csv", resume_from=n_iter)
+    tb = TensorBoard(out / "tensorboard") if tensorboard else None
+    dataset = TrainImages(files, cfg)
+    return _Run(out=out, cfg=cfg, device=device, precision=precision, refine=refine, backbone=backbone, patch=patch,
+                data_id=data_id, model_id=model_id, head=head, optimizer=optimizer, scheduler=scheduler, n_iter=n_iter,
+                position=position, epoch_loss=epoch_loss, elapsed0=elapsed0, sampler=sampler, last_iter=last_iter,
+                log=log, tb=tb, dataset=dataset, t_start=time.perf_counter())
+
+
+def _snapshot(run: _Run) -> None:
+    """Save the full training state (checkpoint.pt) at the run's current iteration and position."""
+    save_state(run.ckpt_path, TrainState(
+        next_iter=run.n_iter, position=run.position, head=run.head.state_for_saving(),
+        optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(), config=run.cfg.to_dict(),
+        data=run.data_id, model=run.model_id, epoch_loss=run.epoch_loss, rng=rng_state(),
+        elapsed_s=run.elapsed0 + time.perf_counter() - run.t_start))
+
+
+def _step(run: _Run, batch, t0: float, bar: tqdm) -> StepResult:
+    """Train on one batch, then log it: a log.csv row, TensorBoard scalars and the progress bar."""
+    device, n_iter = run.device, run.n_iter
+    u8 = batch.images.to(device, non_blocking=True)
+    x = normalize(u8.float().div_(255))
+    feats = extract_features(run.backbone, x, run.precision)
+    res = train_step(run.head, run.optimizer, feats, unnormalize(x), n_iter, run.cfg, run.scheduler, run.refine,
+                     patch=run.patch)
+    run.result_loss = res.loss
+    run.epoch_loss = (run.epoch_loss[0] + res.loss, run.epoch_loss[1] + 1)
+    acc_c = res.coarse_refined_accepted if res.coarse_refined_accepted is not None else torch.full((1,), torch.nan)
+    acc_p, acc_c, fg = torch.stack([res.pred_refined_accepted.float().mean(), acc_c.float().mean().to(device),
+                                    res.pred_binary.float().mean()]).tolist()  # one host sync
+    run.log.write(dict(
+        iter=n_iter, epoch=batch.position.epoch, batch=batch.position.batch, lr=res.lr, loss=res.loss,
+        loss_refined_pred=res.loss_refined_pred, loss_coarse=res.loss_coarse, loss_self=res.loss_self,
+        accepted_pred=acc_p, accepted_coarse=acc_c, fg_fraction=fg, step_s=time.perf_counter() - t0,
+    ))
+    if run.tb is not None:
+        run.tb.log_step(n_iter, res)
+    bar.set_description(f"iter {n_iter} | loss {run.epoch_loss[0] / run.epoch_loss[1]:.3f}", refresh=False)
+    bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.4g}", refresh=False)
+    bar.update(1)
+    return res
+
+
+def _periodic_outputs(run: _Run, batch, res: StepResult, eval_fn: EvalFn | None) -> None:
+    """The every-n-iterations outputs: head snapshots, sample grids and the evaluation hook."""
+    cfg, head, n_iter, out, tb = run.cfg, run.head, run.n_iter, run.out, run.tb
+    if cfg.save_model_freq and n_iter % cfg.save_model_freq == 0 and n_iter > 0:
+        head.save(out / f"decoder_weights_niter{n_iter}.pt")
+    if cfg.visualize_every and n_iter % cfg.visualize_every == 0:
+        grid_path = out / "samples" / f"iter_{n_iter:05d}.png"
+        save_sample_grid(batch.images, [res.pred_binary, res.pseudo_label], grid_path)
+        if tb is not None:
+            tb.log_image("training/samples", grid_path, n_iter)
+    if eval_fn is not None and cfg.eval_every and n_iter % cfg.eval_every == 0 and n_iter > 0:
+        head.eval()
+        metrics = eval_fn(head, n_iter)
+        head.train()
+        append_jsonl(out / "eval.jsonl", {"iter": n_iter, **metrics})
+        if tb is not None:
+            tb.log_eval(n_iter, metrics)
+        tqdm.write(f"iter {n_iter}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+
+def _advance(run: _Run, batch, stop: _StopOnSigint) -> bool:
+    """Move past the trained batch and checkpoint when due (last iteration, Ctrl-C, checkpoint_every);
+    True when the loop ends here."""
+    cfg = run.cfg
+    run.position = run.sampler.advance(batch.position)
+    if run.position.epoch != batch.position.epoch:
+        run.epoch_loss = (0.0, 0)  # the progress bar shows the epoch's running mean, as the authors'
+    done = run.n_iter >= run.last_iter
+    run.n_iter += 1
+    if done or stop.requested or (cfg.checkpoint_every and run.n_iter % cfg.checkpoint_every == 0):
+        _snapshot(run)
+        if cfg.checkpoint_every and run.n_iter % cfg.checkpoint_every == 0:
+            plot_losses(run.log.rows, run.out / "loss.png")
+    if done:
+        return True
+    if stop.requested:
+        run.interrupted = True
+        return True
+    return False
+
+
+def _iterate(run: _Run, bar: tqdm, stop: _StopOnSigint, eval_fn: EvalFn | None,
+             on_step: Callable[[StepResult, _StopOnSigint], None] | None) -> None:
+    """Train iterations ``run.n_iter … run.last_iter`` (fewer when the data or a Ctrl-C ends it first)."""
+    if run.n_iter > run.last_iter:
+        return
+    loader = make_loader(run.dataset, run.sampler, run.cfg.num_workers, run.device.type == "cuda")
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        except Exception as e:  # noqa: BLE001 - worker errors arrive re-wrapped
+            reraise_worker_error(e)
+        res = _step(run, batch, t0, bar)
+        _periodic_outputs(run, batch, res, eval_fn)
+        if on_step is not None:
+            on_step(res, stop)
+        if _advance(run, batch, stop):
+            break
+    del it, loader
+
+
+def _finish(run: _Run) -> TrainResult:
+    """Plot the losses and, unless interrupted, save the last snapshot, head.pt and summary.json."""
+    plot_losses(run.log.rows, run.out / "loss.png")
+    head, out, n_iter = run.head, run.out, run.n_iter
+    head_path: Path | None = None
+    if not run.interrupted:
+        head.save(out / f"decoder_weights_niter{n_iter - 1}.pt")
+        head_path = out / HEAD_NAME
+        head.save(head_path)
+        write_json(out / "summary.json", {
+            "iterations": n_iter, "last_loss": run.result_loss, "head": str(head_path), "checkpoint": str(run.ckpt_path),
+            "elapsed_s": run.elapsed0 + time.perf_counter() - run.t_start, "device": str(run.device),
+            "precision": run.precision,
+        })
+    return TrainResult(head=head.eval(), out_dir=out, iterations_done=n_iter, interrupted=run.interrupted,
+                       head_path=head_path, checkpoint_path=run.ckpt_path, last_loss=run.result_loss)
+
+
 def train(
     backbone: torch.nn.Module,
     files: Sequence[Path],
@@ -137,157 +368,16 @@ def train(
     run_info: dict | None = None,
 ) -> TrainResult:
     """Train a FOUND head on ``files`` with the frozen ``backbone``; see the module docstring."""
-    out = Path(out_dir)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(precision, device)
-    refine = refine or default_refiner()
-    ckpt_path = out / CHECKPOINT_NAME
-    data_id = {"n": len(files), "digest": files_digest(files)}
-    patch = int(backbone.patch_size)
-    model_id = {"embed_dim": int(backbone.embed_dim), "patch_size": patch}
-
-    state: TrainState | None = None
-    if resume:
-        src = ckpt_path if resume is True or resume == "auto" else Path(resume)
-        state = load_state(src)
-        check_compatible(state, cfg, data_id, model_id, src)
-    elif ckpt_path.exists() and not overwrite:
-        raise FoundError(f"{out} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it or --overwrite to start again")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    _clear_outputs(out, keep_before=state.next_iter if state is not None else 0)
-
-    # ---- model, optimiser, schedule (fresh: seeded as the authors; resumed: restored)
-    seed_everything(cfg.seed)
-    head = FoundHead(int(backbone.embed_dim))
-    backbone = backbone.to(device).eval().requires_grad_(False)
-    head = head.to(device).train()
-    optimizer, scheduler = make_optimizer(head, cfg)
-    n_iter, position, epoch_loss, elapsed0 = 0, Position(), (0.0, 0), 0.0
-    if state is not None:
-        head.load_state(state.head)
-        head.to(device)
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        n_iter, position, epoch_loss, elapsed0 = state.next_iter, state.position, state.epoch_loss, state.elapsed_s
-        if state.rng is not None:
-            set_rng_state(state.rng)
-
-    info = {"config": cfg.to_dict(), "device": str(device), "precision": precision, "images": data_id,
-            "backbone": model_id, **(run_info or {})}
-    write_json(out / "config.json", info)
-
-    sampler = EpochBatchSampler(len(files), cfg.batch_size, cfg.seed, cfg.nb_epochs, cfg.drop_last, start=position)
-    total_batches = cfg.nb_epochs * sampler.batches_per_epoch
-    last_iter = min(cfg.max_iter, total_batches - 1)
-    if last_iter < cfg.max_iter:
-        tqdm.write(
-            f"found train: {len(files)} images make {sampler.batches_per_epoch} batch(es) per epoch, so nb_epochs="
-            f"{cfg.nb_epochs} allows {total_batches} iterations, not {cfg.max_iter + 1}: training stops at iteration "
-            f"{last_iter} (the authors' loop does the same; raise nb_epochs with --set nb_epochs=N)"
-        )
-
-    log = CsvLog(out / "log.csv", resume_from=n_iter)
-    tb = TensorBoard(out / "tensorboard") if tensorboard else None
-    pin = device.type == "cuda"
-    dataset = TrainImages(files, cfg)
-    result_loss: float | None = None
-    interrupted = False
-    head_path: Path | None = None
-    t_start = time.perf_counter()
-
-    def snapshot(next_iter: int, pos: Position) -> None:
-        save_state(ckpt_path, TrainState(
-            next_iter=next_iter, position=pos, head=head.state_for_saving(), optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(), config=cfg.to_dict(), data=data_id, model=model_id,
-            epoch_loss=epoch_loss, rng=rng_state(), elapsed_s=elapsed0 + time.perf_counter() - t_start))
-
-    def finish_plots() -> None:
-        plot_losses(log.rows, out / "loss.png")
-
-    bar = tqdm(total=last_iter + 1, initial=min(n_iter, last_iter + 1), disable=not progress, unit="it", dynamic_ncols=True)
+    run = _setup(backbone, files, cfg, Path(out_dir), device, precision, resume, overwrite, refine, tensorboard, run_info)
+    bar = tqdm(total=run.last_iter + 1, initial=min(run.n_iter, run.last_iter + 1), disable=not progress, unit="it",
+               dynamic_ncols=True)
     stop = _StopOnSigint()
     try:
         with stop:
-            if n_iter <= last_iter:
-                loader = make_loader(dataset, sampler, cfg.num_workers, pin)
-                it = iter(loader)
-                while True:
-                    t0 = time.perf_counter()
-                    try:
-                        batch = next(it)
-                    except StopIteration:
-                        break
-                    except Exception as e:  # noqa: BLE001 - worker errors arrive re-wrapped
-                        reraise_worker_error(e)
-                    u8 = batch.images.to(device, non_blocking=True)
-                    x = normalize(u8.float().div_(255))
-                    feats = extract_features(backbone, x, precision)
-                    res = train_step(head, optimizer, feats, unnormalize(x), n_iter, cfg, scheduler, refine, patch=patch)
-                    result_loss = res.loss
-                    epoch_loss = (epoch_loss[0] + res.loss, epoch_loss[1] + 1)
-                    acc_c = res.coarse_refined_accepted if res.coarse_refined_accepted is not None else torch.full((1,), torch.nan)
-                    acc_p, acc_c, fg = torch.stack([res.pred_refined_accepted.float().mean(), acc_c.float().mean().to(device),
-                                                    res.pred_binary.float().mean()]).tolist()  # one host sync
-                    log.write(dict(
-                        iter=n_iter, epoch=batch.position.epoch, batch=batch.position.batch, lr=res.lr, loss=res.loss,
-                        loss_refined_pred=res.loss_refined_pred, loss_coarse=res.loss_coarse, loss_self=res.loss_self,
-                        accepted_pred=acc_p, accepted_coarse=acc_c, fg_fraction=fg, step_s=time.perf_counter() - t0,
-                    ))
-                    if tb is not None:
-                        tb.log_step(n_iter, res)
-                    bar.set_description(f"iter {n_iter} | loss {epoch_loss[0] / epoch_loss[1]:.3f}", refresh=False)
-                    bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.4g}", refresh=False)
-                    bar.update(1)
-
-                    if cfg.save_model_freq and n_iter % cfg.save_model_freq == 0 and n_iter > 0:
-                        head.save(out / f"decoder_weights_niter{n_iter}.pt")
-                    if cfg.visualize_every and n_iter % cfg.visualize_every == 0:
-                        grid_path = out / "samples" / f"iter_{n_iter:05d}.png"
-                        save_sample_grid(batch.images, [res.pred_binary, res.pseudo_label], grid_path)
-                        if tb is not None:
-                            tb.log_image("training/samples", grid_path, n_iter)
-                    if eval_fn is not None and cfg.eval_every and n_iter % cfg.eval_every == 0 and n_iter > 0:
-                        head.eval()
-                        metrics = eval_fn(head, n_iter)
-                        head.train()
-                        append_jsonl(out / "eval.jsonl", {"iter": n_iter, **metrics})
-                        if tb is not None:
-                            tb.log_eval(n_iter, metrics)
-                        tqdm.write(f"iter {n_iter}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-                    if on_step is not None:
-                        on_step(res, stop)
-
-                    position = sampler.advance(batch.position)
-                    if position.epoch != batch.position.epoch:
-                        epoch_loss = (0.0, 0)  # the progress bar shows the epoch's running mean, as the authors'
-                    done = n_iter >= last_iter
-                    n_iter += 1
-                    if done or stop.requested or (cfg.checkpoint_every and n_iter % cfg.checkpoint_every == 0):
-                        snapshot(n_iter, position)
-                        if cfg.checkpoint_every and n_iter % cfg.checkpoint_every == 0:
-                            finish_plots()
-                    if done:
-                        break
-                    if stop.requested:
-                        interrupted = True
-                        break
-                del it, loader
+            _iterate(run, bar, stop, eval_fn, on_step)
     finally:
         bar.close()
-        log.close()
-        if tb is not None:
-            tb.close()
-
-    finish_plots()
-    if not interrupted:
-        head.save(out / f"decoder_weights_niter{n_iter - 1}.pt")
-        head_path = out / HEAD_NAME
-        head.save(head_path)
-        write_json(out / "summary.json", {
-            "iterations": n_iter, "last_loss": result_loss, "head": str(head_path), "checkpoint": str(ckpt_path),
-            "elapsed_s": elapsed0 + time.perf_counter() - t_start, "device": str(device), "precision": precision,
-        })
-    return TrainResult(head=head.eval(), out_dir=out, iterations_done=n_iter, interrupted=interrupted,
-                       head_path=head_path, checkpoint_path=ckpt_path, last_loss=result_loss)
-
+        run.log.close()
+        if run.tb is not None:
+            run.tb.close()
+    return _finish(run)

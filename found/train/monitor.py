@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..errors import FoundError
+from ..extras import require
 from ..fileio import atomic_path, atomic_write_text
 
 LOG_FIELDS = (
@@ -157,11 +157,9 @@ class TensorBoard:
     """Thin optional wrapper; the authors' scalar names (``Loss/self_bs``, ``Loss/loss`` …)."""
 
     def __init__(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except (ImportError, ModuleNotFoundError):
-            raise FoundError("--tensorboard needs the tensorboard package: pip install 'found[tensorboard]'") from None
-        self.writer = SummaryWriter(os.fspath(log_dir))
+        require("tensorboard", "tensorboard", "--tensorboard")  # named in the message, not torch's wrapper
+        writer_module = require("torch.utils.tensorboard", "tensorboard", "--tensorboard")
+        self.writer = writer_module.SummaryWriter(os.fspath(log_dir))
 
     def log_step(self, n_iter: int, res) -> None:
         w = self.writer
