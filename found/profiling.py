@@ -67,8 +67,19 @@ def backbone_rate(model, height: int, width: int, reps: int = 3) -> dict[str, fl
     x = torch.randn(1, 3, height, width)
     with torch.inference_mode():
         s = best_time(lambda: model.features(x), reps)
-    return {"seconds": s, "gflop": backbone_flops(model.backbone, height, width) / 1e9,
-            "gflops": backbone_flops(model.backbone, height, width) / s / 1e9}
+    flop = backbone_flops(model.backbone, height, width)
+    return {"seconds": s, "gflop": flop / 1e9, "gflops": flop / s / 1e9}
+
+
+def working_scale(vit: VisionTransformer, size: tuple[int, int], max_side: int | None) -> tuple[int, int, int]:
+    """(padded height, padded width, tokens) at which ``found segment`` runs a photo of ``size`` = (W, H):
+    reduced to ``max_side``, padded to the patch; tokens count CLS and any registers."""
+    from .imageio import capped_size
+    from .preprocess import padded_size
+
+    w, h = capped_size(size, max_side, vit.patch_size)
+    ph, pw = padded_size(h, w, vit.patch_size)
+    return ph, pw, (ph // vit.patch_size) * (pw // vit.patch_size) + getattr(vit, "num_prefix_tokens", 1)
 
 
 #: The stages of :func:`photo_split` that ``found segment``'s default output (the mask) goes through.

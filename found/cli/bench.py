@@ -72,24 +72,17 @@ def registry_backbone(name: str, seed: int = 0) -> VisionTransformer:
 def bench_backbones(names: list[str], max_side: int | None, quick: bool = False, log: Callable[[str], None] = print) -> list[dict]:
     """One row per registered backbone at the working scale of a 1024×768 photo: tokens, backbone ms
     and GFLOP/s (found segment's default precision) and the whole mask of the photo (decode → PNG)."""
-    from PIL import Image
-
     from ..engine import DEFAULT_MAX_SIDE
-    from ..imageio import capped_size
-    from ..preprocess import padded_size
-    from ..profiling import backbone_rate, photo_split
+    from ..profiling import backbone_rate, photo_split, working_scale
 
     side = DEFAULT_MAX_SIDE if max_side is None else max_side
     reps = 2 if quick else 5
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        photo = Path(tmp) / "photo_1024x768.jpg"
-        Image.fromarray(_synthetic_images(1, (768, 1024), seed=11)[0]).save(photo, quality=90)
+        photo = _synthetic_photo(Path(tmp), (1024, 768))
         for name in names:
             vit = registry_backbone(name)
-            w, h = capped_size((1024, 768), side or None, vit.patch_size)
-            ph, pw = padded_size(h, w, vit.patch_size)
-            tokens = (ph // vit.patch_size) * (pw // vit.patch_size) + vit.num_prefix_tokens
+            ph, pw, tokens = working_scale(vit, (1024, 768), side or None)
             model = Found(vit, random_head(vit.embed_dim), device="cpu")
             r = backbone_rate(model, ph, pw, reps=reps)
             split = photo_split(model, photo, side or None, reps=2 if quick else 3)
@@ -381,6 +374,15 @@ def segment_folder(model: Found, files: list[Path], outdir: Path, batch_size: in
     return sum(done)
 
 
+def _synthetic_photo(folder: Path, size: tuple[int, int]) -> Path:
+    """One photo-like JPEG of ``size`` = (W, H) in ``folder`` (quality 90), for the profile's split."""
+    from PIL import Image
+
+    photo = folder / f"photo_{size[0]}x{size[1]}.jpg"
+    Image.fromarray(_synthetic_images(1, (size[1], size[0]), seed=11)[0]).save(photo, quality=90)
+    return photo
+
+
 def _jpeg_folder(folder: Path, n: int, hw: tuple[int, int]) -> list[Path]:
     """``n`` JPEG files of size ``hw`` (at most 64 distinct pictures; the others are copies)."""
     from PIL import Image
@@ -465,18 +467,12 @@ def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick
                   log: Callable[[str], None] = print) -> list[dict]:
     """Where the time goes at the working scale: matmul GFLOP/s of this CPU, the backbone's achieved
     GFLOP/s in each float precision, and the split of one 1024×768 and one 4000×3000 JPEG."""
-    from PIL import Image
-
     from ..engine import DEFAULT_MAX_SIDE
-    from ..imageio import capped_size
-    from ..preprocess import padded_size
-    from ..profiling import MASK_STAGES, backbone_rate, block_ops, matmul_rates, photo_split
+    from ..profiling import MASK_STAGES, backbone_rate, block_ops, matmul_rates, photo_split, working_scale
 
     side = DEFAULT_MAX_SIDE if max_side is None else max_side
     vit, head = nets if nets is not None else (vit_s8(), random_head())
-    w, h = capped_size((1024, 768), side or None, vit.patch_size)
-    ph, pw = padded_size(h, w, vit.patch_size)
-    tokens = (ph // vit.patch_size) * (pw // vit.patch_size) + 1
+    ph, pw, tokens = working_scale(vit, (1024, 768), side or None)
     reps = 2 if quick else 5
     rates = matmul_rates(tokens, vit.embed_dim, 4 * vit.embed_dim, reps=3 * reps)
     log(f"profile: working scale {pw}×{ph} ({tokens} tokens; --max-side {side}); matmul [{tokens}×{vit.embed_dim}]·"
@@ -496,8 +492,7 @@ def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick
         rows.append({"bench": "block-ops", "size": f"{tokens} tokens", "path": prec, "ops": ops})
     with tempfile.TemporaryDirectory() as tmp:
         for size in ((1024, 768), (4000, 3000)):
-            photo = Path(tmp) / f"photo_{size[0]}x{size[1]}.jpg"
-            Image.fromarray(_synthetic_images(1, (size[1], size[0]), seed=11)[0]).save(photo, quality=90)
+            photo = _synthetic_photo(Path(tmp), size)
             model = Found(vit, head, device="cpu")  # found segment's default precision
             split = photo_split(model, photo, side or None, reps=2 if quick else 3)
             log(f"  split {size[0]}×{size[1]} JPEG ({model.precision}; the mask): " + ", ".join(
