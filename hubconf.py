@@ -1,7 +1,7 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/found", "found_vits8")``."""
 dependencies = ["torch", "numpy", "scipy", "PIL"]
 
-from found.build import build_found, load_backbone  # noqa: E402
+from found.hub.build import build_found, load_backbone  # noqa: E402
 
 
 def found_vits8(**kwargs):

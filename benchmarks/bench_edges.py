@@ -1,4 +1,4 @@
-"""Upsampling FOUND's soft mask to full size: bilinear (current) vs guided (``found.edges``) vs OpenCV ximgproc.
+"""Upsampling FOUND's soft mask to full size: bilinear (current) vs guided (``found.model.edges``) vs OpenCV ximgproc.
 
     python benchmarks/bench_edges.py                         # 1024x768 and 4000x3000, all cases, table
     python benchmarks/bench_edges.py --quick                 # 1024x768 only, fewer repetitions
@@ -8,12 +8,12 @@
 Synthetic photos with known sharp shapes at full size (cases below), textured and noisy. FOUND's
 output is simulated as the engine makes it: the image is reduced so that its longer side is
 ``--work-side`` (400), the true mask at that size (area average ≥ 0.5) is averaged on the 8×8
-patch grid, turned into logits 8·(f − 0.5), scaled ×8 bilinearly (``found.masks.upsample_logits``)
+patch grid, turned into logits 8·(f − 0.5), scaled ×8 bilinearly (``found.model.masks.upsample_logits``)
 and passed through a sigmoid: a soft mask at the working size whose 0.5 contour is blocky at the
 patches. It is then scaled to full size by each method and thresholded at 0.5:
 
-* bilinear       ``found.edges.bilinear_upsample`` (Pillow BILINEAR, what ``ScaledPrediction.soft`` does);
-* guided         ``found.edges.guided_upsample`` (fast guided filter in torch, coefficients at the working size);
+* bilinear       ``found.model.edges.bilinear_upsample`` (Pillow BILINEAR, what ``ScaledPrediction.soft`` does);
+* guided         ``found.model.edges.guided_upsample`` (fast guided filter in torch, coefficients at the working size);
 * guided-u8      the same with ``out_dtype=np.uint8`` (probability × 255: no full-size float array);
 * ximgproc       bilinear to full size, then ``cv2.ximgproc.guidedFilter`` at full size (radius × scale);
 * ximgproc-fast  the same with its ``scale`` = working/full (its own fast guided filter; radius in reduced pixels).
@@ -31,7 +31,7 @@ The ximgproc methods need ``opencv-contrib-python-headless``, which must not be 
 /tmp/venv-cv/bin/pip install numpy scipy pillow opencv-contrib-python-headless``) and pass its
 interpreter with ``--cv-python``; that part imports neither torch nor ``found``.
 
-Why radius 8 / eps 1e-2 (``found.edges.DEFAULT_RADIUS`` / ``DEFAULT_EPS``; ``--tune``, seeds 101-102 at
+Why radius 8 / eps 1e-2 (``found.model.edges.DEFAULT_RADIUS`` / ``DEFAULT_EPS``; ``--tune``, seeds 101-102 at
 1024x768 and 2000x1500, none of them in the report): the 0.5 contour of a patch-level mask is off the
 true edge by up to about half a patch, and a window must hold clean foreground and background on both
 sides of the true edge to fit the colour → mask line, so the radius is about one patch. Radius 4 fits
@@ -76,8 +76,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--work-side", type=int, default=400, help="longer side of the reduced image (engine's max_side)")
-    ap.add_argument("--radius", type=int, default=None, help="guided radius in reduced pixels (default: found.edges')")
-    ap.add_argument("--eps", type=float, default=None, help="guided eps in [0,1]² colour units (default: found.edges')")
+    ap.add_argument("--radius", type=int, default=None, help="guided radius in reduced pixels (default: found.model.edges')")
+    ap.add_argument("--eps", type=float, default=None, help="guided eps in [0,1]² colour units (default: found.model.edges')")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per method at ≤ 2 MP (3 above)")
     ap.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads (default 1: the CPU is shared)")
     ap.add_argument("--seed", type=int, default=0)
@@ -93,7 +93,7 @@ def parse() -> argparse.Namespace:
 # ----------------------------------------------------------------------------- synthetic data
 
 def working_size(W: int, H: int, side: int) -> tuple[int, int]:
-    """(w, h) with the longer side capped at ``side`` (``found.imageio.capped_size`` with min_side 1)."""
+    """(w, h) with the longer side capped at ``side`` (``found.io.images.capped_size`` with min_side 1)."""
     if max(W, H) <= side:
         return W, H
     s = side / max(W, H)
@@ -218,7 +218,7 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, tols: tuple[float, ...]) -> lis
 # ----------------------------------------------------------------------------- methods
 
 def _pil_bilinear(soft: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Same as found.edges.bilinear_upsample, without importing found (the ximgproc venv has no torch)."""
+    """Same as found.model.edges.bilinear_upsample, without importing found (the ximgproc venv has no torch)."""
     im = Image.fromarray(np.asarray(soft, dtype=np.float32), mode="F").resize(size, Image.Resampling.BILINEAR)
     return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
 
@@ -229,7 +229,7 @@ def make_method(method: str, radius: int, eps: float, threads: int):
         import torch
         torch.set_num_threads(threads)
         sys.path.insert(0, str(REPO))
-        from found.edges import bilinear_upsample, guided_upsample
+        from found.model.edges import bilinear_upsample, guided_upsample
         if method == "bilinear":
             return lambda soft, guide: bilinear_upsample(soft, (guide.shape[1], guide.shape[0]))
         if method == "guided-u8":
@@ -251,7 +251,7 @@ def make_method(method: str, radius: int, eps: float, threads: int):
 
 
 def defaults() -> tuple[int, float]:
-    """found.edges' default radius and eps (read from the source, so the torch-less venv can use them)."""
+    """found.model.edges' default radius and eps (read from the source, so the torch-less venv can use them)."""
     ns: dict = {}
     for line in (REPO / "found" / "edges.py").read_text().splitlines():
         if line.startswith(("PATCH =", "DEFAULT_RADIUS =", "DEFAULT_EPS =")):
@@ -360,7 +360,7 @@ def tune(args: argparse.Namespace) -> None:
     import torch
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
-    from found.edges import bilinear_upsample, guided_upsample
+    from found.model.edges import bilinear_upsample, guided_upsample
     sizes = [(1024, 768), (2000, 1500)]
     radii, epss = (4, 6, 8, 12, 16), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     cases = [c.strip() for c in args.cases.split(",")]

@@ -50,8 +50,8 @@ def make_photo(path: Path, size: tuple[int, int]) -> None:
 def save_random_model(folder: Path) -> list[str]:
     import torch
 
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
 
     torch.manual_seed(0)
     torch.save(VisionTransformer(patch_size=8, embed_dim=384, depth=12, num_heads=6).state_dict(), folder / "vit.pth")

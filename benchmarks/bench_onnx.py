@@ -36,9 +36,9 @@ def _hw(s: str) -> tuple[int, int]:
 
 def build_nets(args: argparse.Namespace):
     """(backbone, head, name): the given checkpoints, or a seeded random ViT-S/8 and head."""
-    from found.build import load_backbone, load_head
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.hub.build import load_backbone, load_head
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
 
     if args.weights:
         vit = load_backbone("auto", args.weights, progress=False)
@@ -89,7 +89,7 @@ def time_rows(models: dict, hw: tuple[int, int], batch: int, reps: int) -> list[
 def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     """Mask IoU of every row against torch-fp32 on the photos."""
     from found.export.runtime import MIN_INT8_IOU, mask_agreement
-    from found.imageio import read_image
+    from found.io.images import read_image
 
     from found.engine import DEFAULT_MAX_SIDE
 

@@ -40,8 +40,8 @@ def child(kind: str, folder: Path, h: int, w: int, threads: int) -> None:
         model = OnnxFound(str(folder / f"{kind}.onnx"), device="cpu", threads=threads)
     else:
         from found import Found
-        from found.backbone import VisionTransformer
-        from found.head import FoundHead
+        from found.model.backbone import VisionTransformer
+        from found.model.head import FoundHead
 
         torch.manual_seed(0)
         model = Found(VisionTransformer(**DIMS), FoundHead(DIMS["embed_dim"]), device="cpu", precision=kind.split("-")[1])
@@ -66,9 +66,9 @@ def main() -> int:
         return 0
     import torch
 
-    from found.backbone import VisionTransformer
+    from found.model.backbone import VisionTransformer
     from found.export.onnx import ATTENTION_CHUNKS, export_onnx
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     chunks = args.chunks or ATTENTION_CHUNKS
     if chunks < 2:

@@ -331,8 +331,8 @@ def make_random_found(folder: Path) -> tuple[Path, Path]:
     """A seeded random ViT-S/8 (real size) state dict and a random head: for timings only."""
     import torch
 
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

@@ -46,8 +46,8 @@ def write_checkpoint(arch: str, folder: Path) -> tuple[Path, Path]:
     """A seeded random backbone and head, saved so that the server loads exactly this model."""
     import torch
 
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
 
     torch.manual_seed(0)
     vit = VisionTransformer(**ARCHS[arch])
@@ -78,7 +78,7 @@ class Baseline:
     def __init__(self, vit: Path, head: Path, device: str, images: list[bytes], max_batch: int) -> None:
         from found import build_found
         from found.engine import Engine
-        from found.imageio import read_image
+        from found.io.images import read_image
 
         self.model = build_found("auto", weights=vit, head=head, device=device, progress=False)
         self.engine = Engine(self.model, batch_size=max_batch)

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from found.backbone import VisionTransformer  # noqa: E402
+from found.model.backbone import VisionTransformer  # noqa: E402
 from found.train import TrainConfig, train  # noqa: E402
 
 AUTHORS_ITERS, AUTHORS_EARLY, AUTHORS_BATCH = 501, 100, 50
@@ -94,7 +94,7 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def make_backbone(arch: str, weights: str | None) -> VisionTransformer:
     if weights:
-        from found.build import load_backbone
+        from found.hub.build import load_backbone
 
         return load_backbone("auto", weights)
     torch.manual_seed(0)

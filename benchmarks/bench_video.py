@@ -63,8 +63,8 @@ def make_video(path: Path, n: int, w: int, h: int) -> None:
 def build_model(arch: str, device: str):
     import torch
 
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
     from found.predictor import Found
 
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def run_video(engine, video: Path, out: Path | None) -> list[np.ndarray]:
 
 
 def run_images(engine, paths: list[Path], out: Path | None) -> list[np.ndarray]:
-    from found.writers import ImageOutputs, write_results
+    from found.io.sinks import ImageOutputs, write_results
 
     if out is None:
         return [r.prediction.mask for r in engine.run(paths)]

@@ -8,15 +8,80 @@ Quick use::
         r.prediction.mask, r.prediction.box
     pred = model.predict("photo.jpg")[0]     # one image at its own resolution (the paper's protocol)
 """
-from .background import Background, discover_background, head_weights
-from .backbone import FoundFeatures, VisionTransformer
-from .build import build_found, load_backbone, load_head
-from .engine import DEFAULT_MAX_SIDE, Engine, segment
-from .export.runtime import OnnxFound, load_onnx  # onnxruntime itself is imported on first use
-from .head import FoundHead
-from .instances import Instance, InstanceFilter, find_instances
-from .predictor import Found, Prediction
-from .registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+#: modules of the flat layout (before 0.2) → where they live now; old imports keep working with a warning
+MOVED = {
+    "found.background": "found.model.background",
+    "found.backbone": "found.model.backbone",
+    "found.edges": "found.model.edges",
+    "found.head": "found.model.head",
+    "found.instances": "found.model.instances",
+    "found.masks": "found.model.masks",
+    "found.preprocess": "found.model.preprocess",
+    "found.build": "found.hub.build",
+    "found.hf": "found.hub.hf",
+    "found.registry": "found.hub.registry",
+    "found.core": "found.runtime.torch_core",
+    "found.baseline": "found.runtime.eager",
+    "found.coco": "found.io.coco",
+    "found.fileio": "found.io.files",
+    "found.imageio": "found.io.images",
+    "found.inputs": "found.io.sources",
+    "found.override": "found.io.override",
+    "found.writers": "found.io.sinks",
+    "found.distributed": "found.ray",
+    "found.profiling": "found.bench.profiling",
+}
+
+
+def moved_to(name: str) -> str | None:
+    """The module an old ``found.*`` import path now names, or None if it did not move."""
+    for old, new in MOVED.items():
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old):]
+    return None
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves an old import path with the module at its new place, warning once with the new name."""
+
+    def __init__(self) -> None:
+        self.spec_of: dict[str, object] = {}
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if moved_to(name) else None
+
+    def create_module(self, spec):
+        new = moved_to(spec.name)
+        warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
+        module = importlib.import_module(new)
+        self.spec_of[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module) -> None:
+        """Nothing to run (the new module is loaded); only its own spec is put back."""
+        module.__spec__ = self.spec_of[module.__spec__.name]
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
+
+from .model.background import Background, discover_background, head_weights  # noqa: E402
+from .model.backbone import FoundFeatures, VisionTransformer  # noqa: E402
+from .hub.build import build_found, load_backbone, load_head  # noqa: E402
+from .engine import DEFAULT_MAX_SIDE, Engine, segment  # noqa: E402
+from .export.runtime import OnnxFound, load_onnx  # noqa: E402  (onnxruntime itself is imported on first use)
+from .model.head import FoundHead  # noqa: E402
+from .model.instances import Instance, InstanceFilter, find_instances  # noqa: E402
+from .predictor import Found, Prediction  # noqa: E402
+from .hub.registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

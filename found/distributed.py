@@ -37,9 +37,9 @@ from typing import Any, Iterable, Iterator
 from .engine import DEFAULT_MAX_SIDE, Engine, Result
 from .errors import FoundError, one_line
 from .extras import require
-from .imageio import IMAGE_SUFFIXES
-from .inputs import collect_inputs, path_key
-from .writers import OUTPUT_SUFFIXES, ImageOutputs
+from .io.images import IMAGE_SUFFIXES
+from .io.sources import collect_inputs, path_key
+from .io.sinks import OUTPUT_SUFFIXES, ImageOutputs
 
 #: Default name of the results table in the output folder.
 TABLE_FILE = "results.parquet"
@@ -180,7 +180,7 @@ def _uri_files(uri: str, recursive: bool) -> list[tuple[str, str]]:
 def collect(inputs: Iterable[str], recursive: bool = False, outdir: Path | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
     """Items for a run and the unusable arguments (``(arg, why)``).
 
-    Local files, folders and globs are collected by :func:`found.inputs.collect_inputs` (the same
+    Local files, folders and globs are collected by :func:`found.io.sources.collect_inputs` (the same
     inputs, order and output names as ``found segment``); lists and URIs are added after them.
     Listed entries are not checked here (a missing one becomes an error row), so a list of
     millions of URIs costs no request on the driver.
@@ -245,7 +245,7 @@ class LocalStore:
         return p.read_bytes() if p.is_file() else None
 
     def write_file(self, name: str, data: bytes) -> None:
-        from .fileio import atomic_write_bytes
+        from .io.files import atomic_write_bytes
 
         (self.outdir / name).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.outdir / name, data)
@@ -335,7 +335,7 @@ def open_store(outdir: str | Path, kinds: list[str]) -> LocalStore:
 def _instances_json(pred) -> str:
     """The prediction's objects as a JSON list of COCO annotations (bbox, area, score and a
     compressed-RLE segmentation encoded by pycocotools, as ``found segment --coco`` writes them)."""
-    from .coco import image_annotations
+    from .io.coco import image_annotations
 
     anns = image_annotations(pred.instances, 0)
     return json.dumps([{k: a[k] for k in ("bbox", "area", "score", "segmentation")} for a in anns], separators=(",", ":"))
@@ -391,7 +391,7 @@ class SegmentActor:
     def __init__(self, config: RunConfig) -> None:
         import torch
 
-        from .build import build_found
+        from .hub.build import build_found
 
         torch.set_num_threads(max(1, config.threads))
         self.config = config

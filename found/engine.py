@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import FoundError, InferenceError, InputError, describe
-from .imageio import LoadedImage, read_image, source_name
-from .instances import Instance, InstanceFilter, find_instances
+from .io.images import LoadedImage, read_image, source_name
+from .model.instances import Instance, InstanceFilter, find_instances
 from .predictor import MODES, Prediction
 
 #: The working scale: images whose longer side exceeds this are processed reduced to it
@@ -124,7 +124,7 @@ def map_ahead(
 
 
 #: How a mask made at the working scale is brought to full size for cut-outs (``--edges``):
-#: ``guided`` follows the full-size image's edges (fast guided filter, :mod:`found.edges`),
+#: ``guided`` follows the full-size image's edges (fast guided filter, :mod:`found.model.edges`),
 #: ``bilinear`` stretches it as the masks are.
 EDGES = ("guided", "bilinear")
 
@@ -190,7 +190,7 @@ class ScaledPrediction:
         input at full size) by the guided filter, or :attr:`mask` with ``edges="bilinear"`` or where
         the reduced image's aspect differs from the input's (a one-patch-thin strip)."""
         if self.edges == "guided":
-            from .edges import guided_upsample
+            from .model.edges import guided_upsample
 
             try:
                 return guided_upsample(self.processed.mask.astype(np.float32), rgb, radius=self.processed.patch,
@@ -318,7 +318,7 @@ def _inference_error(e: BaseException) -> InferenceError:
 def segment(inputs: Iterable[object], model=None, **options) -> Iterator[Result]:
     """``Engine(model or build_found(), **options).run(inputs)``: the one-call library entry point."""
     if model is None:
-        from .build import build_found
+        from .hub.build import build_found
 
         model = build_found()
     return Engine(model, **options).run(inputs)

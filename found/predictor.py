@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default_device
-from .instances import Instance, InstanceFilter, find_instances
-from .masks import component_box, largest_component, single_component
-from .preprocess import normalize, padded_size, to_chw_float
+from .runtime.torch_core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default_device
+from .model.instances import Instance, InstanceFilter, find_instances
+from .model.masks import component_box, largest_component, single_component
+from .model.preprocess import normalize, padded_size, to_chw_float
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
 MODES = ("multi", "single")
@@ -71,7 +71,7 @@ class Prediction:
 
 def as_rgb_array(image) -> np.ndarray:
     """Accept a path, a PIL image, or uint8 [H, W, 3] array/tensor; return uint8 [H, W, 3]."""
-    from .imageio import load_image, to_rgb_array
+    from .io.images import load_image, to_rgb_array
 
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
@@ -93,9 +93,9 @@ def as_rgb_array(image) -> np.ndarray:
 class Found(FoundCore):
     """FOUND on a frozen ViT: ``predict`` gives soft/binary masks and boxes for a list of images.
 
-    The image front end over :class:`found.core.FoundCore` (which holds the backbone, the head,
+    The image front end over :class:`found.runtime.torch_core.FoundCore` (which holds the backbone, the head,
     precision and compilation). ``head=None`` gives the training-free coarse masks of step 1
-    (background discovery, as :class:`found.head.CoarseHead`).
+    (background discovery, as :class:`found.model.head.CoarseHead`).
     """
 
     # ------------------------------------------------------------------ images

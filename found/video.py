@@ -38,10 +38,10 @@ from PIL import Image
 from .engine import Engine, Result
 from .errors import FoundError, InputError
 from .extras import require
-from .fileio import AtomicGroup
-from .imageio import VIDEO_SUFFIXES
-from .writers import ALPHA_CODECS, VIDEO_OUTPUT_ENDINGS, VIDEO_OUTPUT_SUFFIXES
-from .writers import cutout_image, mask_image, overlay_image, soft_image
+from .io.files import AtomicGroup
+from .io.images import VIDEO_SUFFIXES
+from .io.sinks import ALPHA_CODECS, VIDEO_OUTPUT_ENDINGS, VIDEO_OUTPUT_SUFFIXES
+from .io.sinks import cutout_image, mask_image, overlay_image, soft_image
 
 __all__ = ["ALPHA_CODECS", "VIDEO_OUTPUT_SUFFIXES", "VIDEO_SUFFIXES", "FrameResult", "VideoDecodeError",
            "VideoFrame", "VideoInfo", "VideoOutputs", "VideoSummary", "input_kind", "is_video", "iter_video_frames",

@@ -87,7 +87,7 @@ def tiny_vit():
     """The parity tiny ViT (96-d, 3 blocks, 6 heads, patch 8) with the fixture's weights."""
     import torch
 
-    from found.backbone import VisionTransformer
+    from found.model.backbone import VisionTransformer
 
     d = load_parity("vit_tiny.npz")
     vit = VisionTransformer(patch_size=8, embed_dim=96, depth=3, num_heads=6)
@@ -99,7 +99,7 @@ def seeded_head(dim: int = 96, seed: int = 3, zero_bias: bool = True):
     """A FOUND head with seeded N(0, 0.1) weights (not an all-zero map: masks are not trivial)."""
     import torch
 
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     torch.manual_seed(seed)
     h = FoundHead(dim)

@@ -86,7 +86,7 @@ def model_state(d: dict) -> dict[str, torch.Tensor]:
 
 def build_model(d: dict):
     """The official constructor's model (its kwargs from ``model_meta_json``) with the case file's weights."""
-    from found.backbone import DinoV2VisionTransformer
+    from found.model.backbone import DinoV2VisionTransformer
 
     meta = json.loads(str(d["model_meta_json"]))
     kw = meta["kwargs"]

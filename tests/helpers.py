@@ -35,8 +35,8 @@ def write_tiny_checkpoint(folder: Path) -> Tiny:
     """Save a seeded random ViT state dict (torch.save) and a FOUND head into ``folder``."""
     import torch
 
-    from found.backbone import VisionTransformer
-    from found.head import FoundHead
+    from found.model.backbone import VisionTransformer
+    from found.model.head import FoundHead
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

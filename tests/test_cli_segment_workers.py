@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from found import engine, writers
+from found.io import sinks as writers
+from found import engine
 from found.cli import segment
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
@@ -253,7 +254,7 @@ def test_read_image_in_threads_stays_quiet_and_restores_filters(tmp_path: Path) 
     warning gets through and the warning filters are the same afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from found.imageio import read_image
+    from found.io.images import read_image
 
     paths = []
     for i in range(6):

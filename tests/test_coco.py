@@ -1,4 +1,4 @@
-"""found.coco: COCO-format pseudo-labels (compressed RLE through pycocotools) that load in pycocotools."""
+"""found.io.coco: COCO-format pseudo-labels (compressed RLE through pycocotools) that load in pycocotools."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,8 @@ require("pycocotools", "coco")
 from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
-from found import coco as fcoco  # noqa: E402
-from found.instances import InstanceFilter, find_instances  # noqa: E402
+from found.io import coco as fcoco  # noqa: E402
+from found.model.instances import InstanceFilter, find_instances  # noqa: E402
 from test_instances import PATCH, PROBS, known_mask  # noqa: E402
 
 #: pycocotools' decode warns under numpy 2 (its __array__ has no copy keyword); not ours to fix
@@ -132,7 +132,7 @@ def test_missing_pycocotools_is_one_clear_line(monkeypatch):
 
 
 def test_importing_found_does_not_import_pycocotools():
-    code = "import sys, found, found.instances, found.coco; assert 'pycocotools' not in sys.modules, 'pycocotools imported'"
+    code = "import sys, found, found.model.instances, found.io.coco; assert 'pycocotools' not in sys.modules, 'pycocotools imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

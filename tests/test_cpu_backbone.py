@@ -1,4 +1,4 @@
-"""The CPU backbone (oneDNN GEMMs, :mod:`found.backbone.cpu`) and the ``auto`` precision policy.
+"""The CPU backbone (oneDNN GEMMs, :mod:`found.model.backbone.cpu`) and the ``auto`` precision policy.
 
 fp32 must give the eager model's features up to float rounding; bf16 must keep the fp32 masks
 (IoU ≥ 0.99) on the bundled photos and on the parity inputs, which is what allows ``auto`` to pick
@@ -12,8 +12,8 @@ import torch
 
 from conftest import REPO, load_parity, structured_head, tiny_vit
 from found import Found
-from found.backbone import VisionTransformer, cpu
-from found.core import resolve_precision
+from found.model.backbone import VisionTransformer, cpu
+from found.runtime.torch_core import resolve_precision
 
 needs_onednn = pytest.mark.skipif(not cpu.available(), reason="this torch build has no oneDNN linear op")
 MIN_IOU = 0.99
@@ -104,8 +104,8 @@ def test_bf16_keeps_the_fp32_masks_at_full_model_size(photos):
     with the authors' trained head, at the default working scale: the oneDNN bf16 path that ``auto``
     picks gives IoU ≥ 0.99 against fp32. (PyTorch's bf16 autocast, everything in bf16, does not: 0.985.)"""
     from found.engine import DEFAULT_MAX_SIDE
-    from found.head import FoundHead
-    from found.imageio import read_image
+    from found.model.head import FoundHead
+    from found.io.images import read_image
 
     if not SHARED_HEAD.is_file():
         pytest.skip(f"the authors' head is not at {SHARED_HEAD} (published weights are not committed)")
@@ -136,7 +136,7 @@ def test_auto_precision_is_bf16_only_for_a_trained_head_on_a_bf16_cpu(monkeypatc
 
 
 def test_the_model_reports_the_precision_it_runs(vit, monkeypatch):
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     assert Found(vit, FoundHead(96), device="cpu").precision == ("bf16" if cpu.available() else "fp32")
@@ -147,7 +147,7 @@ def test_the_model_reports_the_precision_it_runs(vit, monkeypatch):
 
 def test_bf16_where_onednn_cannot_runs_autocast(vit, monkeypatch, photos):
     """An explicit bf16 on a CPU where oneDNN has no bf16 GEMM (its ISA capped) runs the eager autocast path."""
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     monkeypatch.setattr(cpu, "bf16_gemm", lambda: False)
     model = Found(vit, FoundHead(96), device="cpu", precision="bf16")
@@ -156,7 +156,7 @@ def test_bf16_where_onednn_cannot_runs_autocast(vit, monkeypatch, photos):
 
 
 def test_without_onednn_the_eager_path_runs(vit, monkeypatch, photos):
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     im = photos["coffee"][:64, :80]
     head = FoundHead(96)

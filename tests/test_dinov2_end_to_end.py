@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import require
 from dinov2_support import REPO_DINOV2, load_cases, model_state
-from found.build import load_head
+from found.hub.build import load_head
 from helpers import run_cli
 
 

@@ -18,7 +18,7 @@ MODEL = ["--model", "auto", "--num-heads", "6", "--device", "cpu", "--no-progres
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from found.head import FoundHead
+    from found.model.head import FoundHead
 
     d = tmp_path_factory.mktemp("dinov2_surfaces")
     torch.save(model_state(load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")), d / "vit.pth")
@@ -37,7 +37,7 @@ def model(files):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_other_cpu_precisions_run_and_keep_most_of_the_mask(files, model, precision):
     from found import build_found
-    from found.backbone.quantize import int8_supported
+    from found.model.backbone.quantize import int8_supported
 
     if precision == "int8" and not int8_supported():
         pytest.skip("no quantized CPU engine")
@@ -105,7 +105,7 @@ def test_video_is_segmented_frame_by_frame(files, tmp_path):
 @pytest.mark.slow
 def test_ray_output_equals_found_segment(files, tmp_path):
     ray = require("ray", "ray")
-    from found.distributed import segment_with_ray
+    from found.ray import segment_with_ray
 
     images = tmp_path / "images"
     images.mkdir()

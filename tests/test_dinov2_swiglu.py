@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import require
-from found import Found, hub
-from found.backbone import DinoV2VisionTransformer
-from found.backbone.layers.swiglu import swiglu_hidden
-from found.baseline import eager_found_features
-from found.build import load_backbone
+from found.hub import weights as hub
+from found import Found
+from found.model.backbone import DinoV2VisionTransformer
+from found.model.backbone.layers.swiglu import swiglu_hidden
+from found.runtime.eager import eager_found_features
+from found.hub.build import load_backbone
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import torch
 
 from conftest import require
 from dinov2_support import REPO_DINOV2, load_cases, model_state
-from found import hub
-from found.build import load_backbone
-from found.registry import get_model_spec
+from found.hub import weights as hub
+from found.hub.build import load_backbone
+from found.hub.registry import get_model_spec
 
 
 @pytest.mark.parametrize("size,dim,heads,depth", [("s", 384, 6, 12), ("b", 768, 12, 12), ("l", 1024, 16, 24), ("g", 1536, 24, 40)])
@@ -67,7 +67,7 @@ def test_transformers_safetensors_folder_loads_with_model_auto():
 
 def test_transformers_bin_file_loads_too(tmp_path):
     require("safetensors", "hf")
-    from found.hf import load_safetensors
+    from found.hub.hf import load_safetensors
 
     state = load_safetensors(REPO_DINOV2 / "hf_tiny_reg4" / "model.safetensors")
     folder = tmp_path / "hf"
@@ -80,7 +80,7 @@ def test_transformers_bin_file_loads_too(tmp_path):
 
 def test_transformers_v5_attention_names_convert_to_qkv():
     require("safetensors", "hf")
-    from found.hf import convert_hf_state, load_safetensors
+    from found.hub.hf import convert_hf_state, load_safetensors
 
     state = load_safetensors(REPO_DINOV2 / "hf_tiny_reg4" / "model.safetensors")
     renamed = {k.replace("attention.attention.query", "attention.q_proj").replace("attention.attention.key", "attention.k_proj")
@@ -98,8 +98,8 @@ def test_registry_model_accepts_a_transformers_folder_as_weights():
 
 @pytest.mark.parametrize("name,params", [("dinov2-vits14-reg", 385), ("dinov2-vitb14", 769), ("dinov2-vitl14-reg", 1025)])
 def test_found_head_is_a_1x1_conv_over_the_key_dimension(name, params):
-    from found.build import build_vit
-    from found.head import FoundHead
+    from found.hub.build import build_vit
+    from found.model.head import FoundHead
 
     with torch.device("meta"):
         vit = build_vit(get_model_spec(name).arch)
@@ -181,8 +181,8 @@ def test_transformers_dinov2_without_registers_gets_the_official_interpolation(t
 
 
 def test_transformers_swiglu_names_convert():
-    from found.backbone import DinoV2VisionTransformer
-    from found.hf import convert_hf_state
+    from found.model.backbone import DinoV2VisionTransformer
+    from found.hub.hf import convert_hf_state
 
     vit = DinoV2VisionTransformer(embed_dim=48, depth=2, num_heads=3, img_size=56, ffn="swiglu")
     sd = vit.state_dict()

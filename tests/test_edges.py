@@ -1,4 +1,4 @@
-"""found.edges: guided upsampling of a blocky soft mask beats bilinear on a sharp disc; shapes, dtypes,
+"""found.model.edges: guided upsampling of a blocky soft mask beats bilinear on a sharp disc; shapes, dtypes,
 ranges, constants, equal sizes, bad shapes; strips change nothing; the area reduction is exact."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from found.edges import area_reduce, bilinear_upsample, guided_upsample
+from found.model.edges import area_reduce, bilinear_upsample, guided_upsample
 
 H, W, FACTOR, PATCH = 600, 800, 4, 8  # full size, reduction to the working size, model patch
 

@@ -14,8 +14,8 @@ from conftest import seeded_head, tiny_vit
 from found import Found
 from found.engine import Engine, ScaledPrediction, map_ahead, segment
 from found.errors import FoundError, InferenceError, InputError
-from found.imageio import read_image
-from found.writers import INTERRUPTED, ImageOutputs, write_results
+from found.io.images import read_image
+from found.io.sinks import INTERRUPTED, ImageOutputs, write_results
 from helpers import leftovers, noise_image
 
 
@@ -277,7 +277,7 @@ def test_the_working_scale_is_one_policy_for_every_surface():
     runs the engine); found evaluate never reduces (the paper's protocol, tested in its tests)."""
     import inspect
 
-    from found import distributed
+    from found import ray as distributed
     from found.cli.main import build_parser
     from found.engine import DEFAULT_MAX_SIDE
 

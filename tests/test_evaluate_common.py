@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import require
-from found.backbone import VisionTransformer
-from found.head import FoundHead
+from found.model.backbone import VisionTransformer
+from found.model.head import FoundHead
 
 # ---------------------------------------------------------------------------- builders (imported by other tests)
 
@@ -45,7 +45,7 @@ def write_tiny_model(d: Path, bias: float | None = None, seed: int = 0) -> list[
 
 def build_tiny(d: Path):
     """The same model as ``found evaluate`` builds from ``write_tiny_model(d)``'s files (fp32, the paper's protocol)."""
-    from found.build import build_found
+    from found.hub.build import build_found
 
     return build_found(model="auto", weights=d / "vit.pth", head=d / "head.pt", num_heads=2, device="cpu", progress=False,
                        precision="fp32")

@@ -18,7 +18,7 @@ from conftest import require
 from found.cli.main import main
 from found.evaluate import datasets as ds
 from found.evaluate.detection import coco_detection_metrics, gt_dataset
-from found.masks import component_box, largest_component
+from found.model.masks import component_box, largest_component
 from test_evaluate_common import build_tiny, write_tiny_model
 from test_evaluate_discovery import write_voc
 

@@ -163,7 +163,7 @@ def test_coco20k_list_verified_cache_is_used_without_download(tmp_path, monkeypa
     cached = _hub_cache(tmp_path, monkeypatch)
     cached.write_bytes(listing)
     calls = []
-    monkeypatch.setattr("found.hub.download", lambda w, dest, **k: calls.append(dest) or dest)
+    monkeypatch.setattr("found.hub.weights.download", lambda w, dest, **k: calls.append(dest) or dest)
     assert ds.coco20k_list_path(None) == cached and calls == []
     assert [ds.coco_image_id(n) for n in ds.read_coco20k_list(cached)] == [9, 25]
     explicit = tmp_path / "mine.txt"

@@ -1,4 +1,4 @@
-"""found.instances: connected components of a mask as instances (box, area, pixels, score) and their filters."""
+"""found.model.instances: connected components of a mask as instances (box, area, pixels, score) and their filters."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from found.errors import FoundError
-from found.instances import Instance, InstanceFilter, InstanceOptionError, find_instances, patch_mask_pixels
-from found.masks import component_box, largest_component
+from found.model.instances import Instance, InstanceFilter, InstanceOptionError, find_instances, patch_mask_pixels
+from found.model.masks import component_box, largest_component
 
 PATCH = 4
 #: 3 × 4 patch grid of a 12 × 16 image; cell (i, j) has probability (4 i + j) / 16

@@ -71,7 +71,7 @@ def ort_model(files) -> OnnxFound:
 @pytest.fixture(scope="module")
 def photos(images_dir) -> list[np.ndarray]:
     """The bundled photos, longer side 320 px (the CPU time of the tests stays small)."""
-    from found.imageio import read_image
+    from found.io.images import read_image
 
     return [read_image(p, max_side=320).rgb() for p in sorted(images_dir.glob("*.png"))]
 
@@ -312,7 +312,7 @@ def cli_file(tiny, tmp_path_factory) -> Path:
 
 
 def test_cli_export_writes_a_file_for_the_given_model(cli_file, tiny) -> None:
-    from found.build import load_head
+    from found.hub.build import load_head
 
     info = read_info(cli_file)
     assert (info.model, info.patch_size, info.embed_dim, info.coarse) == ("auto", 8, 64, False)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import load_parity, tiny_vit
-from found.baseline import eager_found_features, last_selfattention
-from found.preprocess import pad_to_multiple, normalize, to_chw_float
+from found.runtime.eager import eager_found_features, last_selfattention
+from found.model.preprocess import pad_to_multiple, normalize, to_chw_float
 
 pytestmark = pytest.mark.parity
 
@@ -84,7 +84,7 @@ def test_preprocessing_reproduces_reference_input(i):
 def test_cpu_fp32_backbone_matches_reference_attention_and_keys(vit, i):
     """The oneDNN CPU path that ``found segment`` runs in fp32 gives DINO's numbers (same tolerances)."""
     from found import Found
-    from found.backbone import cpu
+    from found.model.backbone import cpu
 
     if not cpu.available():
         pytest.skip("this torch build has no oneDNN linear op (the eager path, tested above, runs instead)")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import load_parity
-from found.background import discover_background, head_weights
+from found.model.background import discover_background, head_weights
 
 pytestmark = pytest.mark.parity
 

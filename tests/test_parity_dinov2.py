@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from dinov2_support import build_model, case_file_params, cases, load_cases, model_state
-from found import hub
-from found.backbone import cpu
-from found.baseline import eager_found_features
-from found.build import build_vit
-from found.preprocess import normalize, pad_to_multiple, to_chw_float
+from found.hub import weights as hub
+from found.model.backbone import cpu
+from found.runtime.eager import eager_found_features
+from found.hub.build import build_vit
+from found.model.preprocess import normalize, pad_to_multiple, to_chw_float
 
 pytestmark = pytest.mark.parity
 

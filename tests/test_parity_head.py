@@ -5,8 +5,8 @@ import torch
 from scipy import ndimage
 
 from conftest import load_parity
-from found.head import FoundHead
-from found.masks import single_component, upsample_logits
+from found.model.head import FoundHead
+from found.model.masks import single_component, upsample_logits
 
 pytestmark = pytest.mark.parity
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import load_parity, tiny_vit
-from found.head import FoundHead
+from found.model.head import FoundHead
 from found.train import TrainConfig, extract_features, make_optimizer, train_step
 
 pytestmark = pytest.mark.parity

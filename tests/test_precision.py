@@ -71,7 +71,7 @@ def test_cpu_autocast_masks_match_fp32(vit, structured_head, photos, fp32_preds,
 
 @pytest.mark.numerics
 def test_cpu_int8_masks_match_fp32(vit, structured_head, photos, fp32_preds):
-    from found.backbone.quantize import int8_supported
+    from found.model.backbone.quantize import int8_supported
 
     if not int8_supported():
         pytest.skip("this torch build has no quantized CPU engine")
@@ -81,7 +81,7 @@ def test_cpu_int8_masks_match_fp32(vit, structured_head, photos, fp32_preds):
 
 
 def test_int8_copy_leaves_the_fp32_backbone_alone(vit, photos):
-    from found.backbone.quantize import int8_supported, quantize_int8
+    from found.model.backbone.quantize import int8_supported, quantize_int8
 
     if not int8_supported():
         pytest.skip("this torch build has no quantized CPU engine")

@@ -11,7 +11,7 @@ from scipy import ndimage
 from agreement import SOFT_ATOL, assert_same_prediction
 from conftest import seeded_head, tiny_vit
 from found import Found, FoundHead, discover_background
-from found.preprocess import normalize, pad_to_multiple, to_chw_float
+from found.model.preprocess import normalize, pad_to_multiple, to_chw_float
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_batching_changes_nothing_but_float_rounding(vit, head, photos, precisio
     """What ``Found.predict`` promises on any CPU: each image's soft mask in a batch (two of these
     share a padded size, so one batch holds both) is within SOFT_ATOL of its own one-image result,
     and masks, patch masks, boxes and scores are the same wherever no probability is a tie."""
-    from found.backbone.quantize import int8_supported
+    from found.model.backbone.quantize import int8_supported
 
     if precision == "int8" and not int8_supported():
         pytest.skip("this torch build has no quantized CPU engine")
@@ -177,7 +177,7 @@ def test_wrapping_a_head_in_found_leaves_it_trainable():
 
 @pytest.mark.parametrize("mode", ["multi", "single"])
 def test_refine_applies_the_solver_to_the_binary_mask_and_keeps_it_only_if_accepted(vit, head, photos, mode):
-    from found.masks import single_component
+    from found.model.masks import single_component
     from found.refine import refine_masks
 
     images = [photos["coffee"][:96, :128], photos["astronaut"][:80, :80]]

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from found import build_found, get_model_spec, list_models
-from found.backbone import VisionTransformer
-from found.build import build_vit, load_backbone
-from found.head import CoarseHead
-from found.hub import WeightsError, infer_arch
-from found.registry import DEFAULT_MODEL
+from found.model.backbone import VisionTransformer
+from found.hub.build import build_vit, load_backbone
+from found.model.head import CoarseHead
+from found.hub.weights import WeightsError, infer_arch
+from found.hub.registry import DEFAULT_MODEL
 
 
 def test_registry_has_the_papers_backbones_and_the_default_has_the_published_head():

@@ -12,8 +12,8 @@ import pytest
 
 import found.errors
 from found.errors import FoundError
-from found.hub import ENV_OFFLINE, WeightsError
-from found.registry import DEFAULT_MODEL, MODELS
+from found.hub.weights import ENV_OFFLINE, WeightsError
+from found.hub.registry import DEFAULT_MODEL, MODELS
 from helpers import FOUND_COMMAND, leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 
@@ -84,7 +84,7 @@ def test_failing_inference_is_isolated_to_its_image(tmp_path: Path, tiny, batch,
 
 
 def test_unexpected_error_while_writing_is_isolated(tmp_path: Path, tiny, batch, monkeypatch) -> None:
-    from found import writers
+    from found.io import sinks as writers
 
     good, _ = batch
     real = writers.overlay_image

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from found.errors import InputError
-from found.imageio import capped_size, load_image, read_image, to_rgb_array
+from found.io.images import capped_size, load_image, read_image, to_rgb_array
 from helpers import noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 

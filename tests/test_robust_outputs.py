@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from found.fileio import atomic_group, atomic_path, check_writable
+from found.io.files import atomic_group, atomic_path, check_writable
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 
@@ -66,7 +66,7 @@ def test_check_writable_raises_the_real_error(tmp_path: Path, monkeypatch: pytes
     def deny(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("found.fileio.tempfile.mkstemp", deny)
+    monkeypatch.setattr("found.io.files.tempfile.mkstemp", deny)
     with pytest.raises(PermissionError):
         check_writable(tmp_path)
 
@@ -127,7 +127,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path, tiny, monkeyp
             raise PermissionError(errno.EACCES, "Permission denied")
         return real(*a, dir=dir, **k)
 
-    monkeypatch.setattr("found.fileio.tempfile.mkstemp", mkstemp)
+    monkeypatch.setattr("found.io.files.tempfile.mkstemp", mkstemp)
     r = run_cli(["segment", str(imgs[0]), "-o", str(out), *tiny.args()])
     assert r.code == 2
     assert r.err.strip() == f"found: error: output folder {out} is not usable: Permission denied"
@@ -223,7 +223,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path) -> None:
     import os
     import stat
 
-    from found.fileio import atomic_write_text
+    from found.io.files import atomic_write_text
 
     umask = os.umask(0)
     os.umask(umask)

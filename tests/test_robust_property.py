@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from found.errors import InputError
-from found.imageio import read_image
+from found.io.images import read_image
 from helpers import leftovers, run_cli, tiny  # noqa: F401  (fixture)
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

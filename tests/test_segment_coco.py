@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from conftest import require
 from found import build_found
-from found.coco import decode_rle, load_coco
+from found.io.coco import decode_rle, load_coco
 from found.engine import Engine
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
@@ -104,7 +104,7 @@ def test_filters_and_single_mode_shape_the_instances(tmp_path, tiny, photos):
     images = [photos["coffee"], photos["retina"], photos["astronaut"]]
     everything = [r.prediction.instances for r in Engine(model, workers=0).run(images)]
     assert any(len(i) > 1 for i in everything)
-    from found.instances import InstanceFilter
+    from found.model.instances import InstanceFilter
 
     top = [r.prediction.instances for r in Engine(model, workers=0, instance_filter=InstanceFilter(max_instances=1)).run(images)]
     assert [len(t) for t in top] == [min(1, len(e)) for e in everything]

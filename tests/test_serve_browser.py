@@ -116,8 +116,8 @@ def test_upload_shows_overlay_boxes_mask_and_downloads_the_cutout(page, server, 
         cut = np.asarray(im)
     assert cut.shape == (480, 480, 4)
     # the photo is over the working scale: the cut-out follows its edges (guided filter of the working-scale mask)
-    from found.edges import guided_upsample
-    from found.imageio import read_image
+    from found.model.edges import guided_upsample
+    from found.io.images import read_image
 
     guided = guided_upsample(expected.processed.mask.astype(np.float32), read_image(PHOTO).rgb())
     assert_masks_agree(cut[..., 3] > 0, guided > 0.5, guided, "cut-out alpha")

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import require
-from found.backbone import VisionTransformer
+from found.model.backbone import VisionTransformer
 from found.errors import FoundError, WeightsError
-from found.head import FoundHead
+from found.model.head import FoundHead
 from found.train import TrainConfig, extract_features, train
 from found.train.augment import augment, blur_kernel_size, gaussian_blur, gaussian_kernel, shorter_side_size
 from found.train.checkpoint import load_state

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from found import hub, registry
-from found.head import FoundHead
-from found.registry import ModelSpec, Weights
+from found.hub import weights as hub
+from found.hub import registry
+from found.model.head import FoundHead
+from found.hub.registry import ModelSpec, Weights
 from helpers import TINY, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 TEST_MODEL = "tiny-test"

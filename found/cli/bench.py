@@ -33,12 +33,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..backbone import FoundFeatures, VisionTransformer
-from ..baseline import eager_found_features
+from ..model.backbone import FoundFeatures, VisionTransformer
+from ..runtime.eager import eager_found_features
 from ..errors import FoundError
-from ..head import FoundHead
+from ..model.head import FoundHead
 from ..predictor import PRECISIONS, Found, default_device
-from ..registry import DEFAULT_MODEL
+from ..hub.registry import DEFAULT_MODEL
 
 WEIGHTS_NOTE = (
     "weights: random ViT-S/8 (patch 8, 384-d, 12 blocks, 6 heads) + random head: same compute as "
@@ -58,8 +58,8 @@ def vit_s8(seed: int = 0) -> VisionTransformer:
 
 def registry_backbone(name: str, seed: int = 0) -> VisionTransformer:
     """A registered model's architecture (DINO or DINOv2) with seeded random weights: the same compute."""
-    from ..build import build_vit
-    from ..registry import get_model_spec
+    from ..hub.build import build_vit
+    from ..hub.registry import get_model_spec
 
     try:
         arch = get_model_spec(name).arch
@@ -73,7 +73,7 @@ def bench_backbones(names: list[str], max_side: int | None, quick: bool = False,
     """One row per registered backbone at the working scale of a 1024×768 photo: tokens, backbone ms
     and GFLOP/s (found segment's default precision) and the whole mask of the photo (decode → PNG)."""
     from ..engine import DEFAULT_MAX_SIDE
-    from ..profiling import backbone_rate, photo_split, working_scale
+    from ..bench.profiling import backbone_rate, photo_split, working_scale
 
     side = DEFAULT_MAX_SIDE if max_side is None else max_side
     reps = 2 if quick else 5
@@ -100,7 +100,7 @@ def random_head(dim: int = 384, seed: int = 1) -> FoundHead:
 
 class EagerFound(Found):
     """The baseline: the same predictor, but the backbone runs DINO's eager float32 path
-    (:func:`found.baseline.eager_found_features`)."""
+    (:func:`found.runtime.eager.eager_found_features`)."""
 
     def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
         return eager_found_features(self.backbone, x)
@@ -219,7 +219,7 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
     side capped at ``max_side``, default the working scale): mean / minimum IoU and differing pixels.
     Meaningful with real weights (``--weights``); a random network's masks disagree for any change."""
     from ..engine import DEFAULT_MAX_SIDE
-    from ..imageio import read_image
+    from ..io.images import read_image
 
     max_side = DEFAULT_MAX_SIDE if max_side is None else max_side or None
 
@@ -363,7 +363,7 @@ def segment_folder(model: Found, files: list[Path], outdir: Path, batch_size: in
     """``found segment FILES -o OUTDIR --mask --max-side 0``: the engine and the mask writer that
     ``found segment`` runs, without its option handling; returns the number of masks written."""
     from ..engine import Engine
-    from ..writers import ImageOutputs, write_results
+    from ..io.sinks import ImageOutputs, write_results
 
     engine = Engine(model, batch_size=batch_size, workers=workers, max_side=None)
     images = ImageOutputs(outdir, ["mask"])
@@ -458,7 +458,7 @@ def _same_pngs(a: Path, b: Path, files: list[Path]) -> float:
 
 def default_cpu_precisions() -> list[str]:
     """fp32, bf16 where the CPU has bfloat16 units (``--precision auto`` picks it there), int8."""
-    from ..backbone import cpu
+    from ..model.backbone import cpu
 
     return ["fp32", "bf16", "int8"] if cpu.available() and cpu.native_bf16() else ["fp32", "int8"]
 
@@ -468,7 +468,7 @@ def bench_profile(precisions: list[str], nets: Nets, max_side: int | None, quick
     """Where the time goes at the working scale: matmul GFLOP/s of this CPU, the backbone's achieved
     GFLOP/s in each float precision, and the split of one 1024×768 and one 4000×3000 JPEG."""
     from ..engine import DEFAULT_MAX_SIDE
-    from ..profiling import MASK_STAGES, backbone_rate, block_ops, matmul_rates, photo_split, working_scale
+    from ..bench.profiling import MASK_STAGES, backbone_rate, block_ops, matmul_rates, photo_split, working_scale
 
     side = DEFAULT_MAX_SIDE if max_side is None else max_side
     vit, head = nets if nets is not None else (vit_s8(), random_head())
@@ -699,7 +699,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _image_paths(folder: str) -> list[Path]:
     """The image files directly in ``folder`` (sorted); a clear error when there are none."""
-    from ..imageio import IMAGE_SUFFIXES
+    from ..io.images import IMAGE_SUFFIXES
 
     d = Path(folder)
     if not d.is_dir():
@@ -715,7 +715,7 @@ def _nets_from_args(args: argparse.Namespace) -> tuple[Nets, str]:
     weights, head = getattr(args, "weights", None), getattr(args, "head", None)
     if not weights and not head:
         return None, WEIGHTS_NOTE
-    from ..build import load_backbone, load_head
+    from ..hub.build import load_backbone, load_head
 
     vit = load_backbone("auto", weights, num_heads=getattr(args, "num_heads", None)) if weights else vit_s8()
     dim = vit.embed_dim

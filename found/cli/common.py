@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub import ENV_BACKBONE, ENV_HEAD
-from ..registry import DEFAULT_MODEL, MODELS
+from ..hub.weights import ENV_BACKBONE, ENV_HEAD
+from ..hub.registry import DEFAULT_MODEL, MODELS
 
 
 def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: bool = True, precision: str = "auto") -> None:
@@ -31,7 +31,7 @@ def check_model_args(args: argparse.Namespace) -> None:
     import torch
 
     from ..errors import FoundError
-    from ..registry import get_model_spec
+    from ..hub.registry import get_model_spec
 
     if args.model != "auto":
         try:
@@ -60,7 +60,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 
 def model_from_args(args: argparse.Namespace):
     """Build the :class:`found.Found` predictor described by the parsed options."""
-    from ..build import build_found
+    from ..hub.build import build_found
 
     check_model_args(args)
     if getattr(args, "onnx", None) or getattr(args, "runtime", None) == "onnx":
@@ -82,7 +82,7 @@ def onnx_model_from_args(args: argparse.Namespace):
     (a non-default --model, --head, --coarse) are checked against the file, not loaded."""
     from ..errors import FoundError
     from ..export.runtime import OnnxFound, head_file_sha256
-    from ..registry import get_model_spec
+    from ..hub.registry import get_model_spec
 
     if getattr(args, "runtime", None) == "torch":
         raise FoundError("--onnx FILE runs ONNX Runtime: drop --runtime torch (or --onnx)")
@@ -101,7 +101,7 @@ def onnx_model_from_args(args: argparse.Namespace):
 
 
 def add_instance_args(parser: argparse.ArgumentParser) -> None:
-    """Instance filters (found.instances.InstanceFilter): --max-instances, --min-area, --min-score."""
+    """Instance filters (found.model.instances.InstanceFilter): --max-instances, --min-area, --min-score."""
     g = parser.add_argument_group("instances")
     g.add_argument("--max-instances", type=int, metavar="K", help="keep at most the K largest instances per image (K >= 1; default all)")
     g.add_argument("--min-area", type=float, default=0.0, metavar="A",
@@ -117,7 +117,7 @@ def instance_options_given(args: argparse.Namespace) -> bool:
 
 def instance_filter_from_args(args: argparse.Namespace):
     """The InstanceFilter of the parsed options; a bad value is a one-line usage error (FoundError)."""
-    from ..instances import InstanceFilter, InstanceOptionError
+    from ..model.instances import InstanceFilter, InstanceOptionError
 
     try:
         return InstanceFilter(max_instances=args.max_instances, min_area=args.min_area, min_score=args.min_score)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import hub
-from ..registry import DEFAULT_MODEL, MODELS, get_model_spec
+from ..hub import weights as hub
+from ..hub.registry import DEFAULT_MODEL, MODELS, get_model_spec
 
 
 def add_parser(sub) -> None:

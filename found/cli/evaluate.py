@@ -127,7 +127,7 @@ def _limit_note(args) -> list[str]:
 
 def _write_json(path: Path, obj) -> None:
     from ..evaluate.saliency import _json_safe
-    from ..fileio import atomic_write_text
+    from ..io.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
 
@@ -166,7 +166,7 @@ def run_saliency(args: argparse.Namespace) -> int:
 def run_discovery(args: argparse.Namespace) -> int:
     from ..evaluate import datasets as ds
     from ..evaluate.discovery import evaluate_discovery
-    from ..fileio import atomic_write_text
+    from ..io.files import atomic_write_text
 
     if args.dataset in ("VOC07", "VOC12"):
         year = "2007" if args.dataset == "VOC07" else "2012"
@@ -208,7 +208,7 @@ def _detection_samples(args):
 
 
 def run_detection(args: argparse.Namespace) -> int:
-    from ..coco import require_pycocotools
+    from ..io.coco import require_pycocotools
     from ..evaluate.detection import evaluate_detection
 
     flt = instance_filter_from_args(args)

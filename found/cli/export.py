@@ -47,9 +47,9 @@ def _int8_path(args: argparse.Namespace, out: Path) -> Path | None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from ..build import load_backbone, load_head
+    from ..hub.build import load_backbone, load_head
     from ..export.onnx import export_onnx
-    from ..registry import get_model_spec
+    from ..hub.registry import get_model_spec
 
     check_model_args(args)
     if args.precision != "fp32":
@@ -79,7 +79,7 @@ def run_onnx(args: argparse.Namespace) -> int:
 def _check_images(folder: str):
     """The photos of ``--check-images`` as uint8 arrays at the working scale ``found segment`` runs them at."""
     from ..engine import DEFAULT_MAX_SIDE
-    from ..imageio import IMAGE_SUFFIXES, read_image
+    from ..io.images import IMAGE_SUFFIXES, read_image
 
     d = Path(folder)
     if not d.is_dir():

@@ -1,7 +1,7 @@
 """``found segment INPUT... -o OUTDIR``: masks, cut-outs, overlays and boxes for images on disk.
 
 Options, input collection and the run report; the work is the library's: the engine
-(:mod:`found.engine`) predicts, the writers (:mod:`found.writers`) write.
+(:mod:`found.engine`) predicts, the writers (:mod:`found.io.sinks`) write.
 A batch never stops at a bad image: each failure is recorded and the run ends with a summary
 (ok / skipped / failed with reasons, plus notices such as "first frame of an animated GIF").
 Exit code 0 when every image succeeded, 1 when some failed, 2 for usage errors, 130 on Ctrl-C.
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ..engine import DEFAULT_MAX_SIDE, EDGES, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
-from ..fileio import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
-from ..inputs import Job, collect_inputs, path_key
+from ..io.files import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
+from ..io.sources import Job, collect_inputs, path_key
 from ..video import ALPHA_CODECS, VideoOutputs, input_kind
-from ..writers import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
+from ..io.sinks import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
 from .common import (add_instance_args, add_model_args, check_batch_options, instance_filter_from_args,
                      instance_options_given, model_from_args)
 from .distributed import add_ray_args
@@ -216,7 +216,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.distributed)
+    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.ray)
         from .distributed import run as run_on_ray
 
         args.fast_exit = False  # Ray's own shutdown runs at exit

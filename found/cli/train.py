@@ -99,7 +99,7 @@ def make_eval_fn(args: argparse.Namespace, backbone, device, precision):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..build import load_backbone
+    from ..hub.build import load_backbone
     from ..predictor import default_device
     from ..train.data import find_images
     from ..train.loop import train

@@ -181,8 +181,8 @@ COCO20K_FILENAME = "coco_20k_filenames.txt"
 
 def coco20k_list_path(explicit: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """The COCO20k image list: ``explicit`` path, else the torch-hub cache (downloaded once, sha256-checked)."""
-    from .. import hub
-    from ..registry import Weights
+    from ..hub import weights as hub
+    from ..hub.registry import Weights
 
     if explicit is not None:
         p = Path(explicit).expanduser()

@@ -2,14 +2,14 @@
 
 Every ground-truth box of an image counts, as one class ("object", category 1), exactly the boxes
 CorLoc uses (:mod:`found.evaluate.datasets`: VOC difficult objects included, COCO crowd boxes
-removed). The detections are the image's instances (:func:`found.instances.find_instances` on
+removed). The detections are the image's instances (:func:`found.model.instances.find_instances` on
 the predicted pixel mask ``soft > 0.5``, no refinement), each with its score; ``--objects single``
 keeps the largest one only. pycocotools' ``COCOeval`` (``iouType="bbox"``, maxDets 1/10/100,
 area range "all") gives AP (IoU .50:.05:.95), AP50, AP75 and AR@1/10/100. CorLoc is computed as
 ``found evaluate discovery`` does (largest component of the patch-level mask).
 
 Boxes are pixel boxes (x1, y1, x2, y2, max exclusive) given to COCO as (x1, y1, x2 − x1, y2 − y1);
-COCOeval's IoU takes width and height as they are (no +1), as our :func:`found.masks.box_iou`
+COCOeval's IoU takes width and height as they are (no +1), as our :func:`found.model.masks.box_iou`
 up to its eps. A metric with no ground truth at all is undefined (COCOeval's −1): reported as NaN.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..instances import Instance, InstanceFilter, find_instances
+from ..model.instances import Instance, InstanceFilter, find_instances
 from .discovery import DiscoveryResult
 
 #: results.json keys → index in ``COCOeval.stats``.
@@ -56,7 +56,7 @@ def coco_detection_metrics(gt_boxes: Sequence[np.ndarray], image_hws: Sequence[t
                            detections: Sequence[Sequence[tuple[Sequence[float], float]]]) -> dict[str, float]:
     """AP, AP50, AP75, AR1, AR10, AR100 (COCOeval, bbox, one class) of per-image detections
     ``[(box_xyxy, score), …]`` against per-image ground-truth boxes (xyxy). NaN when undefined."""
-    from ..coco import _coco_class
+    from ..io.coco import _coco_class
 
     COCO = _coco_class()
     if len(gt_boxes) != len(detections) or len(gt_boxes) != len(image_hws):

@@ -4,8 +4,8 @@ Protocol (``evaluation/uod.py`` of FOUND, itself LOST's): full-resolution image,
 (in normalised space) to a multiple of the patch size; the patch-level prediction is
 ``sigmoid(logits) > 0.5``; the predicted box is the box of its largest 4-connected component,
 scaled by the patch size, with only x2/y2 clipped to the image
-(:func:`found.masks.largest_component_box`); an image is a hit when that box has IoU ≥ 0.5 with at
-least one ground-truth box (:func:`found.masks.box_iou`, the authors' eps placement).
+(:func:`found.model.masks.largest_component_box`); an image is a hit when that box has IoU ≥ 0.5 with at
+least one ground-truth box (:func:`found.model.masks.box_iou`, the authors' eps placement).
 CorLoc = hits / images.
 
 Differences from the reference, where it crashes: an **all-empty prediction** makes the
@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..masks import box_iou, largest_component_box
+from ..model.masks import box_iou, largest_component_box
 
 #: IoU needed for a CorLoc hit.
 IOU_THRESHOLD = 0.5

@@ -22,7 +22,7 @@ label of its nearest train object. Its three setups are options here:
 
 * ``objects="single"``: the whole binary mask ``s > 0.5`` is one object (MaskContrast's unit);
 * ``objects="multi"``: each 4-connected component of the mask (scipy's default cross, as
-  everywhere in :mod:`found.masks` and the bilateral post-processing) is an object; components
+  everywhere in :mod:`found.model.masks` and the bilateral post-processing) is an object; components
   smaller than 1 % of the (resized) image are discarded (their pixels are background in val);
 * ``refine=True``: the binary mask is first refined with the bilateral solver on the resized image
   (:func:`found.refine.refine_masks`, ``keep="single"`` / ``"all"``), the result used only if its
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import FoundError
-from ..preprocess import prepare
+from ..model.preprocess import prepare
 from .datasets import VOC_CLASSES
 
 #: MaskContrast's 7-class setting ignores these 13 classes (``retrieval_..._unsupervised_saliency.yml``).
@@ -147,7 +147,7 @@ def split_objects(binary: np.ndarray, objects: str = "single", min_fraction: flo
         return []
     if objects == "single":
         return [binary]
-    labeled, n = ndimage.label(binary)  # 4-connectivity, as found.masks and the bilateral post-processing
+    labeled, n = ndimage.label(binary)  # 4-connectivity, as found.model.masks and the bilateral post-processing
     counts = np.bincount(labeled.ravel(), minlength=n + 1)
     min_pixels = min_fraction * binary.size
     return [labeled == k for k in range(1, n + 1) if counts[k] >= min_pixels]

@@ -4,7 +4,7 @@ Protocol (FOUND's ``evaluate_saliency`` with ``im_fullsize=True``): every image 
 resolution, batch size 1; the map that is scored is
 
 * ``multi`` mode: the soft map ``sigmoid(bilinear×patch(logits))`` cropped to the image;
-* ``single`` mode: the binary main component of ``soft > 0.5`` (:func:`found.masks.single_component`);
+* ``single`` mode: the binary main component of ``soft > 0.5`` (:func:`found.model.masks.single_component`);
 * with ``refine`` (bilateral solver): the refined binary mask.
 
 Ground truth = grey level == 255 (authors). Each metric is computed per image and averaged over
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FoundError
 from ..extras import install_hint
-from ..fileio import atomic_path, atomic_write_text
+from ..io.files import atomic_path, atomic_write_text
 from .metrics import (
     AuthorsMeter,
     StandardSaliencyMetrics,

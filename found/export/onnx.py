@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import VisionTransformer
+from ..model.backbone import VisionTransformer
 from ..errors import FoundError
 from ..extras import require
-from ..head import FoundHead
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..model.head import FoundHead
+from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 #: Value of the ``format`` metadata entry; a runtime refuses files of another format.
 FORMAT = "found-onnx/1"
@@ -237,7 +237,7 @@ def export_onnx(
     """Write the ONNX file for ``backbone`` (+ ``head``; ``None``: attention and keys only, for
     coarse masks) atomically; dynamic batch, height and width. Returns the path."""
     onnx = _require_onnx()
-    from ..fileio import atomic_path
+    from ..io.files import atomic_path
 
     path = Path(path)
     p = backbone.patch_size
@@ -293,14 +293,14 @@ def _linear_nodes(proto, embed_dim: int, scope: str) -> list[str]:
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "mlp") -> Path:
     """onnxruntime's dynamic int8 quantisation of ``src``'s linear layers into ``dst`` (atomic).
 
-    ``scope="mlp"`` quantises the MLPs only (as the torch int8 path, :mod:`found.backbone.quantize`),
+    ``scope="mlp"`` quantises the MLPs only (as the torch int8 path, :mod:`found.model.backbone.quantize`),
     ``"all"`` also the attention projections; per-channel int8 weights, activations quantised per
     call. Metadata is kept, with ``quantization=int8-dynamic-<scope>``.
     """
     onnx = _require_onnx()
     quantization = require("onnxruntime.quantization", "onnx", "int8 quantisation")
     QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
-    from ..fileio import atomic_path
+    from ..io.files import atomic_path
 
     if scope not in INT8_SCOPES:
         raise ValueError(f"scope must be one of {INT8_SCOPES}, got {scope!r}")

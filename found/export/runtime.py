@@ -10,8 +10,8 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from ..background import discover_background
-from ..backbone import FoundFeatures
+from ..model.background import discover_background
+from ..model.backbone import FoundFeatures
 from ..errors import FoundError
 from ..extras import require
 from ..predictor import Found
@@ -151,8 +151,8 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device | None = None,
 
 def head_file_sha256(head: str | os.PathLike) -> str:
     """The :func:`found.export.onnx.head_sha256` of a head checkpoint file (to check a file's head)."""
-    from ..build import load_head
-    from ..hub import existing_file, load_checkpoint
+    from ..hub.build import load_head
+    from ..hub.weights import existing_file, load_checkpoint
 
     path = existing_file(head, "--head")
     state = load_checkpoint(path)

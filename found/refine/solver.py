@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..override import SharedOverride
+from ..io.override import SharedOverride
 from . import numpy_solver, torch_solver
 from .colour import clear_tables, colour_table
 from .grid import key_layout

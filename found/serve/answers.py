@@ -16,8 +16,8 @@ from PIL import Image
 
 from ..engine import Engine, Result
 from ..errors import InputError, one_line
-from ..imageio import LoadedImage, _quiet_warnings
-from ..writers import cutout_image, mask_image, overlay_image, soft_image
+from ..io.images import LoadedImage, _quiet_warnings
+from ..io.sinks import cutout_image, mask_image, overlay_image, soft_image
 
 #: Answers a request can ask for: the JSON record, or one PNG.
 PNG_KINDS = ("mask", "soft", "cutout", "overlay")
@@ -80,7 +80,7 @@ def reason(e: BaseException) -> str:
 
 
 def png_bytes(kind: str, result: Result) -> bytes:
-    """One PNG of a result at the upload's full resolution (drawn by :mod:`found.writers`)."""
+    """One PNG of a result at the upload's full resolution (drawn by :mod:`found.io.sinks`)."""
     pred = result.prediction
     if kind == "mask":
         im = mask_image(pred.mask)

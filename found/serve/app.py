@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from ..engine import Engine, Result
 from ..errors import FoundError, InputError
-from ..imageio import LoadedImage
+from ..io.images import LoadedImage
 from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
 from .batcher import Batcher, Key, Overloaded
 from .live import register_live

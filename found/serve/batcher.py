@@ -20,7 +20,7 @@ from typing import Callable, TypeVar
 
 from ..engine import Engine
 from ..errors import FoundError, describe
-from ..imageio import LoadedImage
+from ..io.images import LoadedImage
 
 T = TypeVar("T")
 #: Options that must agree for requests to share a forward pass: (mode, refine).

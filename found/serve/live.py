@@ -33,7 +33,7 @@ from typing import Awaitable, Callable
 
 from ..engine import Engine
 from ..errors import FoundError, InputError
-from ..writers import mask_image
+from ..io.sinks import mask_image
 
 __all__ = ["LIVE_HTML", "LIVE_JS", "MAX_FRAME_BYTES", "frame_answer", "register_live"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import FoundError
-from ..hub import atomic_torch_save, load_checkpoint
+from ..hub.weights import atomic_torch_save, load_checkpoint
 from .config import SCHEDULE_KEYS, TrainConfig
 from .data import Position
 

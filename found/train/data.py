@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import FoundError, InputError
-from ..imageio import IMAGE_SUFFIXES, open_image, to_rgb_array
+from ..io.images import IMAGE_SUFFIXES, open_image, to_rgb_array
 from .augment import augment
 from .config import TrainConfig
 

@@ -29,9 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import FoundError
-from ..fileio import atomic_write_text
-from ..head import FoundHead
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ..io.files import atomic_write_text
+from ..model.head import FoundHead
+from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from .checkpoint import CHECKPOINT_NAME, TrainState, check_compatible, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig
 from .data import EpochBatchSampler, Position, TrainImages, files_digest, make_loader, reraise_worker_error

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..extras import require
-from ..fileio import atomic_path, atomic_write_text
+from ..io.files import atomic_path, atomic_write_text
 
 LOG_FIELDS = (
     "iter", "epoch", "batch", "lr", "loss", "loss_refined_pred", "loss_coarse", "loss_self",

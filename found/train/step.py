@@ -23,10 +23,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..background import discover_background
-from ..backbone import FoundFeatures
+from ..model.background import discover_background
+from ..model.backbone import FoundFeatures
 from ..errors import FoundError
-from ..head import FoundHead
+from ..model.head import FoundHead
 from .config import TrainConfig
 
 #: ``refine(images [B,3,H,W] in [0,1], patch_masks [B,h,w], patch=, keep=) -> (labels [B,h,w] bool, accepted [B] bool)``

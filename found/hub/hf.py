@@ -1,5 +1,5 @@
 """Hugging Face ``transformers`` DINOv2 checkpoints (``Dinov2Model``, ``Dinov2WithRegistersModel``):
-keys converted once, at load, to the official DINOv2 layout that :mod:`found.backbone.dinov2` uses.
+keys converted once, at load, to the official DINOv2 layout that :mod:`found.model.backbone.dinov2` uses.
 
 A checkpoint is a ``model.safetensors`` / ``pytorch_model.bin`` file or a directory holding one and
 its ``config.json``. Without registers the model gets the official DINOv2 interpolation (offset 0.1),
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import WeightsError
-from .extras import require
+from ..errors import WeightsError
+from ..extras import require
 
 #: Weight files of a ``save_pretrained`` directory, in the order they are looked for.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

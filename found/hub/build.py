@@ -5,9 +5,9 @@ import os
 
 import torch
 
-from . import hub
-from .backbone import DinoV2VisionTransformer, VisionTransformer
-from .head import FoundHead
+from . import weights as hub
+from ..model.backbone import DinoV2VisionTransformer, VisionTransformer
+from ..model.head import FoundHead
 from .registry import DEFAULT_MODEL, Arch, get_model_spec
 
 
@@ -89,7 +89,7 @@ def build_found(
     **kwargs,
 ):
     """The FOUND predictor ready to use; ``coarse=True`` needs no trained head (step-1 masks)."""
-    from .predictor import Found
+    from ..predictor import Found
 
     vit = load_backbone(model, weights, num_heads=num_heads, progress=progress)
     h = None if coarse else load_head(model, head, in_dim=vit.embed_dim, progress=progress)

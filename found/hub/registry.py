@@ -9,7 +9,7 @@ class Arch:
     """ViT hyper-parameters: DINO's ``vit_small`` / ``vit_base``, DINOv2's, or a custom size.
 
     ``family="dinov2"``: LayerScale, ``num_register_tokens`` registers, and the official hub
-    constructors' position-embedding interpolation (see :mod:`found.backbone.dinov2`).
+    constructors' position-embedding interpolation (see :mod:`found.model.backbone.dinov2`).
     """
 
     patch_size: int

@@ -21,9 +21,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import FoundError
-from .extras import install_hint, require
-from .instances import Instance
+from ..errors import FoundError
+from ..extras import install_hint, require
+from ..model.instances import Instance
 
 #: The one class of class-agnostic pseudo-labels.
 OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -167,7 +167,7 @@ def dumps(dataset: dict) -> str:
 
 def write_coco(path: str | os.PathLike, dataset: dict) -> None:
     """Write a COCO dict atomically (complete file or none)."""
-    from .fileio import atomic_write_text
+    from .files import atomic_write_text
 
     atomic_write_text(path, dumps(dataset))
 

@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .writers import OUTPUT_SUFFIXES, VIDEO_OUTPUT_ENDINGS
+from .images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .sinks import OUTPUT_SUFFIXES, VIDEO_OUTPUT_ENDINGS
 
 
 #: Suffixes taken when scanning folders, and the names of this command's own outputs (never inputs).

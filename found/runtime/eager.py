@@ -1,7 +1,7 @@
 """DINO's eager code path as FOUND's reference code runs it: the benchmark baseline.
 
 Not used for inference. ``found bench`` times the model against it, and the parity tests check
-that the fast path (:meth:`found.backbone.VisionTransformer.found_features`) computes the same
+that the fast path (:meth:`found.model.backbone.VisionTransformer.found_features`) computes the same
 numbers. Every block materialises its N×N attention map (``softmax(q kᵀ · scale) @ v``), the last
 block runs its whole attention and stops before its MLP (DINO's ``get_last_selfattention``), and
 the keys come from the ``qkv`` output (FOUND's forward hook).
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .backbone import FoundFeatures, VisionTransformer
-from .backbone.layers.attention import Attention
-from .backbone.layers.block import Block
+from ..model.backbone import FoundFeatures, VisionTransformer
+from ..model.backbone.layers.attention import Attention
+from ..model.backbone.layers.block import Block
 
 
 def eager_attention(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

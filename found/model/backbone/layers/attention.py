@@ -3,7 +3,7 @@
 Two paths: a fused one (``scaled_dot_product_attention``) for the ordinary blocks, and
 ``cls_attention_and_keys`` for the last block, which gives FOUND exactly what it needs — the
 CLS→patch attention and the patch keys — without building the N×N attention matrix. DINO's eager
-path (the benchmark baseline) lives in :mod:`found.baseline`, outside the model.
+path (the benchmark baseline) lives in :mod:`found.runtime.eager`, outside the model.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Attention(nn.Module):
     def _query_and_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLS query [B, 1, D] and all keys [B, N, D]; only the q and k rows of ``qkv`` are applied.
 
-        A quantised copy (see :mod:`found.backbone.quantize`) carries separate ``q_proj``/``k_proj``
+        A quantised copy (see :mod:`found.model.backbone.quantize`) carries separate ``q_proj``/``k_proj``
         layers, since its ``qkv`` weight cannot be sliced.
         """
         d = x.shape[-1]

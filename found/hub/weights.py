@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import WeightsError  # defined with the other errors; `from found.hub import WeightsError` still works
-from .fileio import atomic_path
+from ..errors import WeightsError  # defined with the other errors; `from found.hub.weights import WeightsError` still works
+from ..io.files import atomic_path
 from .registry import Arch, Weights
 
 #: Environment variables that point at local weight files (same role as --weights / --head).
@@ -234,7 +234,7 @@ def is_dinov2_state(state: dict[str, torch.Tensor]) -> bool:
 def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, config: dict | None = None) -> Arch:
     """Read a ViT's size off its state dict: DINO, or DINOv2 (patch 14, LayerScale, registers, SwiGLU)
     recognised by its keys. Heads are not stored: ``config`` (``num_attention_heads``), else head dim 64."""
-    from .backbone.layers.swiglu import swiglu_hidden
+    from ..model.backbone.layers.swiglu import swiglu_hidden
 
     config = config or {}
     dinov2 = is_dinov2_state(state)

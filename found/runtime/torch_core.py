@@ -11,13 +11,13 @@ import warnings
 
 import torch
 
-from .backbone import FoundFeatures, VisionTransformer
-from .head import CoarseHead, FoundHead, probabilities, soft_masks
+from ..model.backbone import FoundFeatures, VisionTransformer
+from ..model.head import CoarseHead, FoundHead, probabilities, soft_masks
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: CPU batches are split into backbone calls of at most this many tokens (one 224² image: 785).
 CPU_CHUNK_TOKENS = 1024
-#: Precisions the CPU backbone (:mod:`found.backbone.cpu`) runs, and their GEMM dtypes.
+#: Precisions the CPU backbone (:mod:`found.model.backbone.cpu`) runs, and their GEMM dtypes.
 CPU_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -28,7 +28,7 @@ def resolve_precision(precision: str, device: torch.device, coarse: bool = False
     can move a whole mask (IoU 0.95 against fp32 measured on a bundled photo). Others are kept."""
     if precision != "auto":
         return precision
-    from .backbone import cpu
+    from ..model.backbone import cpu
 
     native = device.type == "cpu" and cpu.available() and cpu.native_bf16()
     return "bf16" if native and not coarse else "fp32"
@@ -48,10 +48,10 @@ class FoundCore:
 
     ``precision``: ``"auto"`` (default: ``"bf16"`` on a CPU with bfloat16 units, else ``"fp32"``;
     see :func:`resolve_precision`), ``"fp32"`` (the paper's numbers), ``"bf16"`` (on the CPU the
-    oneDNN backbone of :mod:`found.backbone.cpu`; elsewhere autocast), ``"fp16"`` (autocast, for
+    oneDNN backbone of :mod:`found.model.backbone.cpu`; elsewhere autocast), ``"fp16"`` (autocast, for
     GPUs), or ``"int8"`` (CPU only: dynamically quantised linear layers, see
-    :mod:`found.backbone.quantize`). On the CPU, fp32 and bf16 run
-    :class:`~found.backbone.cpu.CpuBackbone`, which reads the backbone's weights once, here.
+    :mod:`found.model.backbone.quantize`). On the CPU, fp32 and bf16 run
+    :class:`~found.model.backbone.cpu.CpuBackbone`, which reads the backbone's weights once, here.
     ``compile=True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``, which adds CUDA
     graphs) compiles the backbone on CUDA; it is ignored, with a warning, on other devices.
     """
@@ -89,11 +89,11 @@ class FoundCore:
             warnings.warn(f"compile={compile!r} is only used on CUDA; running eagerly on {self.device}", stacklevel=3)
             compile = False
         if self.precision == "int8":
-            from .backbone.quantize import quantize_int8
+            from ..model.backbone.quantize import quantize_int8
 
             net = quantize_int8(self.backbone)
         elif self.device.type == "cpu" and self.precision in CPU_DTYPES:
-            from .backbone import cpu
+            from ..model.backbone import cpu
 
             # else the eager path: ViT-g/14's SwiGLU, or bf16 where oneDNN has no bf16 GEMM
             if cpu.available() and cpu.supports(self.backbone) and (self.precision == "fp32" or cpu.bf16_gemm()):

@@ -2,7 +2,7 @@
 
 Pure numpy/scipy (layer "core"). An *instance* is a 4-connected component of the predicted
 pixel mask (``scipy.ndimage.label``'s default structure, the connectivity of
-:mod:`found.masks`). Its **score** is the mean object probability of the patch cells it touches:
+:mod:`found.model.masks`). Its **score** is the mean object probability of the patch cells it touches:
 the unweighted mean of ``patch_probs[y // patch, x // patch]`` over the distinct cells holding at
 least one of its pixels — the per-image ``Prediction.score`` rule (mean over the patches of the
 component), extended to pixel masks.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FoundError
+from ..errors import FoundError
 
 #: ``find_instances`` modes: every component, or only the largest one (the per-image box's rule).
 INSTANCE_MODES = ("multi", "single")
@@ -197,7 +197,7 @@ def patch_mask_pixels(patch_mask: np.ndarray, patch: int, image_hw: tuple[int, i
 
     Every cell keeps at least one pixel (the grid is ⌈H / patch⌉ × ⌈W / patch⌉ or larger), so the
     components are those of the patch mask, and :func:`find_instances` on this mask gives the
-    boxes and scores of :func:`found.masks.component_box` and ``Prediction.score``.
+    boxes and scores of :func:`found.model.masks.component_box` and ``Prediction.score``.
     """
     pm = np.asarray(patch_mask, dtype=bool)
     h, w = int(image_hw[0]), int(image_hw[1])

@@ -40,7 +40,7 @@ class FoundHead(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Save in the authors' format, atomically (temporary file, then rename)."""
-        from .hub import atomic_torch_save
+        from ..hub.weights import atomic_torch_save
 
         atomic_torch_save(self.state_for_saving(), Path(path))
 
@@ -62,7 +62,7 @@ class FoundHead(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, in_dim: int | None = None) -> "FoundHead":
-        from .hub import load_checkpoint
+        from ..hub.weights import load_checkpoint
 
         state = load_checkpoint(Path(path))
         inner = state.get("decoder", state)

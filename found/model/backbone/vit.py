@@ -2,7 +2,7 @@
 
 Parameter names match facebookresearch/dino's ``VisionTransformer`` so that its checkpoints load
 with ``strict=True``. Inputs must already be padded to a multiple of the patch size
-(see :func:`found.preprocess.pad_to_multiple`).
+(see :func:`found.model.preprocess.pad_to_multiple`).
 """
 from __future__ import annotations
 

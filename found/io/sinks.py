@@ -24,10 +24,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .engine import Result
-from .errors import describe
-from .fileio import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text
-from .instances import instances_summary
+from ..engine import Result
+from ..errors import describe
+from .files import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text
+from ..model.instances import instances_summary
 
 #: Per-input outputs and the suffix each adds to the input's stem.
 OUTPUT_SUFFIXES = {

@@ -1,0 +1,1 @@
+"""The method as pure tensor functions: backbones, background discovery, the head, masks and instances."""

@@ -1,0 +1,1 @@
+"""How a model runs: cores that turn a batch of images into patch logits, and device/precision choices."""
