@@ -74,11 +74,12 @@ def build_model(arch: str, device: str):
 
 
 def run_video(engine, video: Path, out: Path | None) -> list[np.ndarray]:
-    from found.video import VideoOutputs, segment_video
+    from found.video import VideoOutputs, VideoReader, segment_video
 
     if out is None:
         return [fr.prediction.mask for fr in segment_video(video, engine)]
-    VideoOutputs(out, ["mask"]).write(video, engine, "clip")
+    with VideoReader(video) as reader:
+        VideoOutputs(out, ["mask"]).write(reader.path, reader.info, segment_video(reader, engine), "clip")
     return []
 
 

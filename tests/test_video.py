@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 from found import build_found  # noqa: E402
 from found.engine import Engine  # noqa: E402
 from found.video import (  # noqa: E402
-    VideoDecodeError, VideoOutputs, input_kind, is_video, iter_video_frames, probe_video, segment_video,
+    VideoDecodeError, VideoOutputs, VideoReader, input_kind, is_video, iter_video_frames, probe_video, segment_video,
 )
 
 MS = Fraction(1, 1000)
@@ -154,18 +154,16 @@ def test_smoothing_is_a_moving_average_of_the_logits(model, videos):
 
 
 def test_decoding_is_streamed_not_read_whole(model, tmp_path, monkeypatch):
-    import found.video as fv
-
     path = make_video(tmp_path / "long.mkv", 150, 32, 32, codec="ffv1")
     decoded_count = []
-    original = fv._Reader.frames
+    original = VideoReader.frames
 
     def counting(self):
         for fr in original(self):
             decoded_count.append(fr.index)
             yield fr
 
-    monkeypatch.setattr(fv._Reader, "frames", counting)
+    monkeypatch.setattr(VideoReader, "frames", counting)
     it = segment_video(path, Engine(model, batch_size=2, workers=1))
     first = next(it)
     assert first.index == 0
@@ -360,10 +358,10 @@ def test_video_options_are_checked(tiny, videos, tmp_path):  # noqa: F811
 
 
 def test_outputs_are_written_under_temporary_names_until_complete(model, videos, tmp_path, monkeypatch):
-    import found.video as fv
+    from found.video.sink import FrameWriter
 
     seen = []
-    original = fv._FrameWriter.add
+    original = FrameWriter.add
 
     def spy(self, fr):
         seen.append(sorted(p.name for p in tmp_path.iterdir()))
@@ -371,9 +369,9 @@ def test_outputs_are_written_under_temporary_names_until_complete(model, videos,
             raise OSError(28, "No space left on device")
         original(self, fr)
 
-    monkeypatch.setattr(fv._FrameWriter, "add", spy)
+    monkeypatch.setattr(FrameWriter, "add", spy)
     outputs = VideoOutputs(tmp_path, ["mask", "overlay"], boxes=True)
-    with pytest.raises(OSError):
-        outputs.write(videos["mp4"], Engine(model), "clip")
+    with pytest.raises(OSError), VideoReader(videos["mp4"]) as reader:
+        outputs.write(reader.path, reader.info, segment_video(reader, Engine(model)), "clip")
     assert all(name.startswith(".") and name.endswith(".part") for names in seen for name in names)
     assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,7 @@ from ..engine import DEFAULT_MAX_SIDE, EDGES, READ_AHEAD_CHUNKS, Engine, default
 from ..errors import FoundError
 from ..io.files import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..io.sources import Job, collect_inputs, path_key
-from ..video import ALPHA_CODECS, VideoOutputs, input_kind
+from ..video import ALPHA_CODECS, VideoOutputs, VideoReader, input_kind, segment_video
 from ..io.sinks import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
 from .common import (add_instance_args, add_model_args, check_batch_options, instance_filter_from_args,
                      instance_options_given, model_from_args)
@@ -272,14 +272,17 @@ def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespac
 
 
 def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Namespace) -> bool:
-    """Each video job through :meth:`VideoOutputs.write` (one input each in the report); True on Ctrl-C."""
+    """Each video job through :func:`segment_video`, its frames written by :meth:`VideoOutputs.write`
+    (one input each in the report); True on Ctrl-C."""
     from tqdm.auto import tqdm
 
     for i, job in enumerate(plan.videos):
         bar = tqdm(unit="frame", desc=job.path.name, disable=not args.progress)
         try:
-            summary = plan.video.write(job.path, engine, str(job.rel), every=args.every, smooth=args.smooth,
-                                       on_frame=lambda fr: bar.update(1))
+            with VideoReader(job.path) as reader:
+                frames = segment_video(reader, engine, every=args.every, smooth=args.smooth)
+                summary = plan.video.write(reader.path, reader.info, frames, str(job.rel),
+                                           on_frame=lambda fr: bar.update(1))
         except KeyboardInterrupt:
             report.stopped = INTERRUPTED
             report.not_processed += len(plan.videos) - i

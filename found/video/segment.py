@@ -1,0 +1,136 @@
+"""A video through the engine: :func:`segment_video` turns a video's frames into one
+:class:`FrameResult` per frame, in order and streamed (``every=N`` frame skipping, ``smooth``
+temporal smoothing of the patch logits with :class:`LogitsEMA`). Nothing here writes."""
+from __future__ import annotations
+
+import copy
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..engine import Engine, Result
+from ..errors import FoundError
+from .reader import VideoFrame, VideoReader, prefetch
+
+__all__ = ["DECODE_AHEAD", "FrameResult", "LogitsEMA", "segment_video", "smoothed_model"]
+
+#: Frames decoded ahead of the engine (in a background thread).
+DECODE_AHEAD = 8
+
+
+# ---------------------------------------------------------------------------- smoothing
+class LogitsEMA:
+    """Exponential moving average of patch logits over consecutive frames (an addition to the paper):
+    ``s_k = alpha * l_k + (1 - alpha) * s_(k-1)``; ``alpha=1`` is no smoothing. It restarts when
+    the frame size changes."""
+
+    def __init__(self, alpha: float) -> None:
+        if not 0 < alpha <= 1:
+            raise FoundError(f"smoothing alpha must be in (0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.state = None
+
+    def __call__(self, logits: Any) -> Any:
+        """The logits of a batch of consecutive frames, each averaged with the state before it."""
+        out = logits.clone()
+        for i in range(out.shape[0]):
+            if self.state is not None and self.state.shape == out[i].shape:
+                out[i] = self.alpha * out[i] + (1 - self.alpha) * self.state
+            self.state = out[i].clone()
+        return out
+
+
+def smoothed_model(model: Any, alpha: float) -> Any:
+    """A shallow copy of ``model`` (same weights) whose ``patch_logits`` pass through a fresh
+    :class:`LogitsEMA`: ``predict`` then thresholds the smoothed logits. Frames must be given in
+    order (the engine keeps input order, and a video's frames share one padded size)."""
+    ema = LogitsEMA(alpha)
+    inner = model.patch_logits
+    m = copy.copy(model)
+    m.patch_logits = lambda x: ema(inner(x))  # an instance attribute shadows the method for predict()
+    return m
+
+
+def _smoothed_engine(engine: Engine, alpha: float) -> Engine:
+    """A shallow copy of ``engine`` running :func:`smoothed_model` (the caller's engine is left as it is)."""
+    engine = copy.copy(engine)
+    engine.model = smoothed_model(engine.model, alpha)
+    return engine
+
+
+# ---------------------------------------------------------------------------- segmentation
+@dataclass
+class FrameResult:
+    """One frame and the engine result whose mask it uses (its own, or the last processed one)."""
+
+    frame: VideoFrame
+    result: Result  # the engine's result (index = position among processed frames)
+    processed: bool  # False for a frame that holds the mask of the last processed frame (--every)
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    @property
+    def pts(self) -> int:
+        return self.frame.pts
+
+    @property
+    def time(self) -> float:
+        return self.frame.time
+
+    @property
+    def prediction(self) -> Any:
+        return self.result.prediction
+
+    def rgb(self) -> np.ndarray:
+        return self.frame.rgb()
+
+
+def segment_video(source: str | os.PathLike | VideoReader, engine: Engine, every: int = 1,
+                  smooth: float | None = None) -> Iterator[FrameResult]:
+    """One :class:`FrameResult` per frame of the video, in order, streamed: frames are decoded in a
+    background thread, batched through the engine and handed out as they come (memory stays bounded).
+
+    ``every=N`` runs the model on frames 0, N, 2N, … and gives the frames in between the last
+    processed frame's result. ``smooth`` (alpha in (0, 1]) smooths the logits over processed
+    frames. A truncated file yields the frames decoded, then raises :class:`VideoDecodeError`;
+    a frame the model fails on raises its :class:`FoundError`. A :class:`VideoReader` given as
+    ``source`` is left open (its owner closes it); a path is opened and closed here.
+    """
+    if every < 1:
+        raise FoundError(f"every must be at least 1, got {every}")
+    if smooth is not None:
+        engine = _smoothed_engine(engine, smooth)
+    reader = source if isinstance(source, VideoReader) else VideoReader(source)
+    frames = prefetch(reader.frames(), every, DECODE_AHEAD)
+    stash: deque[VideoFrame] = deque()  # decoded, not handed out yet
+
+    def to_engine() -> Iterator[np.ndarray]:
+        for fr in frames:
+            stash.append(fr)
+            if fr.index % every == 0:
+                yield fr.rgb()
+
+    results = engine.run(to_engine())
+    current: Result | None = None
+    try:
+        for res in results:
+            if not res.ok:
+                raise type(res.error)(f"{reader.path}: frame {res.index * every}: {res.error}")
+            while stash and stash[0].index < res.index * every:
+                yield FrameResult(stash.popleft(), current, False)  # type: ignore[arg-type]
+            yield FrameResult(stash.popleft(), res, True)
+            current = res
+        while stash:
+            yield FrameResult(stash.popleft(), current, False)  # type: ignore[arg-type]
+    finally:
+        results.close()
+        frames.close()
+        if not isinstance(source, VideoReader):
+            reader.close()
+    if reader.error is not None:
+        raise reader.error
