@@ -6,7 +6,7 @@ mean nothing, the timings do), then, in this order:
 
 1. **single process** — ``found segment`` in-process (the engine with its decoding threads and
    background writer; torch uses every CPU);
-2. **Ray** — :func:`found.distributed.segment_with_ray` on a local Ray instance with ``--cpus``
+2. **Ray** — :func:`found.ray.segment_with_ray` on a local Ray instance with ``--cpus``
    CPUs, ``--workers`` actors of one CPU each (one torch thread each);
 3. the single process again (its mean is the baseline: the machine's load may drift).
 
@@ -155,7 +155,7 @@ def timed_actor_class(calls_dir: str) -> type:
     """A :class:`SegmentActor` that appends one JSON line per :meth:`segment` call (one chunk) to
     ``calls_dir/calls-<pid>.jsonl``: ``{"pid", "start", "end", "n"}`` with ``time.time()`` clocks.
     Defined in a function so that Ray pickles it by value (the actors need not import this file)."""
-    from found.distributed import SegmentActor
+    from found.ray import SegmentActor
 
     class TimedSegmentActor(SegmentActor):
         log_dir = calls_dir
@@ -181,7 +181,7 @@ def run_ray(images: Path, out: Path, options: dict, batch: int, workers: int, cp
     import pyarrow as pa
     import ray
 
-    from found.distributed import segment_with_ray
+    from found.ray import segment_with_ray
 
     calls_dir = Path(tempfile.mkdtemp(prefix="bench-ray-calls-"))
     t0 = time.perf_counter()

@@ -105,7 +105,7 @@ def test_video_is_segmented_frame_by_frame(files, tmp_path):
 @pytest.mark.slow
 def test_ray_output_equals_found_segment(files, tmp_path):
     ray = require("ray", "ray")
-    from found.distributed import segment_with_ray
+    from found.ray import segment_with_ray
 
     images = tmp_path / "images"
     images.mkdir()

@@ -1,4 +1,4 @@
-"""found.distributed on a local Ray instance (2 CPUs): the same outputs as ``found segment``, a killed
+"""found.ray on a local Ray instance (2 CPUs): the same outputs as ``found segment``, a killed
 actor's work redone without loss or duplicates, reruns that skip, bad inputs as error rows.
 
 One Ray instance serves the whole module (Ray starts slowly); each run starts its own actor pool.
@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = require("ray", "ray")
 pq = require("pyarrow.parquet", "ray")
 
-from found.distributed import SegmentActor, collect, read_table, segment_with_ray  # noqa: E402
+from found.ray import SegmentActor, collect, read_table, segment_with_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
 KINDS = ["mask", "soft", "cutout", "overlay"]
@@ -232,11 +232,11 @@ def test_instances_in_a_row_are_the_predictions_objects_as_coco_rle(photos, tiny
 
     from found import build_found
     from found.coco import decode_rle
-    from found.distributed import _instances_json
+    from found.ray import instances_json
 
     model = build_found("auto", weights=tiny_model.vit, head=tiny_model.head, device="cpu", progress=False)
     pred = model.predict(photos["coffee"])[0]
-    anns = json.loads(_instances_json(pred))
+    anns = json.loads(instances_json(pred))
     assert len(anns) == len(pred.instances) > 0
     for a, inst in zip(anns, pred.instances):
         assert np.array_equal(decode_rle(a["segmentation"]), inst.full_mask())
@@ -244,9 +244,10 @@ def test_instances_in_a_row_are_the_predictions_objects_as_coco_rle(photos, tiny
 
 
 def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monkeypatch):
-    import found.distributed as dist
+    import found.ray as dist
+    import found.ray.table
 
-    monkeypatch.setattr(dist, "FLUSH_ROWS", 2)
+    monkeypatch.setattr(found.ray.table, "FLUSH_ROWS", 2)
     store = dist.LocalStore(tmp_path, ["mask"])
     rows = [dist.result_row(dist.Item(f"/x/{i}.png", f"/x/{i}.png", str(i)), None, None) for i in range(3)]
     crashed = dist.ResultsTable(store, "results.parquet")

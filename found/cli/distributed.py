@@ -1,6 +1,6 @@
 """``found segment --ray [ADDRESS]``: the options and the report of a run on a Ray cluster.
 
-The work is :func:`found.distributed.segment_with_ray`; this module only turns ``found segment``'s
+The work is :func:`found.ray.segment_with_ray`; this module only turns ``found segment``'s
 parsed options into its arguments and words the outcome (exit 0 all ok, 1 some failed).
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _looks_like_address(s: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import TABLE_FILE, segment_with_ray
+    from ..ray import TABLE_FILE, segment_with_ray
 
     kinds = _check(args)
     if args.ray not in ("local", "auto") and "://" not in args.ray and not _looks_like_address(args.ray):

@@ -216,7 +216,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.distributed)
+    if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.ray)
         from .distributed import run as run_on_ray
 
         args.fast_exit = False  # Ray's own shutdown runs at exit
