@@ -10,12 +10,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "found"
 #: module (relative to found/, without .py) → found modules it must never import (prefixes)
 FORBIDDEN = {
-    "core": ["cli", "engine", "writers", "serve", "video", "distributed", "export", "predictor"],
-    "predictor": ["cli", "engine", "writers", "serve", "video", "distributed", "export"],
-    "engine": ["cli", "writers", "serve", "video", "distributed", "export"],
-    "writers": ["cli", "serve", "video", "distributed", "export"],
-    "inputs": ["cli", "engine", "serve", "video", "distributed", "export"],
-    "refine": ["cli", "engine", "writers", "predictor", "core", "serve", "video", "distributed", "export"],
+    "core": ["cli", "engine", "writers", "serve", "video", "ray", "export", "predictor"],
+    "predictor": ["cli", "engine", "writers", "serve", "video", "ray", "export"],
+    "engine": ["cli", "writers", "serve", "video", "ray", "export"],
+    "writers": ["cli", "serve", "video", "ray", "export"],
+    "inputs": ["cli", "engine", "serve", "video", "ray", "export"],
+    "refine": ["cli", "engine", "writers", "predictor", "core", "serve", "video", "ray", "export"],
     "instances": ["cli", "engine", "writers", "predictor", "core"],
     "head": ["cli", "engine", "writers", "predictor", "core"],
 }

@@ -232,11 +232,11 @@ def test_instances_in_a_row_are_the_predictions_objects_as_coco_rle(photos, tiny
 
     from found import build_found
     from found.io.coco import decode_rle
-    from found.ray import _instances_json
+    from found.ray import instances_json
 
     model = build_found("auto", weights=tiny_model.vit, head=tiny_model.head, device="cpu", progress=False)
     pred = model.predict(photos["coffee"])[0]
-    anns = json.loads(_instances_json(pred))
+    anns = json.loads(instances_json(pred))
     assert len(anns) == len(pred.instances) > 0
     for a, inst in zip(anns, pred.instances):
         assert np.array_equal(decode_rle(a["segmentation"]), inst.full_mask())
@@ -245,8 +245,9 @@ def test_instances_in_a_row_are_the_predictions_objects_as_coco_rle(photos, tiny
 
 def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monkeypatch):
     import found.ray as dist
+    import found.ray.table
 
-    monkeypatch.setattr(dist, "FLUSH_ROWS", 2)
+    monkeypatch.setattr(found.ray.table, "FLUSH_ROWS", 2)
     store = dist.LocalStore(tmp_path, ["mask"])
     rows = [dist.result_row(dist.Item(f"/x/{i}.png", f"/x/{i}.png", str(i)), None, None) for i in range(3)]
     crashed = dist.ResultsTable(store, "results.parquet")

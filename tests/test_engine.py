@@ -277,14 +277,14 @@ def test_the_working_scale_is_one_policy_for_every_surface():
     runs the engine); found evaluate never reduces (the paper's protocol, tested in its tests)."""
     import inspect
 
-    from found import ray as distributed
+    import found.ray
     from found.cli.main import build_parser
     from found.engine import DEFAULT_MAX_SIDE
 
     assert 224 <= DEFAULT_MAX_SIDE <= 640  # inside the regime the paper evaluated (224² training crops … COCO)
     assert inspect.signature(Engine).parameters["max_side"].default == DEFAULT_MAX_SIDE
-    assert inspect.signature(distributed.segment_with_ray).parameters["max_side"].default == DEFAULT_MAX_SIDE
-    assert distributed.RunConfig({}, "out").max_side == DEFAULT_MAX_SIDE
+    assert inspect.signature(found.ray.segment_with_ray).parameters["max_side"].default == DEFAULT_MAX_SIDE
+    assert found.ray.RunConfig({}, "out").max_side == DEFAULT_MAX_SIDE
     parser = build_parser()
     for argv in (["segment", "photo.jpg", "-o", "out"], ["serve"]):
         args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .sinks import OUTPUT_SUFFIXES, VIDEO_OUTPUT_ENDINGS
@@ -103,10 +104,19 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
         else:
             failures.append((arg, "no such file or folder"))
     # Disambiguate equal output stems (e.g. a/x.jpg and b/x.png given as files).
-    counts: dict[Path, int] = {}
-    for j in jobs:
-        n = counts.get(j.rel, 0)
-        counts[j.rel] = n + 1
-        if n:
-            j.rel = j.rel.with_name(f"{j.rel.name}_{n}")
+    for j, stem in zip(jobs, unique_stems([str(j.rel) for j in jobs])):
+        if stem != str(j.rel):
+            j.rel = Path(stem)
     return jobs, failures
+
+
+def unique_stems(stems: list[str], taken: Iterable[str] = ()) -> list[str]:
+    """Output stems in order, the n-th repeat of a stem (or of one in ``taken``) renamed ``<stem>_<n>``."""
+    counts = {os.path.normcase(s): 1 for s in taken}  # compared as Path compares them (case-blind on Windows)
+    out = []
+    for stem in stems:
+        key = os.path.normcase(stem)
+        n = counts.get(key, 0)
+        counts[key] = n + 1
+        out.append(f"{stem}_{n}" if n else stem)
+    return out
