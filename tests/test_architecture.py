@@ -59,7 +59,7 @@ def test_nothing_outside_the_cli_imports_the_cli():
 
 
 def test_importing_found_and_its_engine_stays_light():
-    heavy = ["fastapi", "uvicorn", "av", "ray", "onnxruntime", "onnx", "pycocotools", "playwright", "found.refine"]
+    heavy = ["fastapi", "uvicorn", "av", "ray", "onnxruntime", "onnx", "pycocotools", "playwright", "found.refine", "found.bench"]
     code = ("import sys, found, found.engine, found.writers, found.inputs, found.cli.main; "
             f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
