@@ -2,7 +2,7 @@
 """Folder throughput: JPEG files in → PNG masks out, through the engine ``found segment`` runs.
 
 Generates temporary folders of JPEGs (224² and 320×480 by default), then runs the engine and the
-mask writer of ``found segment`` (:func:`found.cli.bench.segment_folder`: decoding in worker
+mask writer of ``found segment`` (:func:`found.bench.segment_folder`: decoding in worker
 threads, same-size batches, PNG writing behind the model, fast backbone) and, in the same run, the
 same engine with the eager float32 backbone and no threads. Prints img/s, the ratio, peak memory
 (CPU) and whether both wrote identical masks.

@@ -79,7 +79,7 @@ def save_model(folder: Path) -> dict:
     """A random ViT-S/8 and head saved as files: what each actor loads (as --weights/--head would)."""
     import torch
 
-    from found.cli.bench import random_head, vit_s8
+    from found.bench import random_head, vit_s8
 
     torch.save(vit_s8().state_dict(), folder / "vit_s8_random.pth")
     random_head().save(folder / "head_random.pt")

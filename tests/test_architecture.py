@@ -10,12 +10,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "found"
 #: module (relative to found/, without .py) → found modules it must never import (prefixes)
 FORBIDDEN = {
-    "core": ["cli", "engine", "writers", "serve", "video", "ray", "export", "predictor"],
-    "predictor": ["cli", "engine", "writers", "serve", "video", "ray", "export"],
-    "engine": ["cli", "writers", "serve", "video", "ray", "export"],
-    "writers": ["cli", "serve", "video", "ray", "export"],
-    "inputs": ["cli", "engine", "serve", "video", "ray", "export"],
-    "refine": ["cli", "engine", "writers", "predictor", "core", "serve", "video", "ray", "export"],
+    "core": ["cli", "engine", "writers", "serve", "video", "distributed", "export", "predictor"],
+    "predictor": ["cli", "engine", "writers", "serve", "video", "distributed", "export"],
+    "engine": ["cli", "writers", "serve", "video", "distributed", "export"],
+    "writers": ["cli", "serve", "video", "distributed", "export"],
+    "inputs": ["cli", "engine", "serve", "video", "distributed", "export"],
+    "refine": ["cli", "engine", "writers", "predictor", "core", "serve", "video", "distributed", "export"],
     "instances": ["cli", "engine", "writers", "predictor", "core"],
     "head": ["cli", "engine", "writers", "predictor", "core"],
 }
@@ -59,7 +59,7 @@ def test_nothing_outside_the_cli_imports_the_cli():
 
 
 def test_importing_found_and_its_engine_stays_light():
-    heavy = ["fastapi", "uvicorn", "av", "ray", "onnxruntime", "onnx", "pycocotools", "playwright", "found.refine"]
+    heavy = ["fastapi", "uvicorn", "av", "ray", "onnxruntime", "onnx", "pycocotools", "playwright", "found.refine", "found.bench"]
     code = ("import sys, found, found.engine, found.io.sinks, found.io.sources, found.cli.main; "
             f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,12 +21,12 @@ def test_parse_size_accepts_hxw_or_one_side_and_rejects_the_rest():
 
 
 def test_bench_model_rows_compare_fast_and_eager_paths(monkeypatch):
-    from found.cli import bench
+    from found.bench import bench_model, models
 
-    monkeypatch.setattr(bench, "vit_s8", lambda seed=0: tiny_vit())
-    monkeypatch.setattr(bench, "random_head", lambda dim=384, seed=1: FoundHead(96))
+    monkeypatch.setattr(models, "vit_s8", lambda seed=0: tiny_vit())
+    monkeypatch.setattr(models, "random_head", lambda dim=384, seed=1: FoundHead(96))
     lines: list[str] = []
-    rows = bench.bench_model(torch.device("cpu"), ["fp32"], [(48, 64)], [1, 2], reps=1, log=lines.append)
+    rows = bench_model(torch.device("cpu"), ["fp32"], [(48, 64)], [1, 2], reps=1, log=lines.append)
     assert {(r["batch"], r["path"]) for r in rows} == {(b, p) for b in (1, 2) for p in ("eager-fp32", "fast-fp32")}
     for r in rows:
         assert r["ms_per_img"] > 0 and r["img_per_s"] > 0 and r["ratio"] > 0
@@ -37,11 +37,11 @@ def test_bench_model_rows_compare_fast_and_eager_paths(monkeypatch):
 
 
 def test_found_bench_cli_writes_json(tmp_path, monkeypatch, capsys):
-    from found.cli import bench
+    from found.bench import models
     from found.cli.main import main
 
-    monkeypatch.setattr(bench, "vit_s8", lambda seed=0: tiny_vit())
-    monkeypatch.setattr(bench, "random_head", lambda dim=384, seed=1: FoundHead(96))
+    monkeypatch.setattr(models, "vit_s8", lambda seed=0: tiny_vit())
+    monkeypatch.setattr(models, "random_head", lambda dim=384, seed=1: FoundHead(96))
     out = tmp_path / "r.json"
     rc = main(["bench", "--device", "cpu", "--precision", "fp32", "--sizes", "32x48", "--batch-sizes", "1",
                "--reps", "1", "--folder-images", "2", "--workers", "1", "--json", str(out), "--targets"])
@@ -110,7 +110,7 @@ def test_found_bench_real_weights_and_image_agreement(tmp_path, capsys):
 
 
 def test_bench_backbones_rows_compare_dinov2_reg_and_dino_at_one_scale():
-    from found.cli.bench import bench_backbones
+    from found.bench import bench_backbones
 
     lines = []
     rows = bench_backbones(["dino-vits8", "dinov2-vits14-reg"], max_side=112, quick=True, log=lines.append)

@@ -8,13 +8,16 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .model.backbone import VisionTransformer
+from ..model.backbone import VisionTransformer
+
+if TYPE_CHECKING:
+    from ..predictor import Found
 
 
 def backbone_flops(vit: VisionTransformer, height: int, width: int) -> float:
@@ -49,7 +52,7 @@ def best_time(fn: Callable[[], object], reps: int = 5, warmup: int = 1) -> float
 def matmul_rates(m: int, k: int = 384, n: int = 1536, reps: int = 10) -> dict[str, float]:
     """GFLOP/s of one [m, k] × [k, n] product (a ViT-S MLP layer at m tokens): torch's default
     ``F.linear`` in fp32, and oneDNN's linear (the CPU backbone's kernel) in fp32 and bf16."""
-    from .model.backbone import cpu
+    from ..model.backbone import cpu
 
     x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
     flop = 2.0 * m * k * n
@@ -62,7 +65,7 @@ def matmul_rates(m: int, k: int = 384, n: int = 1536, reps: int = 10) -> dict[st
     return out
 
 
-def backbone_rate(model, height: int, width: int, reps: int = 3) -> dict[str, float]:
+def backbone_rate(model: Found, height: int, width: int, reps: int = 3) -> dict[str, float]:
     """Seconds and GFLOP/s of ``model``'s backbone (its precision and kernels) on one image."""
     x = torch.randn(1, 3, height, width)
     with torch.inference_mode():
@@ -74,8 +77,8 @@ def backbone_rate(model, height: int, width: int, reps: int = 3) -> dict[str, fl
 def working_scale(vit: VisionTransformer, size: tuple[int, int], max_side: int | None) -> tuple[int, int, int]:
     """(padded height, padded width, tokens) at which ``found segment`` runs a photo of ``size`` = (W, H):
     reduced to ``max_side``, padded to the patch; tokens count CLS and any registers."""
-    from .io.images import capped_size
-    from .model.preprocess import padded_size
+    from ..io.images import capped_size
+    from ..model.preprocess import padded_size
 
     w, h = capped_size(size, max_side, vit.patch_size)
     ph, pw = padded_size(h, w, vit.patch_size)
@@ -86,15 +89,15 @@ def working_scale(vit: VisionTransformer, size: tuple[int, int], max_side: int |
 MASK_STAGES = ("decode", "resize", "backbone", "head+upsampling", "mask upsampling", "encode+write")
 
 
-def photo_split(model, path: str | Path, max_side: int | None, reps: int = 3) -> dict[str, float]:
+def photo_split(model: Found, path: str | Path, max_side: int | None, reps: int = 3) -> dict[str, float]:
     """Seconds per stage of one photo through ``found segment``, each stage timed alone, median over
     ``reps``: decode (JPEG at a reduced DCT scale where the working scale allows), resize to the
     working scale, backbone, head and upsampling at the working scale, the mask's bilinear
     upsampling to full size, PNG encode and write (:data:`MASK_STAGES`, summed in ``total``), and,
     apart, the edge-aware (guided) upsampling that cut-outs add (``edge upsampling``)."""
-    from .engine import to_full_resolution
-    from .io.images import capped_size
-    from .predictor import Prediction
+    from ..engine import to_full_resolution
+    from ..io.images import capped_size
+    from ..predictor import Prediction
 
     path = Path(path)
     with Image.open(path) as im:
@@ -153,8 +156,8 @@ def block_ops(vit: VisionTransformer, precision: str, tokens: int, reps: int = 5
     ms and GFLOP/s of LayerNorm (×2), qkv, attention (its two GEMMs and its softmax, timed apart),
     proj, fc1 (+GELU) and fc2. fp32/bf16: the oneDNN kernels of :class:`~found.model.backbone.cpu.CpuBackbone`;
     int8: the quantised MLP of :mod:`found.model.backbone.quantize` with float32 attention (SDPA)."""
-    from .model.backbone import cpu
-    from .model.backbone.quantize import quantize_int8
+    from ..model.backbone import cpu
+    from ..model.backbone.quantize import quantize_int8
 
     blk = vit.blocks[0]
     d, heads = vit.embed_dim, vit.num_heads
