@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from found.io.files import atomic_group, atomic_path, check_writable
+import time
+
+from found.io.files import (TEMP_PREFIX, atomic_group, atomic_path, check_writable, is_temporary,
+                            remove_stale_temporaries, temp_dir_beside)
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 
@@ -57,6 +60,36 @@ def test_atomic_group_all_or_nothing(tmp_path: Path) -> None:
         g.path(a).write_bytes(b"A")
         g.path(b).write_bytes(b"B")
     assert a.read_bytes() == b"A" and b.read_bytes() == b"B" and leftovers(tmp_path) == []
+
+
+def test_temporaries_carry_the_recognisable_prefix(tmp_path: Path) -> None:
+    seen = []
+    with atomic_path(tmp_path / "a.png") as tmp:
+        seen.append(tmp)
+        tmp.write_bytes(b"x")
+    seen.append(temp_dir_beside(tmp_path / "frames"))
+    assert all(p.name.startswith(TEMP_PREFIX) and is_temporary(p) for p in seen), seen
+    assert not is_temporary(tmp_path / "a.png") and not is_temporary(tmp_path / ".a.png.part")
+
+
+def test_only_stale_temporaries_of_this_package_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    stale_file = tmp_path / "sub" / f"{TEMP_PREFIX}x_mask.png.abcd.part"
+    stale_file.write_bytes(b"half")
+    stale_dir = temp_dir_beside(tmp_path / "clip_frames")
+    (stale_dir / "000001_mask.png").write_bytes(b"half")
+    foreign = tmp_path / ".x_mask.png.abcd.part"      # not our pattern: a user's file
+    foreign.write_bytes(b"keep")
+    old = time.time() - 60
+    for p in (stale_file, stale_dir, foreign):
+        os.utime(p, (old, old))
+    live = tmp_path / f"{TEMP_PREFIX}y_mask.png.efgh.part"  # written by a run in progress
+    live.write_bytes(b"live")
+    start = time.time() - 30
+    assert remove_stale_temporaries(tmp_path, older_than=start) == 2
+    assert not stale_file.exists() and not stale_dir.exists()
+    assert foreign.exists() and live.exists()
+    assert remove_stale_temporaries(tmp_path / "missing", older_than=start) == 0
 
 
 def test_check_writable_raises_the_real_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

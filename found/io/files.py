@@ -1,14 +1,17 @@
 """Atomic file writes: outputs appear whole or not at all.
 
-Every file is written under a hidden temporary name in its destination folder (``.NAME.XXXX.part``)
-and renamed onto its final name only once complete, so a crash, Ctrl-C or a full disk never leaves
-a half-written output under the real name; the temporary file is removed on any error.
+Every file is written under a hidden temporary name in its destination folder
+(``.found-tmp.NAME.XXXX.part``) and renamed onto its final name only once complete, so a crash,
+Ctrl-C or a full disk never leaves a half-written output under the real name; the temporary file is
+removed on any error. What a ``kill -9`` leaves behind carries the recognisable ``TEMP_PREFIX``, and
+:func:`remove_stale_temporaries` removes it on the next run.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -27,8 +30,13 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+#: Start of every temporary file or folder name this package writes beside an output.
+TEMP_PREFIX = ".found-tmp."
+TEMP_SUFFIX = ".part"
+
+
 def _tmp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)
     finally:
@@ -103,3 +111,55 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def temp_dir_beside(final: str | os.PathLike) -> Path:
+    """A new temporary folder beside ``final`` (same file system, so it can be renamed onto it)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final.name}.", suffix=TEMP_SUFFIX, dir=final.parent))
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the finished folder ``tmp`` onto ``final``; an older ``final`` is moved aside, then removed."""
+    tmp, final = Path(tmp), Path(final)
+    if final.is_dir() and not final.is_symlink():
+        old = temp_dir_beside(final)
+        os.replace(final, old / "old")
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def temp_name(name: str) -> str:
+    """A fresh temporary file name for ``name`` in the same folder (for stores that are not local paths)."""
+    return f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file or folder of this package."""
+    name = Path(path).name
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than: float, recursive: bool = True) -> int:
+    """Remove this package's temporaries under ``folder`` last modified before ``older_than`` (a
+    ``time.time()``), i.e. left by a killed earlier run, never a live run's; returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = folder.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if recursive else folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")
+    removed = 0
+    for path in sorted(found, key=lambda p: len(p.parts)):
+        try:
+            if path.lstat().st_mtime >= older_than:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except FileNotFoundError:  # inside a folder removed a moment ago, or removed by another run
+            continue
+    return removed

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Protocol
 
 from ..engine import Result
 from ..errors import FoundError, one_line
+from ..io.files import temp_name
 from ..io.sources import path_key
 from ..io.sinks import ImageOutputs
 from .sources import Item, filesystem, is_uri
@@ -189,7 +189,8 @@ class UriStore:
         key = self._key(name)
         self.fs.create_dir(key.rsplit("/", 1)[0], recursive=True)
         local = self.fs.type_name == "local"
-        tmp = f"{key}.{uuid.uuid4().hex[:8]}.part" if local else key
+        folder, _, leaf = key.rpartition("/")
+        tmp = f"{folder}/{temp_name(leaf)}" if local else key
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         if local:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import FoundError
-from ..io.files import AtomicGroup
+from ..io.files import AtomicGroup, replace_dir, temp_dir_beside
 from ..io.sinks import ALPHA_CODECS, VIDEO_OUTPUT_SUFFIXES
 from ..io.sinks import cutout_image, mask_image, overlay_image, soft_image
 from .encode import OutputVideo, open_output_video
@@ -34,23 +33,6 @@ PENDING_ENCODES = 16
 
 
 # ---------------------------------------------------------------------------- a folder of frames, atomically
-def _tmp_dir_beside(final: Path) -> Path:
-    """A new hidden temporary folder next to ``final`` (``.<name>.*.part``), its parent created."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final`` (an older ``final`` is removed)."""
-    if final.is_dir() and not final.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-        os.replace(final, old / "old")
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 # ---------------------------------------------------------------------------- one frame's outputs
 def _instance_records(pred: Any) -> list[dict] | None:
     """The prediction's instances as JSON-ready dicts, or None when it has none."""
@@ -86,7 +68,7 @@ class FrameWriter:
         try:
             if outputs.frames and self.kinds:
                 self.frames_final = Path(base + VIDEO_OUTPUT_SUFFIXES["frames"])
-                self.folder = _tmp_dir_beside(self.frames_final)
+                self.folder = temp_dir_beside(self.frames_final)
             else:
                 for kind in self.kinds:
                     tmp = group.path(outputs.path(stem, kind))
@@ -131,7 +113,7 @@ class FrameWriter:
     def commit_folder(self) -> None:
         """Move the finished PNG-frames folder to its final name (with --frames)."""
         if self.folder is not None and self.frames_final is not None:
-            _replace_dir(self.folder, self.frames_final)
+            replace_dir(self.folder, self.frames_final)
             self.folder = None
 
     def abort(self) -> None:
