@@ -206,3 +206,27 @@ def test_old_import_paths_name_their_new_place():
     for old, new in __import__("found").MOVED.items():
         assert (PACKAGE.parent / new.replace(".", "/")).with_suffix(".py").exists() or \
             (PACKAGE.parent / new.replace(".", "/")).is_dir(), (old, new)
+
+
+#: the same name on purpose: one file per command, and solver backends with one signature
+SAME_NAME_BY_DESIGN = {"add_parser", "run", "solve"}
+
+
+def test_no_two_public_classes_or_functions_share_a_name():
+    where: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(f"found.{module}")
+    twice = {k: v for k, v in where.items() if len(v) > 1 and k not in SAME_NAME_BY_DESIGN}
+    assert not twice, twice
+
+
+def test_no_private_name_is_imported_across_modules():
+    bad = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "found"):
+                bad += [f"found.{module} imports {a.name} from {'.' * node.level}{node.module or ''}"
+                        for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, bad
