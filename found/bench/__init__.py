@@ -26,7 +26,7 @@ from .models import (
     registry_backbone,
     vit_s8,
 )
-from .report import CPU_TARGETS, CUDA_TARGETS, check_targets, cpu_name, environment, format_row, report_targets, write_json
+from .report import CPU_TARGETS, CUDA_TARGETS, check_targets, cpu_name, environment, format_row, report_targets, write_bench_json
 from .synthetic import jpeg_folder, synthetic_images, synthetic_photo
 from .throughput import DEFAULT_SIZES, bench_model, default_batches, quick_skip
 from .timing import peak_memory_mib, ratios, sync, time_interleaved
@@ -38,5 +38,5 @@ __all__ = [
     "environment", "feature_agreement", "folder_plan", "format_row", "jpeg_folder", "load_nets", "mask_agreement",
     "mask_iou", "peak_memory_mib", "predicted_mask", "quick_skip", "random_head", "ratios", "registry_backbone",
     "report_targets", "segment_folder", "sync", "synthetic_images", "synthetic_photo", "time_interleaved", "vit_s8",
-    "write_json",
+    "write_bench_json",
 ]

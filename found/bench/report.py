@@ -100,7 +100,7 @@ def environment() -> dict:
     return env
 
 
-def write_json(path: str | Path, note: str, rows: list[dict]) -> None:
+def write_bench_json(path: str | Path, note: str, rows: list[dict]) -> None:
     """All results with the environment and the weights note, as ``found bench --json`` writes them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

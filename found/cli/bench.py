@@ -36,7 +36,7 @@ from ..bench import (
     mask_agreement,
     quick_skip,
     report_targets,
-    write_json,
+    write_bench_json,
 )
 from ..errors import FoundError
 from ..predictor import PRECISIONS, default_device
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         rows += mask_agreement(device, precisions, image_paths, nets, max_side=args.max_side, onnx_files=args.onnx or [])
     status = report_targets(rows, device) if args.targets else 0
     if args.json:
-        write_json(args.json, note, rows)
+        write_bench_json(args.json, note, rows)
     return status
 
 

@@ -126,10 +126,10 @@ def _limit_note(args) -> list[str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    from ..evaluate.saliency import _json_safe
+    from ..evaluate.saliency import json_safe
     from ..io.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------- saliency

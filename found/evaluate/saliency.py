@@ -65,17 +65,17 @@ class SaliencyReport:
         }
         if extra:
             d.update(extra)
-        return _json_safe(d)
+        return json_safe(d)
 
 
-def _json_safe(o):
+def json_safe(o):
     """NaN/inf → None, numpy scalars → Python (JSON has no NaN)."""
     if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
+        return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
+        return [json_safe(v) for v in o]
     if isinstance(o, np.ndarray):
-        return _json_safe(o.tolist())
+        return json_safe(o.tolist())
     if isinstance(o, (np.floating, float)):
         f = float(o)
         return None if math.isnan(f) or math.isinf(f) else f
@@ -248,7 +248,7 @@ def write_saliency_outputs(rep: SaliencyReport, out_dir: Path, extra: dict | Non
     if rep.curves is not None:
         curves.update({f"pysodmetrics_{k}": v for k, v in rep.curves.items()})
     paths["curves"] = out_dir / "curves.json"
-    atomic_write_text(paths["curves"], json.dumps(_json_safe(curves)))
+    atomic_write_text(paths["curves"], json.dumps(json_safe(curves)))
     write_csv(paths["csv"], rep.per_image)
     atomic_write_text(paths["json"], json.dumps(rep.to_json(extra), indent=2) + "\n")
     return paths
