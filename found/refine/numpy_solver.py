@@ -268,7 +268,7 @@ def neighbour_pairs(keys: np.ndarray, lay: Layout) -> list[tuple[np.ndarray, np.
     return pairs
 
 
-def build_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], settings: RefineSettings,
+def build_flat_grid(rgb: np.ndarray, sizes: Sequence[tuple[int, int]], settings: RefineSettings,
                labels: np.ndarray | None = None) -> FlatGrid:
     """Vertices (the unique keys of each image), runs of pixels → vertex, and the neighbour CSR pattern.
 
@@ -355,7 +355,7 @@ def solve(rgb: np.ndarray, target: np.ndarray, sizes: Sequence[tuple[int, int]],
     confidence, lam, tol, max_iter = settings.confidence, settings.lam, settings.tol, settings.max_iter
     nd = np.dtype("float64") if settings.dtype == torch.float64 else np.dtype("float32")
     binary = bool(np.all((target == 0) | (target == 1)))
-    grid = build_grid(rgb, sizes, settings, labels=target if binary else None)
+    grid = build_flat_grid(rgb, sizes, settings, labels=target if binary else None)
     n_vert = grid.counts.size
 
     # splat, in pixel order per vertex as scipy's CSR product
