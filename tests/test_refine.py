@@ -118,7 +118,7 @@ def test_cpu_and_torch_grids_are_the_same_grid(sigmas):
     rgb = np.concatenate([im.reshape(-1, 3) for im in imgs])
     sizes = [im.shape[:2] for im in imgs]
     settings = _sigmas(sigmas)
-    flat = numpy_solver.build_grid(rgb, sizes, settings)
+    flat = numpy_solver.build_flat_grid(rgb, sizes, settings)
     ref = grid.build_grid(torch.from_numpy(rgb), sizes, settings.replace(backend="torch"))
     nv = ref.n_vertices.numpy()
     assert flat.n_vertices == nv.tolist()
@@ -150,11 +150,11 @@ def test_dense_lookup_table_builds_the_same_grid_as_sorting(sigmas, monkeypatch)
     lay = grid.key_layout(sizes, settings)
     keys = np.unique(numpy_solver.pixel_keys(rgb, sizes, settings, lay))
     assert numpy_solver.dense_index(keys, lay) is not None  # the table path is what runs
-    table = numpy_solver.build_grid(rgb, sizes, settings)
+    table = numpy_solver.build_flat_grid(rgb, sizes, settings)
     assert all(len(src) for src, *_ in table.links)  # links along every dimension
     monkeypatch.setattr(numpy_solver, "DENSE_LOOKUP_MAX", 0)
     assert numpy_solver.dense_index(keys, lay) is None
-    search = numpy_solver.build_grid(rgb, sizes, settings)
+    search = numpy_solver.build_flat_grid(rgb, sizes, settings)
     for name in ("run_start", "run_len", "run_vertex", "n_vertices", "order", "counts", "indptr", "indices",
                  "diag_pos"):
         assert np.array_equal(getattr(table, name), getattr(search, name)), name
