@@ -89,8 +89,9 @@ def run_images(engine, paths: list[Path], out: Path | None) -> list[np.ndarray]:
     if out is None:
         return [r.prediction.mask for r in engine.run(paths)]
     images = ImageOutputs(out, ["mask"])
-    write_results(engine.run(paths), paths, lambda r, p: images.write(r, p.stem), lambda o: None,
-                  threaded=engine.workers > 0, max_pending=2 * engine.batch_size)
+    for _ in write_results(engine.run(paths), paths, lambda r, p: images.write(r, p.stem),
+                           threaded=engine.workers > 0, max_pending=2 * engine.batch_size):
+        pass
     return []
 
 

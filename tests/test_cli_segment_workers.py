@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from found.io import render
 from found.io import sinks as writers
 from found import engine
 from found.cli import segment
@@ -106,7 +107,7 @@ def test_workers_decode_and_write_off_the_main_thread(tmp_path: Path, tiny, monk
 
 def test_write_failures_in_the_writer_thread_are_reported(tmp_path: Path, tiny, monkeypatch) -> None:
     good, _ = _mixed_folder(tmp_path / "in")
-    real_save, real_overlay = Image.Image.save, writers.overlay_image
+    real_save, real_overlay = Image.Image.save, render.overlay_image
     where: set[str] = set()
 
     def save(self, fp, *a, **k):
@@ -121,7 +122,7 @@ def test_write_failures_in_the_writer_thread_are_reported(tmp_path: Path, tiny, 
         return real_overlay(rgb, mask, box)
 
     monkeypatch.setattr(Image.Image, "save", save)
-    monkeypatch.setattr(writers, "overlay_image", overlay)
+    monkeypatch.setattr(render, "overlay_image", overlay)
     out = tmp_path / "out"
     r = _segment([str(p) for p in good], out, tiny, "--mask", "--overlay", "--boxes", "--batch-size", "2", "--workers", "3")
     assert r.code == 1 and "Traceback" not in r.err

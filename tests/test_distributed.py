@@ -64,7 +64,7 @@ def reference(images, tiny_model, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     try:
         r = run_cli(["segment", str(images), "-o", str(out), "--all", "--batch-size", str(BATCH),
-                     "--max-side", str(MAX_SIDE), *tiny_model.args()])
+                     "--max-side", str(MAX_SIDE), "--coco", str(out / "coco.json"), *tiny_model.args()])
     finally:
         torch.set_num_threads(threads)
     assert r.code == 0, r.err
@@ -93,7 +93,7 @@ def assert_same_as_reference(out: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def first_run(local_ray, images, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray_out")
-    return out, run_ray([images], out, tiny_model)
+    return out, run_ray([images], out, tiny_model, coco=out / "coco.json")
 
 
 def test_outputs_are_byte_identical_to_found_segment(first_run, reference):
@@ -107,15 +107,60 @@ def test_table_has_one_row_per_input_matching_boxes_json(first_run, reference):
     out, _ = first_run
     rows = read_table(out / "results.parquet").to_pylist()
     boxes = {e["file"]: e for e in json.loads((reference / "boxes.json").read_text())["images"]}
-    assert sorted(r["path"] for r in rows) == sorted(boxes)
+    assert sorted(r["file"] for r in rows) == sorted(boxes)
     for r in rows:
-        b = boxes[r["path"]]
-        assert r["error"] is None
-        assert (r["width"], r["height"], r["downscaled"]) == (b["width"], b["height"], b["downscaled"])
-        assert round(r["score"], 6) == b["score"]
-        assert r["box"] == b["box_xyxy"]
-        assert r["output"] == Path(r["path"]).stem
+        b = boxes[r["file"]]
+        assert r["error"] is None and r["schema_version"] == 2
+        assert {k: r[k] for k in b if k != "instances"} == {k: v for k, v in b.items() if k != "instances"}  # one record
+        assert [{k: i[k] for k in ("box_xyxy", "box_xywh", "area", "score")} for i in r["instances"]] == b["instances"]
+        assert r["output"] == Path(r["file"]).stem
     assert any(r["downscaled"] for r in rows)  # the 96×80 images went through the reduced path
+
+
+def coco_without_date(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    doc["info"].pop("date_created")
+    return doc
+
+
+def test_coco_file_equals_found_segments(first_run, reference):
+    out, _ = first_run
+    got, want = coco_without_date(out / "coco.json"), coco_without_date(reference / "coco.json")
+    assert len(got["images"]) == N_IMAGES and got["annotations"]
+    assert got == want  # assembled from the table's rows at the end, by the same builder
+
+
+def test_cli_ray_coco_and_instance_filters_match_a_local_run(local_ray, images, tiny_model, reference, tmp_path):
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2 * BATCH):
+        shutil.copy(images / f"img{i:02d}.png", folder)
+    flags = ["--mask", "--min-area", "0.03", "--max-instances", "1", "--batch-size", str(BATCH), "--max-side", str(MAX_SIDE),
+             *tiny_model.args()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each actor (see `reference`)
+    try:
+        local = run_cli(["segment", str(folder), "-o", str(tmp_path / "local"), "--coco", str(tmp_path / "local.json"), *flags])
+    finally:
+        torch.set_num_threads(threads)
+    assert local.code == 0, local.err
+    r = run_cli(["segment", "--ray", "--workers", "2", str(folder), "-o", str(tmp_path / "ray"),
+                 "--coco", str(tmp_path / "ray.json"), *flags])
+    assert r.code == 0, r.err
+    got, want = coco_without_date(tmp_path / "ray.json"), coco_without_date(tmp_path / "local.json")
+    assert got == want and len(got["images"]) == 2 * BATCH
+    sizes = {im["id"]: im["width"] * im["height"] for im in got["images"]}
+    per_image = [sum(a["image_id"] == i for a in got["annotations"]) for i in sizes]
+    assert max(per_image) == 1 and all(a["area"] >= 0.03 * sizes[a["image_id"]] for a in got["annotations"])
+    unfiltered = coco_without_date(reference / "coco.json")
+    names = {im["id"] for im in unfiltered["images"] if im["file_name"] in {p.name for p in folder.iterdir()}}
+    assert sum(a["image_id"] in names for a in unfiltered["annotations"]) > len(got["annotations"])  # the filters dropped objects
+    rows = read_table(tmp_path / "ray" / "results.parquet").to_pylist()
+    assert sum(len(row["instances"]) for row in rows) == len(got["annotations"])  # the table's rows are filtered too
 
 
 def test_rerun_skips_everything_and_redoes_only_missing_outputs(first_run, images, tiny_model, reference):
@@ -172,7 +217,7 @@ def test_killed_actor_gives_complete_identical_results_without_duplicates(local_
     assert summary.rows_received == N_IMAGES  # the dead task's rows were dropped, the retry's kept: no duplicates
     assert_same_as_reference(out, reference)
     rows = read_table(out / "results.parquet").to_pylist()
-    assert len(rows) == len({r["path"] for r in rows}) == N_IMAGES
+    assert len(rows) == len({r["file"] for r in rows}) == N_IMAGES
 
 
 def test_bad_inputs_are_error_rows_and_the_cli_exits_1(local_ray, images, tiny_model, tmp_path):
@@ -191,7 +236,7 @@ def test_bad_inputs_are_error_rows_and_the_cli_exits_1(local_ray, images, tiny_m
     r = run_cli(["segment", "--ray", "--workers", "2", str(bad), str(listing), str(tmp_path / "no_such_folder"),
                  "-o", out.as_uri(), "--batch-size", "2", "--report", str(report), *tiny_model.args()])
     assert r.code == 1, r.err
-    rows = {Path(r_["path"]).name: r_ for r_ in read_table(out / "results.parquet").to_pylist()}
+    rows = {Path(r_["file"]).name: r_ for r_ in read_table(out / "results.parquet").to_pylist()}
     assert set(rows) == {"empty.png", "text.jpg", "truncated.png", "ok.png", "img01.png", "missing.png",
                          "nowhere.png", "no_such_folder"}
     assert (rows["ok.png"]["error"], rows["ok.png"]["width"], rows["ok.png"]["height"]) == (None, 64, 48)
@@ -226,21 +271,22 @@ def test_input_lists_txt_csv_parquet_and_uri_folders(images, tmp_path):
 
 
 def test_instances_in_a_row_are_the_predictions_objects_as_coco_rle(photos, tiny_model):
-    import json
-
     import numpy as np
 
     from found import build_found
+    from found.engine import Engine
     from found.io.coco import decode_rle
-    from found.ray import instances_json
+    from found.ray import Item, result_row
 
     model = build_found("auto", weights=tiny_model.vit, head=tiny_model.head, device="cpu", progress=False)
-    pred = model.predict(photos["coffee"])[0]
-    anns = json.loads(instances_json(pred))
-    assert len(anns) == len(pred.instances) > 0
-    for a, inst in zip(anns, pred.instances):
+    result = next(iter(Engine(model, workers=0).run([photos["coffee"]])))
+    pred = result.prediction
+    row = result_row(Item("/x/coffee.png", "/x/coffee.png", "coffee"), result)
+    assert (row["file"], row["name"], row["output"]) == ("/x/coffee.png", "coffee.png", "coffee")
+    assert len(row["instances"]) == len(pred.instances) > 0
+    for a, inst in zip(row["instances"], pred.instances):
         assert np.array_equal(decode_rle(a["segmentation"]), inst.full_mask())
-        assert a["bbox"] == list(inst.box_xywh) and a["area"] == inst.area
+        assert a["box_xywh"] == list(inst.box_xywh) and a["box_xyxy"] == list(inst.box_xyxy) and a["area"] == inst.area
 
 
 def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monkeypatch):
@@ -258,14 +304,25 @@ def test_table_parts_saved_during_a_run_survive_a_crashed_driver(tmp_path, monke
     assert sorted(resumed.old_ok) == ["/x/0.png", "/x/1.png"]  # the lost row's input will be redone
     resumed.add([rows[2], {**rows[0], "error": "not an image"}])  # a newer row replaces the old one
     resumed.close()
-    table = {r["path"]: r for r in read_table(tmp_path / "results.parquet").to_pylist()}
+    table = {r["file"]: r for r in read_table(tmp_path / "results.parquet").to_pylist()}
     assert sorted(table) == ["/x/0.png", "/x/1.png", "/x/2.png"] and table["/x/0.png"]["error"] == "not an image"
     assert not (tmp_path / "results.parquet.parts").exists()
 
 
+def test_a_table_of_schema_version_1_is_not_resumed_from(tmp_path):
+    import pyarrow as pa
+
+    import found.ray as dist
+
+    old = pa.table({"path": ["/x/0.png"], "output": ["0"], "box": [[0, 0, 4, 4]], "error": pa.array([None], pa.string())})
+    pq.write_table(old, tmp_path / "results.parquet")
+    table = dist.ResultsTable(dist.LocalStore(tmp_path, ["mask"]), "results.parquet")
+    assert table.rows == {} and table.old_ok == set()  # its inputs are redone, the table rewritten in version 2
+
+
 @pytest.mark.parametrize("extra, words", [(["--boxes"], "table"), (["--workers", "0"], "at least 1"),
-                                          (["--model", "nope"], "nope"), (["--coco", "c.json"], "--coco"),
-                                          (["--min-score", "0.5"], "--min-score")])
+                                          (["--model", "nope"], "nope"), (["--coco", "s3://b/c.json"], "--coco"),
+                                          (["--min-score", "1.5"], "--min-score"), (["--onnx", "m.onnx"], "--onnx")])
 def test_cli_ray_usage_errors_are_one_line_exit_2(tmp_path, extra, words):
     r = run_cli(["segment", str(tmp_path), "-o", str(tmp_path / "out"), "--ray", *extra])
     assert r.code == 2 and words in r.err and "Traceback" not in r.err

@@ -167,10 +167,11 @@ def test_ctrl_c_during_a_run_keeps_finished_outputs_and_no_temporary_files(model
     monkeypatch.setattr(Found, "predict", predict)
     out = tmp_path / "out"
     out.mkdir()
-    images, done = ImageOutputs(out, ["mask", "soft"]), []
-    stopped = write_results(Engine(model, batch_size=2, workers=2).run(files), [f.stem for f in files], images.write,
-                            lambda o: done.append(o.key), threaded=True, max_pending=4)
-    assert stopped == INTERRUPTED
+    images = ImageOutputs(out, ["mask", "soft"])
+    writes = write_results(Engine(model, batch_size=2, workers=2).run(files), [f.stem for f in files], images.write,
+                           threaded=True, max_pending=4)
+    done = [o.key for o in writes]  # the sink hands outcomes back; it never calls its caller
+    assert writes.stopped == INTERRUPTED
     assert done == [f.stem for f in files[:4]]  # two chunks predicted before Ctrl-C, all written
     assert len(list(out.glob("*.png"))) == 8 and leftovers(out) == []
 

@@ -84,10 +84,10 @@ def test_failing_inference_is_isolated_to_its_image(tmp_path: Path, tiny, batch,
 
 
 def test_unexpected_error_while_writing_is_isolated(tmp_path: Path, tiny, batch, monkeypatch) -> None:
-    from found.io import sinks as writers
+    from found.io import render
 
     good, _ = batch
-    real = writers.overlay_image
+    real = render.overlay_image
     calls = {"n": 0}
 
     def overlay(*a, **k):
@@ -96,7 +96,7 @@ def test_unexpected_error_while_writing_is_isolated(tmp_path: Path, tiny, batch,
             raise ValueError("bug on an odd image")
         return real(*a, **k)
 
-    monkeypatch.setattr(writers, "overlay_image", overlay)
+    monkeypatch.setattr(render, "overlay_image", overlay)
     r = run_cli(["segment", *map(str, good), "-o", str(tmp_path / "out"), "--mask", "--overlay", *tiny.args()])
     assert r.code == 1 and r.counts == (2, 0, 1, 0)
     assert "unexpected error while writing outputs (ValueError: bug on an odd image); rerun with --debug" in r.err

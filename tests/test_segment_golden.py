@@ -104,7 +104,7 @@ def read(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("workers,batch_size", [("0", "1"), ("0", "4"), ("3", "1"), ("3", "4")])
 def test_engine_writes_pixel_for_pixel_what_the_predictor_gives(setup, model, tmp_path, workers, batch_size):
     from found.model.preprocess import padded_size
-    from found.io.sinks import cutout_image, overlay_image, soft_image
+    from found.io.render import cutout_image, overlay_image, soft_image
 
     _, inputs = setup
     boxes = segment_all(setup, tmp_path, workers, batch_size, ("--max-side", "0"))  # each image at its own size

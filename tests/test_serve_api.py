@@ -69,14 +69,14 @@ def test_json_answer_equals_the_engine_result(model, image) -> None:
     doc = r.json()
     assert (doc["width"], doc["height"]) == (72, 56)
     pred = expected.prediction
-    assert_same_box(doc["box"]["xyxy"], pred.box, pred.patch_probs, pred.mask.shape, pred.patch)
-    x1, y1, x2, y2 = doc["box"]["xyxy"]
-    assert doc["box"]["xywh"] == [x1, y1, x2 - x1, y2 - y1]
+    assert_same_box(doc["box_xyxy"], pred.box, pred.patch_probs, pred.mask.shape, pred.patch)
+    x1, y1, x2, y2 = doc["box_xyxy"]
+    assert doc["box_xywh"] == [x1, y1, x2 - x1, y2 - y1] and doc["schema_version"] == 2
     assert doc["score"] == pytest.approx(float(expected.prediction.score), abs=1e-6)
     assert doc["refined"] is False and doc["batch_size"] == 1
     want = expected.prediction.instances
     assert len(doc["instances"]) == len(want) > 0
-    assert_instance_boxes_agree([g["box"]["xyxy"] for g in doc["instances"]], [i.box_xyxy for i in want], pred.soft)
+    assert_instance_boxes_agree([g["box_xyxy"] for g in doc["instances"]], [i.box_xyxy for i in want], pred.soft)
     for got, inst in zip(doc["instances"], want):  # every object of the mask, largest first
         assert got["area"] == pytest.approx(inst.area, abs=tie_fraction(pred.soft) * pred.soft.size)
         assert got["score"] == pytest.approx(inst.score, abs=1e-6)

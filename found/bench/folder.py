@@ -25,10 +25,9 @@ def segment_folder(model: Found, files: list[Path], outdir: Path, batch_size: in
     engine = Engine(model, batch_size=batch_size, workers=workers, max_side=None)
     images = ImageOutputs(outdir, ["mask"])
     outdir.mkdir(parents=True, exist_ok=True)
-    done: list[bool] = []
-    write_results(engine.run(files), [f.stem for f in files], images.write, lambda o: done.append(o.ok),
-                  threaded=engine.workers > 0, max_pending=2 * batch_size)
-    return sum(done)
+    writes = write_results(engine.run(files), [f.stem for f in files], images.write,
+                           threaded=engine.workers > 0, max_pending=2 * batch_size)
+    return sum(o.ok for o in writes)
 
 
 def _same_pngs(a: Path, b: Path, files: list[Path]) -> float:

@@ -1,7 +1,8 @@
 """``found segment --ray [ADDRESS]``: the options and the report of a run on a Ray cluster.
 
 The work is :func:`found.ray.segment_with_ray`; this module only turns ``found segment``'s
-parsed options into its arguments and words the outcome (exit 0 all ok, 1 some failed).
+parsed options into its arguments (``--coco`` and the instance filters included) and words the
+outcome (exit 0 all ok, 1 some failed).
 """
 from __future__ import annotations
 
@@ -36,18 +37,22 @@ def model_options(args: argparse.Namespace) -> dict:
 
 def _check(args: argparse.Namespace) -> list[str]:
     """Usage errors before anything starts; returns the image outputs chosen."""
-    from .common import check_batch_options, instance_options_given
+    from .common import check_batch_options
 
     check_batch_options(args)
     if args.workers is not None and args.workers < 1:
         raise FoundError("--workers must be at least 1 with --ray (the number of actors)")
     if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
         raise FoundError("--gpus-per-worker must be 0 or more and --cpus-per-worker more than 0")
-    for flag, given in (("--coco", args.coco), ("--onnx / --runtime onnx", args.onnx or args.runtime == "onnx"),
-                        ("--max-instances / --min-area / --min-score", instance_options_given(args))):
-        if given:
-            raise FoundError(f"{flag} is not available with --ray yet: the table's 'instances' column holds every "
-                             f"object (COCO RLE), unfiltered")
+    if args.onnx or args.runtime == "onnx":
+        raise FoundError("--onnx / --runtime onnx is not available with --ray yet: actors build the torch model")
+    if args.coco:
+        from ..io.coco import require_pycocotools
+        from ..ray import is_uri
+
+        if is_uri(args.coco):
+            raise FoundError(f"--coco {args.coco}: give a local path (the COCO file is written on the driver)")
+        require_pycocotools()
     if args.boxes and not args.all:
         raise FoundError("--boxes is not written with --ray: the Parquet table (--table) holds every box and score")
     kinds = [k for k in OUTPUT_SUFFIXES if getattr(args, k) or args.all]
@@ -62,6 +67,7 @@ def _looks_like_address(s: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..ray import TABLE_FILE, segment_with_ray
+    from .common import instance_filter_from_args
 
     kinds = _check(args)
     if args.ray not in ("local", "auto") and "://" not in args.ray and not _looks_like_address(args.ray):
@@ -71,13 +77,16 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, model_options(args), address=None if args.ray == "local" else args.ray,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         batch_size=args.batch_size, kinds=kinds, mode=args.mode, refine=args.refine, max_side=args.max_side or None,
-        edges=args.edges, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE)
+        edges=args.edges, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE,
+        instance_filter=instance_filter_from_args(args), coco=args.coco)
     err = sys.stderr
     print(f"found segment: {summary.ok} ok, {summary.skipped} skipped (outputs exist), {len(summary.failures)} failed"
           f" ({summary.workers} Ray workers, {summary.seconds:.1f} s)", file=err)
     for path, why in summary.failures:
         print(f"  failed: {path}: {why}", file=err)
     print(f"  table: {summary.table}", file=err)
+    if args.coco:
+        print(f"  coco: {args.coco}", file=err)
     if getattr(args, "report", None):
         from ..io.files import atomic_write_text
 

@@ -1,7 +1,8 @@
 """``found segment INPUT... -o OUTDIR``: masks, cut-outs, overlays and boxes for images on disk.
 
 Options, input collection and the run report; the work is the library's: the engine
-(:mod:`found.engine`) predicts, the writers (:mod:`found.io.sinks`) write.
+(:mod:`found.engine`) predicts, the sinks (:mod:`found.io.sinks`) write and hand back each input's
+outcome and record, which this module reads into the run files and the report.
 A batch never stops at a bad image: each failure is recorded and the run ends with a summary
 (ok / skipped / failed with reasons, plus notices such as "first frame of an animated GIF").
 Exit code 0 when every image succeeded, 1 when some failed, 2 for usage errors, 130 on Ctrl-C.
@@ -19,13 +20,15 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..engine import DEFAULT_MAX_SIDE, EDGES, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
 from ..io.files import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..io.sources import Job, collect_inputs, path_key
-from ..video import ALPHA_CODECS, VideoOutputs, VideoReader, input_kind, segment_video
-from ..io.sinks import BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile, write_results
+from ..video import ALPHA_CODECS, FrameResult, VideoOutputs, VideoReader, input_kind, segment_video
+from ..io.sinks import (BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile,
+                        RunOutputs, write_results)
 from .common import (add_instance_args, add_model_args, check_batch_options, instance_filter_from_args,
                      instance_options_given, model_from_args)
 from .distributed import add_ray_args
@@ -136,11 +139,17 @@ class Plan:
     input_failures: list[tuple[str, str]] = field(default_factory=list)
     videos: list[Job] = field(default_factory=list)  # inputs that are videos (not in todo)
     video: VideoOutputs | None = None
+    instances: bool = False  # records list every object (--coco, an instance filter)
 
     @property
     def run_files(self) -> list[RunFile]:
         """The files written once for the whole run (boxes.json, the COCO file)."""
         return [f for f in (self.boxes, self.coco) if f is not None]
+
+    @property
+    def outputs(self) -> RunOutputs:
+        """Each input's images and record (for the run files)."""
+        return RunOutputs(self.images, self.run_files, self.instances)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -201,12 +210,13 @@ def plan_run(args: argparse.Namespace) -> Plan:
         except OSError as e:
             raise FoundError(f"--coco {args.coco}: cannot create its folder ({e.strerror or e})") from None
         coco = CocoFile(Path(args.coco), overwrite=args.overwrite)
-    plan = Plan(outdir, images, boxes, coco, [], 0, input_failures, [], video)
+    plan = Plan(outdir, images, boxes, coco, [], 0, input_failures, [], video, _wants_instances(args))
+    outputs = plan.outputs
 
     def done(j: Job) -> bool:
         if path_key(j.path) in is_video:
             return not args.overwrite and video.exist(str(j.rel))
-        return not args.overwrite and images.exist(str(j.rel)) and all(f.has(str(j.path)) for f in plan.run_files)
+        return not args.overwrite and images.exist(str(j.rel)) and outputs.has(str(j.path))
 
     todo = [j for j in jobs if not done(j)]
     plan.videos = [j for j in todo if path_key(j.path) in is_video]
@@ -252,20 +262,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespace) -> bool:
-    """Run the engine over the plan's inputs and write behind it; True when stopped by Ctrl-C."""
+    """Run the engine over the plan's inputs, write behind it and read back each outcome (into the
+    run files and the report); True when stopped by Ctrl-C."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(plan.todo), unit="img", desc="segment", disable=not args.progress)
     n_failed = len(report.failures)
-
-    def record(o: Outcome) -> None:
-        _record(o, plan, report, debug=engine.debug)
-        bar.update(1)
-
-    stopped = write_results(engine.run(j.path for j in plan.todo), plan.todo,
-                            lambda result, job: plan.images.write(result, str(job.rel)), record,
-                            threaded=engine.workers > 0, max_pending=PENDING_WRITE_CHUNKS * args.batch_size)
+    outputs = plan.outputs
+    writes = write_results(engine.run(j.path for j in plan.todo), plan.todo,
+                           lambda result, job: outputs.write(result, str(job.rel), str(job.path), job.name),
+                           threaded=engine.workers > 0, max_pending=PENDING_WRITE_CHUNKS * args.batch_size)
+    try:
+        for o in writes:
+            _record(o, outputs, report, debug=engine.debug)
+            bar.update(1)
+    except KeyboardInterrupt:  # between two outcomes: what was predicted is still written
+        for o in writes.salvage():
+            _record(o, outputs, report, debug=engine.debug)
     bar.close()
+    stopped = writes.stopped
     report.stopped = stopped if stopped in ("", INTERRUPTED) else f"{stopped} in {plan.outdir}"
     report.not_processed = len(plan.todo) - report.ok - (len(report.failures) - n_failed)
     return stopped == INTERRUPTED
@@ -280,9 +295,8 @@ def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Na
         bar = tqdm(unit="frame", desc=job.path.name, disable=not args.progress)
         try:
             with VideoReader(job.path) as reader:
-                frames = segment_video(reader, engine, every=args.every, smooth=args.smooth)
-                summary = plan.video.write(reader.path, reader.info, frames, str(job.rel),
-                                           on_frame=lambda fr: bar.update(1))
+                frames = _counted(segment_video(reader, engine, every=args.every, smooth=args.smooth), bar)
+                summary = plan.video.write(reader.path, reader.info, frames, str(job.rel))
         except KeyboardInterrupt:
             report.stopped = INTERRUPTED
             report.not_processed += len(plan.videos) - i
@@ -309,8 +323,18 @@ def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Na
     return False
 
 
-def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
-    """One input's outcome into the report (and its entry into boxes.json)."""
+def _counted(frames: Iterator[FrameResult], bar) -> Iterator[FrameResult]:
+    """``frames``, counted on the progress bar as the sink takes them (closing this closes them)."""
+    try:
+        for fr in frames:
+            bar.update(1)
+            yield fr
+    finally:
+        frames.close()  # type: ignore[attr-defined]  # stops the decoding thread before the reader closes
+
+
+def _record(o: Outcome, outputs: RunOutputs, report: Report, debug: bool) -> None:
+    """One input's outcome into the report (and its record into the run files)."""
     job: Job = o.key  # type: ignore[assignment]
     if not o.ok:
         if o.exception is not None:
@@ -320,8 +344,8 @@ def _record(o: Outcome, plan: Plan, report: Report, debug: bool) -> None:
         else:
             report.fail(job.path, o.error or "")
         return
-    for run_file in plan.run_files:
-        run_file.add(o.result, str(job.path), name=job.name)
+    if o.record is not None:
+        outputs.add(o.record)
     report.ok += 1
     report.notes.extend((str(job.path), n) for n in o.result.notes if not n.startswith("downscaled"))
     if o.result.downscaled:

@@ -56,9 +56,9 @@ def coco_detection_metrics(gt_boxes: Sequence[np.ndarray], image_hws: Sequence[t
                            detections: Sequence[Sequence[tuple[Sequence[float], float]]]) -> dict[str, float]:
     """AP, AP50, AP75, AR1, AR10, AR100 (COCOeval, bbox, one class) of per-image detections
     ``[(box_xyxy, score), …]`` against per-image ground-truth boxes (xyxy). NaN when undefined."""
-    from ..io.coco import _coco_class
+    from ..io.coco import coco_class
 
-    COCO = _coco_class()
+    COCO = coco_class()
     if len(gt_boxes) != len(detections) or len(gt_boxes) != len(image_hws):
         raise ValueError("one list of ground-truth boxes, one size and one list of detections per image")
     from pycocotools.cocoeval import COCOeval

@@ -1,7 +1,8 @@
 """COCO-format pseudo-labels: instances → annotations with compressed-RLE masks (pycocotools).
 
-Writers' helpers: :func:`coco_dataset` builds one dict for a whole run that loads as a dataset
-with ``pycocotools.coco.COCO`` and whose ``"annotations"`` list is accepted by ``COCO.loadRes``.
+One builder, :class:`CocoBuilder`, makes every COCO document (:func:`coco_dataset` from
+instances, :func:`coco_from_records` from a run's records): one dict for a whole run that loads as
+a dataset with ``pycocotools.coco.COCO`` and whose ``"annotations"`` list ``COCO.loadRes`` accepts.
 RLE encoding is pycocotools' own (``mask.encode`` on a Fortran-ordered uint8 array); the
 optional dependency is imported only here, inside the functions: ``pip install 'found[coco]'``.
 
@@ -17,13 +18,16 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from ..errors import FoundError
 from ..extras import install_hint, require
-from ..model.instances import Instance
+from .records import instance_record
+
+if TYPE_CHECKING:
+    from ..model.instances import Instance
 
 #: The one class of class-agnostic pseudo-labels.
 OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -39,7 +43,7 @@ def _mask_utils():
     return require("pycocotools.mask", "coco", "COCO output", CocoUnavailable)
 
 
-def _coco_class():
+def coco_class():
     """``pycocotools.coco.COCO``, or a one-line :class:`CocoUnavailable`."""
     return require("pycocotools.coco", "coco", "reading COCO files or computing COCO metrics", CocoUnavailable).COCO
 
@@ -48,7 +52,7 @@ def require_pycocotools() -> None:
     """Raise :class:`CocoUnavailable` (one line, with the install hint) unless pycocotools imports;
     for surfaces that check before any work (``found segment --coco``, ``found evaluate detection``)."""
     _mask_utils()
-    _coco_class()
+    coco_class()
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -70,18 +74,24 @@ def decode_rle(rle: dict) -> np.ndarray:
         return mu.decode(r).astype(bool)
 
 
-def instance_annotation(inst: Instance, image_id: int, ann_id: int, category_id: int = 1) -> dict:
-    """One COCO annotation (JSON-ready) of an instance of image ``image_id``."""
+def annotation(instance: dict, image_id: int, ann_id: int, category_id: int = 1) -> dict:
+    """One COCO annotation (JSON-ready) of an instance record (:func:`found.io.records.instance_record`
+    with ``segmentation``) of image ``image_id``."""
     return {
         "id": int(ann_id),
         "image_id": int(image_id),
         "category_id": int(category_id),
-        "bbox": [int(v) for v in inst.box_xywh],
-        "area": int(inst.area),
-        "score": float(inst.score),
+        "bbox": [int(v) for v in instance["box_xywh"]],
+        "area": int(instance["area"]),
+        "score": float(instance["score"]),
         "iscrowd": 0,
-        "segmentation": encode_rle(inst.full_mask()),
+        "segmentation": instance["segmentation"],
     }
+
+
+def instance_annotation(inst: Instance, image_id: int, ann_id: int, category_id: int = 1) -> dict:
+    """One COCO annotation (JSON-ready) of an instance of image ``image_id``."""
+    return annotation(instance_record(inst, masks=True), image_id, ann_id, category_id)
 
 
 def image_annotations(instances: Sequence[Instance], image_id: int, first_ann_id: int = 1) -> list[dict]:
@@ -111,11 +121,14 @@ def coco_info(description: str) -> dict:
 
 
 class CocoBuilder:
-    """Builds a run's COCO dict image by image (a streaming run keeps only RLE strings, not masks).
+    """Builds a run's COCO dict image by image (a streaming run keeps only RLE strings, not masks):
+    the one place COCO documents are made (``found segment --coco``, its Ray path, the library).
 
     ``add(file_name, image_hw, instances)`` encodes the image's instances at once and returns its
-    annotations; ``dataset()`` gives the dict (see :func:`coco_dataset`); ``write(path)`` writes it
-    atomically. Image ids are 1, 2, … in the order added unless ``image_id`` is given.
+    annotations; :meth:`add_record` adds a record instead (its instances carry their RLE);
+    ``dataset()`` gives the dict (see :func:`coco_dataset`); ``write(path)`` writes it atomically.
+    Image ids are 1, 2, … in the order added unless ``image_id`` is given; ``path`` (the input as
+    given) is kept in the image's entry when known.
     """
 
     def __init__(self, description: str = "FOUND class-agnostic pseudo-labels") -> None:
@@ -124,18 +137,32 @@ class CocoBuilder:
         self.annotations: list[dict] = []
         self._ids: set[int] = set()
 
-    def add(self, file_name: str, image_hw: tuple[int, int], instances: Sequence[Instance], image_id: int | None = None) -> list[dict]:
+    def add(self, file_name: str, image_hw: tuple[int, int], instances: Sequence[Instance], image_id: int | None = None,
+            path: str | None = None) -> list[dict]:
         """Add one image (with no annotation when ``instances`` is empty); returns its annotations."""
         h, w = int(image_hw[0]), int(image_hw[1])
-        image_id = len(self.images) + 1 if image_id is None else int(image_id)
-        if image_id in self._ids:
-            raise ValueError(f"duplicate COCO image id {image_id} ({file_name})")
         for inst in instances:
             if tuple(inst.image_hw) != (h, w):
                 raise ValueError(f"{file_name}: instance of a {tuple(inst.image_hw)} mask on a {(h, w)} image")
-        anns = image_annotations(instances, image_id, first_ann_id=len(self.annotations) + 1)
+        return self._add(file_name, h, w, [instance_record(i, masks=True) for i in instances], image_id, path)
+
+    def add_record(self, record: dict, image_id: int | None = None) -> list[dict]:
+        """Add the image of a record (``name``, ``file``, ``width``, ``height``, ``instances`` with
+        their ``segmentation``); returns its annotations."""
+        name = record.get("name") or record["file"]
+        return self._add(name, int(record["height"]), int(record["width"]), record.get("instances") or [], image_id,
+                         record.get("file"))
+
+    def _add(self, file_name: str, h: int, w: int, instances: Sequence[dict], image_id: int | None,
+             path: str | None) -> list[dict]:
+        image_id = len(self.images) + 1 if image_id is None else int(image_id)
+        if image_id in self._ids:
+            raise ValueError(f"duplicate COCO image id {image_id} ({file_name})")
+        first = len(self.annotations) + 1
+        anns = [annotation(inst, image_id, first + k) for k, inst in enumerate(instances)]
         self._ids.add(image_id)
-        self.images.append(image_entry(image_id, file_name, h, w))
+        entry = image_entry(image_id, file_name, h, w)
+        self.images.append(entry if path is None else {**entry, "path": str(path)})
         self.annotations.extend(anns)
         return anns
 
@@ -160,6 +187,30 @@ def coco_dataset(images: Iterable[CocoImage], description: str = "FOUND class-ag
     return b.dataset()
 
 
+def coco_from_records(records: Iterable[dict], description: str = "FOUND class-agnostic pseudo-labels") -> dict:
+    """The COCO dict of a run from its records alone: one image per record (failed ones left out),
+    ids in the order of their ``file``, each image's ``path`` kept (``found segment --coco``)."""
+    b = CocoBuilder(description)
+    for rec in sorted((r for r in records if r.get("error") is None), key=lambda r: r["file"]):
+        b.add_record(rec)
+    return b.dataset()
+
+
+def records_of_coco(dataset: dict) -> list[dict]:
+    """The records (``file``, ``name``, size, instances with masks) a COCO dict of
+    :func:`coco_from_records` holds, to add a rerun's images to it."""
+    anns: dict[int, list[dict]] = {}
+    for a in dataset["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    out = []
+    for im in dataset["images"]:
+        instances = [{"box_xyxy": [x, y, x + w, y + h], "box_xywh": [x, y, w, h], "area": a["area"], "score": a["score"],
+                      "segmentation": a["segmentation"]} for a in anns.get(im["id"], []) for x, y, w, h in [a["bbox"]]]
+        out.append({"file": im.get("path", im["file_name"]), "name": im["file_name"], "width": im["width"],
+                    "height": im["height"], "instances": instances})
+    return out
+
+
 def dumps(dataset: dict) -> str:
     """Compact JSON text of a COCO dict (one line: pseudo-label files can be large)."""
     return json.dumps(dataset, separators=(",", ":")) + "\n"
@@ -177,7 +228,7 @@ def load_coco(path_or_dataset: str | os.PathLike | dict):
     import contextlib
     import io
 
-    COCO = _coco_class()
+    COCO = coco_class()
     with contextlib.redirect_stdout(io.StringIO()):
         if isinstance(path_or_dataset, dict):
             coco = COCO()

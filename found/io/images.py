@@ -91,7 +91,7 @@ def _ignore_warnings() -> Callable[[], None]:
 #: alone puts back, on each exit, the global filter list it saw on entry, so overlapping reads in
 #: decoding threads (``found segment --workers``) could print a warning meant to be silenced or leave
 #: the "ignore" filter installed for good.
-_quiet_warnings = SharedOverride(_ignore_warnings)
+quiet_warnings = SharedOverride(_ignore_warnings)
 
 
 def _why(e: BaseException) -> str:
@@ -116,7 +116,7 @@ def _open(path: Path) -> Image.Image:
             raise InputError(f"{path}: symbolic link loop") from None
         raise InputError(f"{path}: cannot read ({e.strerror or _why(e)})") from None
     try:
-        with _quiet_warnings():  # bomb warnings (the cap applies) and corrupt-metadata chatter
+        with quiet_warnings():  # bomb warnings (the cap applies) and corrupt-metadata chatter
             return Image.open(path)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
@@ -242,7 +242,7 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
     if not data:
         raise InputError(f"{label}: empty file (0 bytes)")
     try:
-        with _quiet_warnings():
+        with quiet_warnings():
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise InputError(f"{label}: not an image Pillow can read (unknown format or corrupt header)") from None
@@ -269,7 +269,7 @@ def _decode(im: Image.Image, path: Path | None, label: str, max_side: int | None
     """The first frame of an opened image, oriented (files), capped and in RGB/RGBA."""
     notes: list[str] = []
     try:
-        with (im if owned else contextlib.nullcontext()), _quiet_warnings():
+        with (im if owned else contextlib.nullcontext()), quiet_warnings():
             note = _frame_note(im)
             if note:
                 notes.append(note)

@@ -1,13 +1,17 @@
-"""Writers: the engine's results to files, each output an atomic sink.
+"""Sinks: the engine's results to files, each output an atomic sink.
 
-* :class:`ImageOutputs` — per-input PNGs (mask, soft mask, RGBA cut-out, overlay), all of an
-  input's outputs appear together or not at all (temporary names, then renames);
+* :class:`ImageOutputs` — per-input PNGs (mask, soft mask, RGBA cut-out, overlay) drawn by
+  :mod:`found.io.render`; all of an input's outputs appear together or not at all (temporary
+  names, then renames);
 * :class:`RunFile` subclasses — one file for the run (``boxes.json``, the COCO pseudo-labels),
-  kept consistent with what is on disk across reruns and written atomically at the end;
-* :class:`ResultWriter` — writes results behind the model on one background thread, reports
-  outcomes in input order, and stops cleanly after a fatal write error (disk full).
+  assembled from records (:mod:`found.io.records`), kept consistent with what is on disk across
+  reruns and written atomically at the end; :class:`RunOutputs` writes an input and returns its record;
+* :class:`OrderedWriter` — the one ordered background writer; :class:`ResultWriter` /
+  :func:`write_results` write results behind the model on it and hand back outcomes (with each
+  input's record) in input order, stopping cleanly after a fatal write error (disk full).
 
-Nothing here calls the model or knows about the command line.
+Data flows one way: results in, files and outcomes out. Nothing here calls the model, calls back
+into its caller, or knows about the command line.
 """
 from __future__ import annotations
 
@@ -16,18 +20,18 @@ import json
 import threading
 import warnings
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-from ..engine import Result
 from ..errors import describe
 from .files import FATAL_WRITE_ERRNOS, atomic_group, atomic_write_text
-from ..model.instances import instances_summary
+from .records import boxes_document, result_record
+from .render import render_result
+
+if TYPE_CHECKING:  # io never imports the engine at run time
+    from ..engine import Result
 
 #: Per-input outputs and the suffix each adds to the input's stem.
 OUTPUT_SUFFIXES = {
@@ -51,39 +55,6 @@ VIDEO_OUTPUT_ENDINGS = tuple(v for k, v in VIDEO_OUTPUT_SUFFIXES.items() if k no
 
 
 # ---------------------------------------------------------------------------- images
-def mask_image(mask: np.ndarray) -> Image.Image:
-    """A binary mask as an 8-bit PNG image (0 / 255)."""
-    return Image.fromarray(mask.astype(np.uint8) * 255)
-
-
-def soft_image(pred) -> Image.Image:
-    """A prediction's probability map as an 8-bit image (probability × 255, rounded)."""
-    if hasattr(pred, "soft_uint8"):  # scaled up from a reduced size: no full-size float copy
-        return Image.fromarray(pred.soft_uint8())
-    return Image.fromarray(np.clip(pred.soft * 255 + 0.5, 0, 255).astype(np.uint8))
-
-
-def cutout_image(rgb: np.ndarray, mask: np.ndarray, file_alpha: np.ndarray | None = None) -> Image.Image:
-    """RGBA cut-out: the mask as alpha, never more opaque than the file's own alpha."""
-    alpha = mask.astype(np.uint8) * 255
-    if file_alpha is not None:
-        alpha = np.minimum(alpha, file_alpha)
-    return Image.fromarray(np.dstack([rgb, alpha]))
-
-
-def overlay_image(rgb: np.ndarray, mask: np.ndarray, box) -> Image.Image:
-    """The image with the mask tinted and the box outlined (for a quick visual check)."""
-    tint = np.array([255, 40, 40], np.float32)
-    out = np.array(rgb, dtype=np.uint8, copy=True)
-    out[mask] = (0.5 * rgb[mask].astype(np.float32) + 0.5 * tint).round().astype(np.uint8)  # only the masked pixels in float
-    im = Image.fromarray(out)
-    if box is not None:
-        x1, y1, x2, y2 = (int(v) for v in box)
-        ImageDraw.Draw(im).rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=(255, 255, 0),
-                                     width=max(1, min(rgb.shape[:2]) // 150))
-    return im
-
-
 class ImageOutputs:
     """The chosen per-input PNGs of a run in ``outdir``, named ``<stem><suffix>``."""
 
@@ -100,70 +71,39 @@ class ImageOutputs:
         return all(p.exists() for p in self.paths(stem))
 
     def write(self, result: Result, stem: str) -> None:
-        """All chosen outputs of ``result`` at its full resolution, or none (an OSError propagates)."""
-        pred, base = result.prediction, str(self.outdir / stem)
+        """All chosen outputs of ``result`` at its full resolution (drawn by :mod:`found.io.render`),
+        or none (an OSError propagates)."""
+        base = str(self.outdir / stem)
         with atomic_group() as group:
-            if "mask" in self.kinds:
-                mask_image(pred.mask).save(group.path(base + OUTPUT_SUFFIXES["mask"]), format="PNG")
-            if "soft" in self.kinds:
-                soft_image(pred).save(group.path(base + OUTPUT_SUFFIXES["soft"]), format="PNG")
-            if "cutout" in self.kinds or "overlay" in self.kinds:
-                full = result.full_image()
-                rgb = full.rgb()
-                if "cutout" in self.kinds:
-                    cutout_image(rgb, pred.cutout_mask(rgb), full.alpha()).save(group.path(base + OUTPUT_SUFFIXES["cutout"]), format="PNG")
-                if "overlay" in self.kinds:
-                    overlay_image(rgb, pred.mask, pred.box).save(group.path(base + OUTPUT_SUFFIXES["overlay"]), format="PNG")
+            for kind, image in render_result(self.kinds, result).items():
+                image.save(group.path(base + OUTPUT_SUFFIXES[kind]), format="PNG")
 
 
 # ---------------------------------------------------------------------------- run files
-def box_record(result: Result, file: str, instances: bool = False) -> dict:
-    """One input's entry of ``boxes.json``: size, score, box (xyxy and COCO xywh), notes, and with
-    ``instances`` every object's box, area and score."""
-    pred, li = result.prediction, result.image
-    W, H = li.original_size
-    rec = {"file": file, "width": W, "height": H, "score": round(float(pred.score), 6), "refined": bool(pred.refined),
-           "downscaled": li.downscaled, "box_xyxy": None, "box_xywh": None}
-    if li.downscaled:
-        rec["processed_size"] = list(li.size)
-    if li.notes:
-        rec["notes"] = list(li.notes)
-    if pred.box is not None:
-        x1, y1, x2, y2 = (int(v) for v in pred.box)
-        rec["box_xyxy"] = [x1, y1, x2, y2]
-        rec["box_xywh"] = [x1, y1, x2 - x1, y2 - y1]
-    if instances:
-        rec["instances"] = instances_summary(pred.instances)
-    return rec
-
-
 class RunFile:
-    """One JSON file for a whole run, keyed by input file: entries of earlier runs that are still
-    on disk are kept (unless ``overwrite``), new ones added, and the file is replaced atomically."""
+    """One JSON file for a whole run, assembled from records (:mod:`found.io.records`) keyed by
+    input file: records of earlier runs that are still in the file are kept (unless ``overwrite``),
+    new ones added, and the file is replaced atomically by :meth:`close`."""
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
         self.path = Path(path)
-        self.records: dict[str, dict] = {} if overwrite else self._read_old()
+        self.records: dict[str, dict] = {}
+        if not overwrite and self.path.is_file():
+            try:
+                self.records = {r["file"]: r for r in self.read_records(json.loads(self.path.read_text(encoding="utf-8")))}
+            except (ValueError, KeyError, TypeError, OSError):
+                self.records = {}
 
-    def _read_old(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
-        try:
-            return {e["file"]: e for e in json.loads(self.path.read_text(encoding="utf-8"))["images"]}
-        except (ValueError, KeyError, TypeError, OSError):
-            return {}
+    def read_records(self, document: dict) -> list[dict]:
+        """The records an earlier run's file holds (a subclass knows its format)."""
+        raise NotImplementedError
 
     def has(self, file: str) -> bool:
         return file in self.records
 
-    def record(self, result: Result, file: str, name: str) -> dict:
-        """The entry for ``result`` of input ``file``, which a dataset calls ``name`` (a subclass
-        decides what it holds)."""
-        raise NotImplementedError
-
-    def add(self, result: Result, file: str, name: str | None = None) -> None:
-        """Record ``result`` under the input ``file``; ``name`` is how a dataset calls it (default ``file``)."""
-        self.records[file] = self.record(result, file, file if name is None else name)
+    def add(self, record: dict) -> None:
+        """Keep ``record`` (of a successful input: :func:`found.io.records.result_record`) under its ``file``."""
+        self.records[record["file"]] = record
 
     def document(self) -> dict:
         raise NotImplementedError
@@ -174,26 +114,25 @@ class RunFile:
 
 
 class BoxesFile(RunFile):
-    """``boxes.json``: per input, its size, score and box (and with ``instances`` its objects),
-    sorted by file name."""
+    """``boxes.json``: per input, its record (size, score, boxes; with ``instances`` its objects),
+    sorted by file name (:func:`found.io.records.boxes_document`)."""
 
     def __init__(self, path: Path, mode: str, overwrite: bool = False, instances: bool = False) -> None:
         super().__init__(path, overwrite)
         self.mode, self.instances = mode, instances
 
-    def record(self, result: Result, file: str, name: str) -> dict:
-        return box_record(result, file, self.instances)
+    def read_records(self, document: dict) -> list[dict]:
+        return list(document["images"])
 
     def document(self) -> dict:
-        return {"box_format": {"xyxy": "x1, y1, x2, y2 (max exclusive)", "xywh": "COCO x, y, width, height"},
-                "mode": self.mode, "images": [self.records[k] for k in sorted(self.records)]}
+        return boxes_document(self.records.values(), self.mode, self.instances)
 
 
 class CocoFile(RunFile):
-    """A run's COCO pseudo-labels: per input its size and instances (compressed-RLE masks through
-    pycocotools), one "object" category; ids are given in input-path order when it is written, so a
-    rerun that adds inputs keeps the file one consistent dataset. ``file_name`` is the image's path
-    relative to its input folder (the image root of a trainer); ``path`` is the input as given."""
+    """A run's COCO pseudo-labels, built by :func:`found.io.coco.coco_from_records`: per input its
+    size and instances (compressed-RLE masks), one "object" category; ids in input-path order when
+    it is written, so a rerun that adds inputs keeps the file one consistent dataset. ``file_name``
+    is the record's ``name`` (the image's path relative to its input folder), ``path`` its ``file``."""
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
         from .coco import require_pycocotools
@@ -201,49 +140,100 @@ class CocoFile(RunFile):
         require_pycocotools()
         super().__init__(path, overwrite)
 
-    def _read_old(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-            anns: dict[int, list[dict]] = {}
-            for a in doc["annotations"]:
-                anns.setdefault(a["image_id"], []).append(a)
-            return {im.get("path", im["file_name"]): {"file_name": im["file_name"], "path": im.get("path", im["file_name"]),
-                                                      "height": im["height"], "width": im["width"],
-                                                      "annotations": anns.get(im["id"], [])} for im in doc["images"]}
-        except (ValueError, KeyError, TypeError, OSError):
-            return {}
+    def read_records(self, document: dict) -> list[dict]:
+        from .coco import records_of_coco
 
-    def record(self, result: Result, file: str, name: str) -> dict:
-        from .coco import image_annotations
-
-        W, H = result.size
-        return {"file_name": name, "path": file, "height": H, "width": W,
-                "annotations": image_annotations(result.prediction.instances, 0)}
+        return records_of_coco(document)
 
     def document(self) -> dict:
-        from .coco import OBJECT_CATEGORY, coco_info, image_entry
+        from .coco import coco_from_records
 
-        images, annotations = [], []
-        for image_id, name in enumerate(sorted(self.records), start=1):
-            r = self.records[name]
-            images.append({**image_entry(image_id, r["file_name"], r["height"], r["width"]), "path": r["path"]})
-            for a in r["annotations"]:
-                annotations.append({**a, "id": len(annotations) + 1, "image_id": image_id})
-        return {"info": coco_info("FOUND class-agnostic pseudo-labels"), "licenses": [], "images": images,
-                "categories": [dict(OBJECT_CATEGORY)], "annotations": annotations}
+        return coco_from_records(self.records.values())
+
+
+class RunOutputs:
+    """Everything a batch run writes for one input, on the writer thread: its images, then its
+    record for the run files (objects listed when ``instances``, their masks when ``masks``)."""
+
+    def __init__(self, images: ImageOutputs, run_files: list[RunFile], instances: bool = False) -> None:
+        self.images, self.run_files, self.instances = images, list(run_files), instances
+        self.masks = any(isinstance(f, CocoFile) for f in self.run_files)
+
+    def write(self, result: Result, stem: str, file: str, name: str | None = None) -> dict | None:
+        """Write the images of ``result`` as ``stem``; its record when run files want one, else None."""
+        self.images.write(result, stem)
+        if not self.run_files:
+            return None
+        return result_record(result, file, name, instances=self.instances or self.masks, masks=self.masks)
+
+    def add(self, record: dict) -> None:
+        """Keep an input's record in every run file (on the caller's thread, in input order)."""
+        for f in self.run_files:
+            f.add(record)
+
+    def has(self, file: str) -> bool:
+        """Whether every run file already holds ``file``."""
+        return all(f.has(file) for f in self.run_files)
 
 
 # ---------------------------------------------------------------------------- writing behind the model
+class OrderedWriter:
+    """Calls run in submission order on one background thread (``threaded``) or at once, at most
+    ``max_pending`` of them waiting (memory stays bounded); their futures come back in order.
+
+    The one ordered background writer: image files (:class:`ResultWriter`) and video frames
+    (:mod:`found.video.sink`) are both written through it.
+    """
+
+    def __init__(self, max_pending: int, threaded: bool = True, thread_name: str = "found-write") -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=thread_name) if threaded else None
+        self.pending: deque[tuple[object, Future]] = deque()
+        self.max_pending = max(1, max_pending)
+
+    def submit(self, tag: object, fn: Callable | None, *args: Any) -> Iterator[tuple[object, Future]]:
+        """Queue ``fn(*args)`` (None: nothing to run, ``tag`` passes through in order); yields the
+        ``(tag, future)`` pairs finished so far, waiting for the oldest while too many are queued."""
+        if fn is None:
+            fut: Future = Future()
+            fut.set_result(None)
+        else:
+            fut = self.pool.submit(fn, *args) if self.pool else _done(fn, *args)
+        self.pending.append((tag, fut))
+        return self.ready(keep=self.max_pending)
+
+    def ready(self, keep: int = 0) -> Iterator[tuple[object, Future]]:
+        """Yield finished ``(tag, future)`` pairs in order, waiting for the oldest while more than
+        ``keep`` are queued (a Ctrl-C while waiting leaves it queued)."""
+        while self.pending and (len(self.pending) > keep or self.pending[0][1].done()):
+            tag, fut = self.pending[0]
+            if not fut.done():
+                with contextlib.suppress(CancelledError):
+                    fut.exception()  # wait
+            self.pending.popleft()
+            yield tag, fut
+
+    def abort(self) -> None:
+        """Drop the calls not started yet and stop the thread."""
+        for _, fut in self.pending:
+            fut.cancel()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the thread (calls not started are dropped; a running one is waited for)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class Outcome:
-    """What became of one input: ``ok``, or ``error`` (a one-line reason)."""
+    """What became of one input: ``ok`` with what ``write`` returned (e.g. its record), or
+    ``error`` (a one-line reason)."""
 
     key: object  # the caller's handle for the input (e.g. a job)
     result: Result
     error: str | None = None
     exception: BaseException | None = None  # an unexpected error while writing (for --debug)
+    record: Any = None  # what the write returned
 
     @property
     def ok(self) -> bool:
@@ -251,78 +241,65 @@ class Outcome:
 
 
 class ResultWriter:
-    """Writes results with ``write(result, key)`` on one background thread (``threaded``) or at
-    once, and hands back outcomes in submission order.
+    """Writes results with ``write(result, key)`` through an :class:`OrderedWriter` and hands back
+    outcomes in submission order.
 
     After a write fails with a fatal errno (disk full, read-only file system) nothing more is
     written: :attr:`stopped` gives the reason, and results submitted after the failing one are
     dropped (they count as not processed), as in a sequential run.
     """
 
-    def __init__(self, write: Callable[[Result, object], None], threaded: bool, max_pending: int) -> None:
+    def __init__(self, write: Callable[[Result, object], Any], threaded: bool, max_pending: int) -> None:
         self._write = write
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="found-write") if threaded else None
-        self._pending: deque[tuple[object, Result, Future | None]] = deque()
+        self.queue = OrderedWriter(max_pending, threaded, "found-write")
         self._halt = threading.Event()
-        self.max_pending = max(1, max_pending)
         self.stopped = ""
 
-    def _task(self, result: Result, key: object) -> bool:
+    def _task(self, result: Result, key: object) -> tuple[bool, Any]:
         if self._halt.is_set():
-            return False
+            return False, None
         try:
-            self._write(result, key)
+            return True, self._write(result, key)
         except OSError as e:
             if e.errno in FATAL_WRITE_ERRNOS:
                 self._halt.set()
             raise
-        return True
 
-    def submit(self, key: object, result: Result) -> list[Outcome]:
-        """Queue ``result`` (a failed one passes straight through, in order); returns the outcomes
-        finished so far, waiting for the oldest while more than ``max_pending`` are queued."""
-        fut: Future | None = None
-        if result.ok:
-            fut = self._pool.submit(self._task, result, key) if self._pool else _done(self._task, result, key)
-        self._pending.append((key, result, fut))
-        return self._collect(keep=self.max_pending)
+    def submit(self, key: object, result: Result) -> Iterator[Outcome]:
+        """Queue ``result`` (a failed one passes straight through, in order); yields the outcomes
+        finished so far, waiting for the oldest while too many are queued."""
+        fn = self._task if result.ok else None
+        return self._outcomes(self.queue.submit((key, result), fn, result, key))
 
-    def finish(self, salvage: bool = False) -> list[Outcome]:
+    def finish(self, salvage: bool = False) -> Iterator[Outcome]:
         """Wait for every queued write; ``salvage`` (after Ctrl-C) reports what was written even past a stop."""
-        return self._collect(keep=0, salvage=salvage)
+        return self._outcomes(self.queue.ready(keep=0), salvage)
 
     def abort(self) -> None:
         """Drop the writes not started yet (a second Ctrl-C)."""
         self._halt.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.queue.abort()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.queue.close()
 
-    def _collect(self, keep: int, salvage: bool = False) -> list[Outcome]:
-        out: list[Outcome] = []
-        while self._pending and (len(self._pending) > keep or _finished(self._pending[0][2])):
-            key, result, fut = self._pending[0]
-            if fut is not None and not fut.done():
-                fut.exception()  # wait; a Ctrl-C here leaves the entry queued for the salvage pass
-            self._pending.popleft()
+    def _outcomes(self, finished: Iterator[tuple[object, Future]], salvage: bool = False) -> Iterator[Outcome]:
+        for (key, result), fut in finished:
             if self.stopped and not salvage:
                 continue  # after a fatal write error: not processed
             outcome = self._outcome(key, result, fut)
             if outcome is not None:
-                out.append(outcome)
-        return out
+                yield outcome
 
-    def _outcome(self, key: object, result: Result, fut: Future | None) -> Outcome | None:
-        if fut is None:
+    def _outcome(self, key: object, result: Result, fut: Future) -> Outcome | None:
+        if not result.ok:
             return Outcome(key, result, str(result.error))
         if fut.cancelled():
             return None
         e = fut.exception()
         if e is None:
-            return Outcome(key, result) if fut.result() else None
+            written, record = fut.result()
+            return Outcome(key, result, record=record) if written else None
         if isinstance(e, OSError):
             why = e.strerror or str(e)
             if e.errno in FATAL_WRITE_ERRNOS and not self.stopped:
@@ -331,11 +308,7 @@ class ResultWriter:
         return Outcome(key, result, f"unexpected error while writing outputs ({describe(e)})", exception=e)
 
 
-def _finished(fut: Future | None) -> bool:
-    return fut is None or fut.done()
-
-
-def _done(fn: Callable, *args) -> Future:
+def _done(fn: Callable, *args: Any) -> Future:
     """An already finished future: ``fn(*args)`` run at once, in this thread."""
     fut: Future = Future()
     try:
@@ -345,44 +318,64 @@ def _done(fn: Callable, *args) -> Future:
     return fut
 
 
-#: What :func:`write_results` returns when Ctrl-C stopped it.
+#: :attr:`WriteBehind.stopped` when Ctrl-C stopped the run.
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 
-def write_results(results: Iterator[Result], keys: Iterable[object], write: Callable[[Result, object], None],
-                  on_outcome: Callable[[Outcome], None], *, threaded: bool, max_pending: int) -> str:
-    """Write each result (``write(result, key)``, keys zipped with results) behind the engine and
-    pass every outcome, in input order, to ``on_outcome``.
+class WriteBehind:
+    """Writes each result (``write(result, key)``, keys zipped with results) behind the engine;
+    iterate it for the outcomes, in input order (data flows one way: the caller reads them).
 
-    Returns why the run stopped early: "" (it did not), a fatal write error (disk full; later
-    inputs are not processed), or :data:`INTERRUPTED` (Ctrl-C: decoding stops, what was already
-    predicted is still written; a second Ctrl-C drops the writes not started). ``results`` is
-    closed on return.
+    :attr:`stopped` then says why the run stopped early: "" (it did not), a fatal write error (disk
+    full; later inputs are not processed), or :data:`INTERRUPTED` (Ctrl-C: decoding stops, what
+    was already predicted is still written; a second Ctrl-C drops the writes not started). A Ctrl-C
+    that lands in the caller's loop instead is handed over with :meth:`salvage`. ``results`` is
+    closed at the end.
     """
-    writer = ResultWriter(write, threaded=threaded, max_pending=max_pending)
 
-    def report(outcomes: list[Outcome]) -> None:
-        for o in outcomes:
-            on_outcome(o)
+    def __init__(self, results: Iterator[Result], keys: Iterable[object], write: Callable[[Result, object], Any], *,
+                 threaded: bool, max_pending: int) -> None:
+        self.results, self.keys, self.threaded = results, keys, threaded
+        self.writer = ResultWriter(write, threaded=threaded, max_pending=max_pending)
+        self.stopped = ""
 
-    # warnings.catch_warnings is process-wide: whatever the threads do to the filters ends with the run
-    with warnings.catch_warnings() if threaded else contextlib.nullcontext():
-        try:
-            for key, result in zip(keys, results):
-                report(writer.submit(key, result))
-                if writer.stopped:
-                    break
-            report(writer.finish())
-            return writer.stopped
-        except KeyboardInterrupt:
-            results.close()  # type: ignore[attr-defined]  # no more decoding
+    def __iter__(self) -> Iterator[Outcome]:
+        # warnings.catch_warnings is process-wide: whatever the threads do to the filters ends with the run
+        with warnings.catch_warnings() if self.threaded else contextlib.nullcontext():
             try:
-                report(writer.finish(salvage=True))
+                for key, result in zip(self.keys, self.results):
+                    yield from self.writer.submit(key, result)
+                    if self.writer.stopped:
+                        break
+                yield from self.writer.finish()
+                self.stopped = self.writer.stopped
             except KeyboardInterrupt:
-                writer.abort()
-                report(writer.finish(salvage=True))
-            return INTERRUPTED
+                yield from self.salvage()
+            finally:
+                self._close()
+
+    def salvage(self) -> Iterator[Outcome]:
+        """After Ctrl-C: stop decoding, and yield the outcomes of what was already predicted (a second
+        Ctrl-C drops the writes not started)."""
+        self.stopped = INTERRUPTED
+        with contextlib.suppress(AttributeError):
+            self.results.close()  # type: ignore[attr-defined]  # no more decoding
+        try:
+            try:
+                yield from self.writer.finish(salvage=True)
+            except KeyboardInterrupt:
+                self.writer.abort()
+                yield from self.writer.finish(salvage=True)
         finally:
-            with contextlib.suppress(AttributeError):
-                results.close()  # type: ignore[attr-defined]
-            writer.close()
+            self._close()
+
+    def _close(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self.results.close()  # type: ignore[attr-defined]
+        self.writer.close()
+
+
+def write_results(results: Iterator[Result], keys: Iterable[object], write: Callable[[Result, object], Any], *,
+                  threaded: bool, max_pending: int) -> WriteBehind:
+    """The outcomes of writing ``results`` behind the engine: see :class:`WriteBehind`."""
+    return WriteBehind(results, keys, write, threaded=threaded, max_pending=max_pending)

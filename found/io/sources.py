@@ -28,9 +28,17 @@ class Job:
 
     @property
     def name(self) -> str:
-        """The file as a dataset names it: its path relative to the folder it was found in (the
-        image root), or its file name when it was given as a file or matched by a pattern."""
-        return str(self.rel.parent / self.path.name) if self.rel.parent != Path(".") else self.path.name
+        """The file as a dataset names it (see :func:`dataset_name`)."""
+        return dataset_name(str(self.path), str(self.rel))
+
+
+def dataset_name(path: str, stem: str) -> str:
+    """How a dataset names the input ``path`` whose outputs are named ``stem``: its path relative to
+    the folder it was found in (the image root), or its file name when it was given as a file or
+    matched by a pattern (a local path or a URI)."""
+    base = path.split("?")[0].rstrip("/").rsplit("/", 1)[-1] if "://" in path else Path(path).name
+    folder = Path(stem).parent
+    return str(folder / base) if folder != Path(".") else base
 
 
 def path_key(path: Path) -> Path:

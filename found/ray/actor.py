@@ -7,6 +7,7 @@ from typing import Any
 
 from ..engine import DEFAULT_MAX_SIDE, Engine, Result
 from ..errors import FoundError, one_line
+from ..model.instances import InstanceFilter
 from .sources import Item, is_uri, read_bytes
 from .stores import open_store
 from .table import result_row, table_schema
@@ -26,6 +27,7 @@ class RunConfig:
     threads: int = 1  # torch threads per actor (its CPUs)
     decode_workers: int = 0  # engine decoding threads inside an actor
     edges: str = "guided"  # how cut-outs of reduced images reach full size (found.engine.EDGES)
+    instance_filter: InstanceFilter | None = None  # which objects rows (and the COCO file) keep
 
 
 class SegmentActor:
@@ -45,7 +47,8 @@ class SegmentActor:
         self.config = config
         model = build_found(**{**config.model_options, "progress": False})
         self.engine = Engine(model, mode=config.mode, refine=config.refine, batch_size=config.batch_size,
-                             workers=config.decode_workers, max_side=config.max_side, edges=config.edges)
+                             workers=config.decode_workers, max_side=config.max_side, edges=config.edges,
+                             instance_filter=config.instance_filter)
         self.store = open_store(config.outdir, list(config.kinds))
 
     def __call__(self, batch: dict) -> Any:

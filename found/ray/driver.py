@@ -13,10 +13,13 @@ from typing import Any, Callable, Iterable, Iterator
 from ..engine import DEFAULT_MAX_SIDE
 from ..errors import FoundError, one_line
 from ..extras import require
+from ..io.sinks import CocoFile
+from ..io.sources import path_key
+from ..model.instances import InstanceFilter
 from .actor import RunConfig, SegmentActor
 from .sources import Item, collect, is_uri
 from .stores import open_store
-from .table import TABLE_FILE, ResultsTable, result_row
+from .table import TABLE_FILE, ResultsTable, result_row, row_records
 
 
 @dataclass
@@ -81,9 +84,12 @@ def segment_with_ray(
     max_side: int | None = DEFAULT_MAX_SIDE, edges: str = "guided", recursive: bool = False, overwrite: bool = False,
     table: str = TABLE_FILE, chunks_per_task: int = 4, num_cpus: int | None = None, runtime_env: dict | None = None,
     actor_class: type = SegmentActor, on_rows: Callable[[list[dict]], Any] | None = None,
+    instance_filter: InstanceFilter | None = None, coco: str | Path | None = None,
 ) -> RaySummary:
     """Segment ``inputs`` on a Ray cluster (or a local instance) and write what ``found segment``
     writes, plus the Parquet ``table`` (one row per input) in ``outdir`` (a folder or a URI).
+    ``instance_filter`` chooses the objects the rows keep; ``coco`` (a local path) is then written
+    from the table's rows at the end, the same file ``found segment --coco`` writes.
 
     ``model_options`` are :func:`found.build_found` keyword arguments (paths must be readable on every
     node). Inputs whose outputs exist and whose table row is ok are skipped (unless ``overwrite``).
@@ -100,11 +106,12 @@ def segment_with_ray(
     store.prepare()
     items, failures = collect([str(a) for a in inputs], recursive, store.local_dir)
     store.refuse_overwriting(items, table)
+    coco_file = _coco_file(coco, items)
     results = ResultsTable(store, table, overwrite)
     done = set() if overwrite else store.existing([it.stem for it in items if it.path in results.old_ok])
     todo = [it for it in items if it.stem not in done or it.path not in results.old_ok]
     summary = RaySummary(skipped=len(items) - len(todo), table=store.file(table))
-    bad_args = [{**result_row(Item(a, a, ""), None, why)} for a, why in failures]
+    bad_args = [result_row(Item(a, a, ""), None, why) for a, why in failures]
     results.add(bad_args)
     if todo:
         with ray_session(address, num_cpus, runtime_env) as ray:
@@ -114,7 +121,8 @@ def segment_with_ray(
             n_blocks = _n_blocks(len(todo), batch_size, chunks_per_task)
             summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
             config = RunConfig(_portable(model_options or {}), store.location, tuple(kinds), mode, refine, batch_size,
-                               max_side or None, max(1, int(cpus_per_worker)), edges=edges)
+                               max_side or None, max(1, int(cpus_per_worker)), edges=edges,
+                               instance_filter=instance_filter)
             try:
                 for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
                                       chunks_per_task, actor_class):
@@ -129,7 +137,11 @@ def segment_with_ray(
                     results.flush()
                 raise
     results.close()
-    _count(summary, results, {it.path for it in todo} | {r["path"] for r in bad_args})
+    if coco_file is not None:  # assembled from the rows alone: every input the table holds as ok
+        for record in row_records(results.rows.values()):
+            coco_file.add(record)
+        coco_file.close()
+    _count(summary, results, {it.path for it in todo} | {r["file"] for r in bad_args})
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -142,6 +154,22 @@ def _count(summary: RaySummary, results: ResultsTable, paths: set[str]) -> None:
                 summary.ok += 1
             else:
                 summary.failures.append((path, r["error"]))
+
+
+def _coco_file(coco: str | Path | None, items: list[Item]) -> CocoFile | None:
+    """The run's COCO file (a local path, not one of the inputs; pycocotools checked), or None."""
+    if coco is None:
+        return None
+    if is_uri(str(coco)):
+        raise FoundError(f"--coco {coco}: give a local path (the COCO file is written on the driver)")
+    path = Path(coco)
+    if path_key(path) in {path_key(Path(it.source)) for it in items if not is_uri(it.source)}:
+        raise FoundError(f"--coco {coco} is an input; choose another file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FoundError(f"--coco {coco}: cannot create its folder ({e.strerror or e})") from None
+    return CocoFile(path, overwrite=True)  # the table holds every run's rows
 
 
 def _portable(options: dict) -> dict:

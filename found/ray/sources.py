@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from ..errors import FoundError, one_line
 from ..extras import require
 from ..io.images import IMAGE_SUFFIXES
-from ..io.sources import collect_inputs, path_key, unique_stems
+from ..io.sources import collect_inputs, dataset_name, path_key, unique_stems
 
 #: Input arguments read as lists of paths or URIs (one per line / a ``path`` column).
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
@@ -24,6 +24,11 @@ class Item:
     path: str
     source: str
     stem: str
+
+    @property
+    def name(self) -> str:
+        """How a dataset names the input (a COCO ``file_name``), as ``found segment`` names it."""
+        return dataset_name(self.path, self.stem)
 
 
 def require_pyarrow() -> Any:

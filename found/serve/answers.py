@@ -16,8 +16,9 @@ from PIL import Image
 
 from ..engine import Engine, Result
 from ..errors import InputError, one_line
-from ..io.images import LoadedImage, _quiet_warnings
-from ..io.sinks import cutout_image, mask_image, overlay_image, soft_image
+from ..io.images import LoadedImage, quiet_warnings
+from ..io.records import SCHEMA_VERSION, result_record
+from ..io.render import png_bytes as encode_png, render_result
 
 #: Answers a request can ask for: the JSON record, or one PNG.
 PNG_KINDS = ("mask", "soft", "cutout", "overlay")
@@ -57,7 +58,7 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     Headers Pillow cannot read pass: :meth:`Engine.load` then gives the same reason as ``found segment``.
     """
     try:
-        with _quiet_warnings(), Image.open(io.BytesIO(data)) as im:  # Pillow's bomb warning: refused below
+        with quiet_warnings(), Image.open(io.BytesIO(data)) as im:  # Pillow's bomb warning: refused below
             w, h = im.size
     except Image.DecompressionBombError as e:
         raise TooManyPixels(f"refused, image too large for Pillow's decompression-bomb guard ({e})") from None
@@ -80,54 +81,26 @@ def reason(e: BaseException) -> str:
 
 
 def png_bytes(kind: str, result: Result) -> bytes:
-    """One PNG of a result at the upload's full resolution (drawn by :mod:`found.io.sinks`)."""
-    pred = result.prediction
-    if kind == "mask":
-        im = mask_image(pred.mask)
-    elif kind == "soft":
-        im = soft_image(pred)
-    else:
-        full = result.full_image()
-        rgb = full.rgb()
-        im = cutout_image(rgb, pred.cutout_mask(rgb), full.alpha()) if kind == "cutout" else overlay_image(rgb, pred.mask, pred.box)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
-
-
-def box_fields(box) -> dict:
-    """``box`` (x1, y1, x2, y2, max exclusive) as ``{"xyxy": …, "xywh": …}``, or None."""
-    if box is None:
-        return None
-    x1, y1, x2, y2 = (int(v) for v in box)
-    return {"xyxy": [x1, y1, x2, y2], "xywh": [x1, y1, x2 - x1, y2 - y1]}
-
-
-def instances_of(pred) -> list[dict]:
-    """The prediction's objects (one per connected component of its mask, largest first) as JSON
-    records: box (xyxy and xywh), area in pixels, score."""
-    return [{"box": box_fields(i.box_xyxy), "area": int(i.area), "score": round(float(i.score), 6)} for i in pred.instances]
+    """One PNG of a result at the upload's full resolution (drawn by :mod:`found.io.render`)."""
+    return encode_png(render_result([kind], result)[kind], PNG_LEVEL)
 
 
 def json_answer(result: Result, timings: dict[str, float], batch_size: int, include: Iterable[str] = (),
                 started: float | None = None) -> bytes:
-    """The JSON answer: size, score, box, instances, timings (ms; ``encode`` measured here, ``total``
-    since ``started``, a ``perf_counter`` value), plus any PNGs asked for as data URLs."""
+    """The JSON answer: the schema version and the result's record (docs/records.md: size, score,
+    boxes, instances, notes), then ``mask_fraction``, ``batch_size``, ``timings`` (ms; ``encode``
+    measured here, ``total`` since ``started``, a ``perf_counter`` value) and any PNGs asked for as
+    data URLs."""
     t0 = time.perf_counter()
-    pred, li = result.prediction, result.image
-    W, H = li.original_size
     images = {}
     for kind in include:
         images[kind] = "data:image/png;base64," + base64.b64encode(png_bytes(kind, result)).decode("ascii")
+    doc = {"schema_version": SCHEMA_VERSION, **result_record(result),
+           "mask_fraction": round(float(np.mean(result.prediction.mask)), 6), "batch_size": batch_size}
     timings = {**timings, "encode": (time.perf_counter() - t0) * 1000}
     if started is not None:
         timings["total"] = (time.perf_counter() - started) * 1000
-    doc = {
-        "width": W, "height": H, "score": round(float(pred.score), 6), "refined": bool(pred.refined),
-        "box": box_fields(pred.box), "instances": instances_of(pred), "mask_fraction": round(float(np.mean(pred.mask)), 6),
-        "downscaled": li.downscaled, "notes": list(li.notes), "batch_size": batch_size,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    doc["timings"] = {k: round(v, 3) for k, v in timings.items()}
     if images:
         doc["images"] = images
     return json.dumps(doc).encode("utf-8")

@@ -51,29 +51,29 @@ class HttpError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-class Box(BaseModel):
-    xyxy: list[int]
-    xywh: list[int]
-
-
 class Instance(BaseModel):
-    box: Box | None
-    area: int | None = None
-    score: float | None = None
+    box_xyxy: list[int]
+    box_xywh: list[int]
+    area: int
+    score: float
 
 
 class SegmentAnswer(BaseModel):
-    """The JSON answer of ``POST /v1/segment`` (documents the schema; answers are built directly)."""
+    """The JSON answer of ``POST /v1/segment``: a record (docs/records.md) and the server's extras
+    (documents the schema; answers are built directly by :func:`found.serve.answers.json_answer`)."""
 
+    schema_version: int
     width: int
     height: int
     score: float
     refined: bool
-    box: Box | None
+    downscaled: bool
+    processed_size: list[int] | None
+    box_xyxy: list[int] | None
+    box_xywh: list[int] | None
+    notes: list[str]
     instances: list[Instance]
     mask_fraction: float
-    downscaled: bool
-    notes: list[str]
     batch_size: int
     timings: dict[str, float]
     images: dict[str, str] | None = None

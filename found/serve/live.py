@@ -5,8 +5,9 @@
 * ``WebSocket /v1/live`` — each binary message is one encoded frame (JPEG, PNG or WebP, as a
   browser's ``canvas.toBlob`` gives it); each processed frame gets one JSON answer::
 
-      {"frame": 7, "width": 480, "height": 360, "box_xyxy": [x1, y1, x2, y2] | null, "score": 0.83,
-       "mask_png": "<base64 PNG, 0/255, the frame's size>", "ms": 41.5, "dropped": 2}
+      {"schema_version": 2, "frame": 7, <the frame's record: "width", "height", "score", "box_xyxy",
+       "box_xywh", "instances", … (docs/records.md)>, "mask_png": "<base64 PNG, 0/255, the frame's size>",
+       "ms": 41.5, "dropped": 2}
 
   ``frame`` counts the binary messages received on this connection (1-based). While the model is
   busy, a newer frame replaces the one waiting, so at most one frame waits per connection and the
@@ -25,7 +26,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import io
 import json
 import threading
 import time
@@ -33,7 +33,8 @@ from typing import Awaitable, Callable
 
 from ..engine import Engine
 from ..errors import FoundError, InputError
-from ..io.sinks import mask_image
+from ..io.records import SCHEMA_VERSION, prediction_record
+from ..io.render import png_bytes, render
 
 __all__ = ["LIVE_HTML", "LIVE_JS", "MAX_FRAME_BYTES", "frame_answer", "register_live"]
 
@@ -42,7 +43,7 @@ MAX_FRAME_BYTES = 8 << 20
 
 
 def frame_answer(engine: Engine, data: bytes, frame: int) -> dict:
-    """The JSON answer for one encoded frame: box, score and mask PNG, or a one-line error."""
+    """The JSON answer for one encoded frame: its record (box, score, instances…) and mask PNG, or a one-line error."""
     t0 = time.perf_counter()
     if len(data) > MAX_FRAME_BYTES:
         return {"frame": frame, "error": f"frame too large ({len(data)} bytes, at most {MAX_FRAME_BYTES})"}
@@ -53,16 +54,9 @@ def frame_answer(engine: Engine, data: bytes, frame: int) -> dict:
     pred = engine.infer([image])[0]
     if isinstance(pred, FoundError):
         return {"frame": frame, "error": str(pred)}
-    buf = io.BytesIO()
-    mask_image(pred.mask).save(buf, format="PNG", compress_level=1)
-    w, h = image.original_size
-    box = None if pred.box is None else [int(v) for v in pred.box]
-    answer = {"frame": frame, "width": w, "height": h, "box_xyxy": box, "score": round(float(pred.score), 6),
-              "mask_png": base64.b64encode(buf.getvalue()).decode("ascii"), "ms": round((time.perf_counter() - t0) * 1000, 1)}
-    instances = getattr(pred, "instances", None)
-    if instances is not None:
-        answer["instances"] = [i.to_dict() if hasattr(i, "to_dict") else dict(i) for i in instances]
-    return answer
+    mask_png = png_bytes(render("mask", pred), compress_level=1)
+    return {"schema_version": SCHEMA_VERSION, "frame": frame, **prediction_record(pred, image),
+            "mask_png": base64.b64encode(mask_png).decode("ascii"), "ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
 class _Session:

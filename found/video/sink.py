@@ -8,25 +8,24 @@ import contextlib
 import json
 import os
 import shutil
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..errors import FoundError
 from ..io.files import AtomicGroup, replace_dir, temp_dir_beside
-from ..io.sinks import ALPHA_CODECS, VIDEO_OUTPUT_SUFFIXES
-from ..io.sinks import cutout_image, mask_image, overlay_image, soft_image
+from ..io.records import SCHEMA_VERSION, prediction_record
+from ..io.render import needs_pixels, render
+from ..io.sinks import ALPHA_CODECS, VIDEO_OUTPUT_SUFFIXES, OrderedWriter
 from .encode import OutputVideo, open_output_video
 from .probe import VideoInfo
 from .reader import VideoDecodeError
 from .segment import FrameResult
 
-__all__ = ["PENDING_ENCODES", "FrameWriter", "OrderedBackgroundExecutor", "VideoOutputs", "VideoSummary",
-           "frame_record"]
+__all__ = ["PENDING_ENCODES", "FrameWriter", "VideoOutputs", "VideoSummary", "frame_record"]
 
 #: Frames whose outputs may wait to be encoded behind the model (one background thread).
 PENDING_ENCODES = 16
@@ -34,27 +33,11 @@ PENDING_ENCODES = 16
 
 # ---------------------------------------------------------------------------- a folder of frames, atomically
 # ---------------------------------------------------------------------------- one frame's outputs
-def _instance_records(pred: Any) -> list[dict] | None:
-    """The prediction's instances as JSON-ready dicts, or None when it has none."""
-    instances = getattr(pred, "instances", None)
-    if instances is None:
-        return None
-    return [i.to_dict() if hasattr(i, "to_dict") else dict(i) for i in instances]
-
-
 def frame_record(fr: FrameResult) -> dict:
-    """One line of ``<name>_boxes.jsonl``: frame index, pts, time, box (xyxy and COCO xywh), score,
-    whether the model ran on this frame, and the instances when the prediction has them."""
-    pred = fr.prediction
-    rec: dict = {"frame": fr.index, "time": round(fr.time, 6), "pts": fr.pts, "processed": fr.processed,
-                 "score": round(float(pred.score), 6), "box_xyxy": None, "box_xywh": None}
-    if pred.box is not None:
-        x1, y1, x2, y2 = (int(v) for v in pred.box)
-        rec["box_xyxy"], rec["box_xywh"] = [x1, y1, x2, y2], [x1, y1, x2 - x1, y2 - y1]
-    instances = _instance_records(pred)
-    if instances is not None:
-        rec["instances"] = instances
-    return rec
+    """One line of ``<name>_boxes.jsonl``: the schema version, the frame's index, time (s), pts and
+    whether the model ran on it, then the record of the prediction it uses (docs/records.md)."""
+    return {"schema_version": SCHEMA_VERSION, "frame": fr.index, "time": round(fr.time, 6), "pts": fr.pts,
+            "processed": fr.processed, **prediction_record(fr.prediction, fr.result.image)}
 
 
 class FrameWriter:
@@ -81,18 +64,8 @@ class FrameWriter:
 
     def add(self, fr: FrameResult) -> None:
         """Encode one frame into every output (runs on the encoding thread, in frame order)."""
-        pred = fr.prediction
-        needs_rgb = any(k in self.kinds for k in ("cutout", "overlay"))
-        rgb = fr.rgb() if needs_rgb else None
-        images = {}
-        if "mask" in self.kinds:
-            images["mask"] = mask_image(pred.mask)
-        if "soft" in self.kinds:
-            images["soft"] = soft_image(pred)
-        if "overlay" in self.kinds:
-            images["overlay"] = overlay_image(rgb, pred.mask, pred.box)
-        if "cutout" in self.kinds:
-            images["cutout"] = cutout_image(rgb, pred.cutout_mask(rgb))
+        rgb = fr.rgb() if needs_pixels(self.kinds) else None  # a video frame has no alpha of its own
+        images = {kind: render(kind, fr.prediction, rgb) for kind in self.kinds}
         for kind, im in images.items():
             if self.folder is not None:
                 im.save(self.folder / f"{fr.index:06d}_{kind}.png", format="PNG")
@@ -127,36 +100,6 @@ class FrameWriter:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------- encoding behind the model
-class OrderedBackgroundExecutor:
-    """Calls run in order on one background thread, at most ``max_pending`` waiting (so memory stays
-    bounded); the first error is raised in the caller's thread (on the next submit or at :meth:`finish`)."""
-
-    def __init__(self, max_pending: int, thread_name: str = "found-video-encode") -> None:
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
-        self.pending: deque[Future] = deque()
-        self.max_pending = max(1, max_pending)
-
-    def submit(self, fn: Callable, *args: Any) -> None:
-        """Queue ``fn(*args)``, waiting while too many calls are pending; raises an earlier call's error."""
-        self.pending.append(self.pool.submit(fn, *args))
-        while self.pending and (len(self.pending) > self.max_pending or self.pending[0].done()):
-            self.pending.popleft().result()
-
-    def finish(self) -> None:
-        """Wait for every queued call (raising the first error) and stop the thread."""
-        while self.pending:
-            self.pending.popleft().result()
-        self.pool.shutdown(wait=True)
-
-    def abort(self) -> None:
-        """Cancel the calls not started yet and stop the thread."""
-        for f in self.pending:
-            f.cancel()
-        self.pending.clear()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------------------- one video's outputs
 @dataclass
 class VideoSummary:
@@ -186,6 +129,12 @@ class VideoSummary:
             out.append(f"frames processed at {self.processed_size[0]}×{self.processed_size[1]} (--max-side); "
                        f"outputs at full size")
         return out
+
+
+def _raise_errors(finished: Iterator[tuple[object, Future]]) -> None:
+    """Wait for the finished encodes, raising the first error in the caller's thread."""
+    for _, fut in finished:
+        fut.result()
 
 
 def _close_stream(frames: Iterator[FrameResult]) -> None:
@@ -228,8 +177,7 @@ class VideoOutputs:
         """True when every output of ``stem`` is already there (to skip it)."""
         return all(p.exists() for p in self.paths(stem))
 
-    def write(self, source: str | os.PathLike, info: VideoInfo, frames: Iterable[FrameResult], stem: str, *,
-              on_frame: Callable[[FrameResult], None] | None = None) -> VideoSummary:
+    def write(self, source: str | os.PathLike, info: VideoInfo, frames: Iterable[FrameResult], stem: str) -> VideoSummary:
         """Write ``frames`` (from :func:`segment_video` on the video at ``source``, which declares ``info``)
         as the outputs of ``stem``; the source is read again only to copy its audio into the overlay.
 
@@ -243,18 +191,17 @@ class VideoOutputs:
         group, writer, encoder = AtomicGroup(), None, None
         try:
             writer = FrameWriter(self, stem, Path(source), info, group)
-            encoder = OrderedBackgroundExecutor(PENDING_ENCODES)
+            encoder = OrderedWriter(PENDING_ENCODES, thread_name="found-video-encode")
             try:
                 for fr in stream:
-                    encoder.submit(writer.add, fr)
+                    _raise_errors(encoder.submit(None, writer.add, fr))
                     summary.count(fr)
-                    if on_frame is not None:
-                        on_frame(fr)
             except VideoDecodeError as e:
                 summary.error = str(e)
             finally:
                 _close_stream(stream)  # stops the decoding thread before the caller closes the file
-            encoder.finish()
+            _raise_errors(encoder.ready())
+            encoder.close()
             writer.close()
             writer.commit_folder()
             group.commit()

@@ -68,9 +68,9 @@ async function segment() {
 }
 
 function boxesOf(answer) {
-  const inst = (answer.instances || []).filter((i) => i.box);
-  if (inst.length) return inst.map((i, n) => ({ xyxy: i.box.xyxy, label: `object ${n + 1}` + (i.score != null ? ` · ${i.score.toFixed(2)}` : "") }));
-  return answer.box ? [{ xyxy: answer.box.xyxy, label: `object · ${answer.score.toFixed(2)}` }] : [];
+  const inst = (answer.instances || []).filter((i) => i.box_xyxy);
+  if (inst.length) return inst.map((i, n) => ({ xyxy: i.box_xyxy, label: `object ${n + 1}` + (i.score != null ? ` · ${i.score.toFixed(2)}` : "") }));
+  return answer.box_xyxy ? [{ xyxy: answer.box_xyxy, label: `object · ${answer.score.toFixed(2)}` }] : [];
 }
 
 function drawBoxes(answer, visible) {
@@ -121,7 +121,7 @@ function render() {
   dl.replaceChildren();
   fact(dl, "Size", `${answer.width} × ${answer.height} px`);
   fact(dl, "Score", answer.score.toFixed(3));
-  fact(dl, "Box (x1, y1, x2, y2)", answer.box ? answer.box.xyxy.join(", ") : "none");
+  fact(dl, "Box (x1, y1, x2, y2)", answer.box_xyxy ? answer.box_xyxy.join(", ") : "none");
   fact(dl, "Mask covers", `${(answer.mask_fraction * 100).toFixed(1)} %`);
   const t = answer.timings;
   fact(dl, "Time (ms)", `model ${t.model.toFixed(0)}, queue ${t.queue.toFixed(0)}, decode ${t.decode.toFixed(0)}, encode ${t.encode.toFixed(0)}`);
