@@ -198,7 +198,7 @@ def test_old_import_paths_name_their_new_place():
     code = ("import warnings, found\n"
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"
-            "    import found.io.sinks as old\n"
+            "    import found.writers as old\n"
             "import found.io.sinks as new\n"
             "assert old is new, (old, new)\n"
             "assert any('found.io.sinks' in str(x.message) for x in w), [str(x.message) for x in w]\n")
