@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..engine import Engine, Result
 from ..errors import InputError, one_line
-from ..io.images import LoadedImage, _quiet_warnings
+from ..io.images import LoadedImage, quiet_warnings
 from ..io.sinks import cutout_image, mask_image, overlay_image, soft_image
 
 #: Answers a request can ask for: the JSON record, or one PNG.
@@ -57,7 +57,7 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     Headers Pillow cannot read pass: :meth:`Engine.load` then gives the same reason as ``found segment``.
     """
     try:
-        with _quiet_warnings(), Image.open(io.BytesIO(data)) as im:  # Pillow's bomb warning: refused below
+        with quiet_warnings(), Image.open(io.BytesIO(data)) as im:  # Pillow's bomb warning: refused below
             w, h = im.size
     except Image.DecompressionBombError as e:
         raise TooManyPixels(f"refused, image too large for Pillow's decompression-bomb guard ({e})") from None
