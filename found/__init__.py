@@ -77,6 +77,7 @@ from .model.background import Background, discover_background, head_weights  # n
 from .model.backbone import FoundFeatures, VisionTransformer  # noqa: E402
 from .hub.build import build_found, load_backbone, load_head  # noqa: E402
 from .engine import DEFAULT_MAX_SIDE, Engine, segment  # noqa: E402
+from .options import RunOptions  # noqa: E402
 from .export.runtime import OnnxFound, load_onnx  # noqa: E402  (onnxruntime itself is imported on first use)
 from .model.head import FoundHead  # noqa: E402
 from .model.instances import Instance, InstanceFilter, find_instances  # noqa: E402
@@ -97,6 +98,7 @@ __all__ = [
     "MODELS",
     "OnnxFound",
     "Prediction",
+    "RunOptions",
     "VisionTransformer",
     "build_found",
     "discover_background",

@@ -23,16 +23,14 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 from PIL import Image
 
-from .errors import FoundError, InferenceError, InputError, describe
+from .errors import FoundError, InferenceError, InputError, OptionsError, describe
 from .io.images import LoadedImage, read_image, source_name
 from .model.instances import Instance, InstanceFilter, find_instances
-from .predictor import MODES, Prediction
+from .options import DEFAULT_MAX_SIDE, EDGES, MODES, RunOptions, check
+from .predictor import Prediction
 
-#: The working scale: images whose longer side exceeds this are processed reduced to it
-#: (``--max-side``; 0 = native). 400 px is the scale at which the paper measured its masks (ECSSD,
-#: DUTS-TE and DUT-OMRON images have a longer side of at most 400 px; VOC's is 500, COCO's 640, and
-#: the head was trained on 224² crops): inside the evaluated regime, and ~10× fewer tokens than 1024 px.
-DEFAULT_MAX_SIDE = 400
+__all__ = ["DEFAULT_MAX_SIDE", "EDGES", "MODES", "READ_AHEAD_CHUNKS", "Engine", "Result", "RunOptions",
+           "ScaledPrediction", "default_workers", "map_ahead", "segment", "to_full_resolution"]
 #: Chunks (of ``batch_size`` inputs) decoded ahead of the one being predicted.
 READ_AHEAD_CHUNKS = 2
 T = TypeVar("T")
@@ -123,12 +121,6 @@ def map_ahead(
             fut.cancel()
 
 
-#: How a mask made at the working scale is brought to full size for cut-outs (``--edges``):
-#: ``guided`` follows the full-size image's edges (fast guided filter, :mod:`found.model.edges`),
-#: ``bilinear`` stretches it as the masks are.
-EDGES = ("guided", "bilinear")
-
-
 class ScaledPrediction:
     """A :class:`Prediction` made at a reduced size, seen at the input's full ``size`` (width, height).
 
@@ -139,9 +131,7 @@ class ScaledPrediction:
     """
 
     def __init__(self, processed: Prediction, size: tuple[int, int], edges: str = "guided") -> None:
-        if edges not in EDGES:
-            raise FoundError(f"edges must be one of {EDGES}, got {edges!r}")
-        self.edges = edges
+        self.edges = check("edges", edges)
         self.processed, self.size = processed, (int(size[0]), int(size[1]))
         self.patch_mask, self.refined = processed.patch_mask, processed.refined
         self.patch_probs, self.mode, self.instance_filter = processed.patch_probs, processed.mode, processed.instance_filter
@@ -219,32 +209,56 @@ def to_full_resolution(pred: Prediction, size: tuple[int, int], edges: str = "gu
 class Engine:
     """FOUND over streams of inputs: see the module docstring.
 
-    ``model`` is a :class:`found.Found` (or a subclass with another runtime). ``workers`` decoding
-    threads (default min(4, CPUs); 0 = decode in the caller's thread); ``max_side`` caps the longer
-    side at which images are processed (None or 0: never; default :data:`DEFAULT_MAX_SIDE`, the
-    working scale); ``edges`` how cut-outs of reduced images reach full size (:data:`EDGES`);
-    ``debug`` raises inference errors instead of returning them; ``instance_filter`` applies to
-    each prediction's ``instances``.
+    ``model`` is a :class:`found.Found` (or a subclass with another runtime); ``options`` a
+    :class:`~found.options.RunOptions` (mode, refine, batch size, decoding threads, working scale,
+    cut-out edges, instance filter, video, debug). Without ``options``, the keywords build one (any
+    RunOptions field; ``instance_filter`` may be given as an InstanceFilter).
     """
 
-    def __init__(self, model, *, mode: str = "multi", refine: bool = False, batch_size: int = 8,
-                 workers: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE, debug: bool = False,
-                 instance_filter: InstanceFilter | None = None, edges: str = "guided") -> None:
-        if mode not in MODES:
-            raise FoundError(f"mode must be one of {MODES}, got {mode!r}")
-        if batch_size < 1:
-            raise FoundError(f"batch_size must be at least 1, got {batch_size}")
-        workers = default_workers() if workers is None else workers
-        if workers < 0:
-            raise FoundError(f"workers must be 0 (no threads) or a positive number, got {workers}")
-        if max_side and max_side < model.patch_size:
-            raise FoundError(f"max_side {max_side} is smaller than one {model.patch_size}-px patch")
-        if edges not in EDGES:
-            raise FoundError(f"edges must be one of {EDGES}, got {edges!r}")
-        self.edges = edges
-        self.model, self.mode, self.refine, self.batch_size = model, mode, refine, batch_size
-        self.workers, self.max_side, self.debug = workers, (max_side or None), debug
-        self.instance_filter = instance_filter
+    def __init__(self, model, options: RunOptions | None = None, *, mode: str = "multi", refine: bool = False,
+                 batch_size: int = 8, workers: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+                 debug: bool = False, instance_filter: InstanceFilter | None = None, edges: str = "guided",
+                 **more: object) -> None:
+        keywords = dict(mode=mode, refine=refine, batch_size=batch_size, workers=workers, max_side=max_side,
+                        debug=debug, instance_filter=instance_filter, edges=edges)
+        if options is None:
+            options = RunOptions.from_keywords(**keywords, **more)
+        elif not isinstance(options, RunOptions):
+            raise TypeError(f"options must be a RunOptions, got {type(options).__name__}")
+        elif more or keywords != _ENGINE_DEFAULTS:
+            raise TypeError("give Engine either options or keywords, not both (options.replace(...) changes some)")
+        if options.max_side and options.max_side < model.patch_size:
+            raise OptionsError("max_side", f"{options.max_side} is smaller than one {model.patch_size}-px patch")
+        self.model, self.options = model, options
+        self.workers = default_workers() if options.workers is None else options.workers
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
+
+    @property
+    def refine(self) -> bool:
+        return self.options.refine
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    @property
+    def max_side(self) -> int | None:
+        return self.options.max_side
+
+    @property
+    def edges(self) -> str:
+        return self.options.edges
+
+    @property
+    def debug(self) -> bool:
+        return self.options.debug
+
+    @property
+    def instance_filter(self) -> InstanceFilter | None:
+        return self.options.instance_filter
 
     @property
     def read_ahead(self) -> int:
@@ -311,14 +325,20 @@ class Engine:
                 yield Result(i, src, name, prediction=p, image=li)
 
 
+#: Engine's keywords at their defaults (the keywords must stay so when ``options`` is given).
+_ENGINE_DEFAULTS = dict(mode="multi", refine=False, batch_size=8, workers=None, max_side=DEFAULT_MAX_SIDE,
+                        debug=False, instance_filter=None, edges="guided")
+
+
 def _inference_error(e: BaseException) -> InferenceError:
     return InferenceError(f"inference failed ({describe(e)})")
 
 
-def segment(inputs: Iterable[object], model=None, **options) -> Iterator[Result]:
-    """``Engine(model or build_found(), **options).run(inputs)``: the one-call library entry point."""
+def segment(inputs: Iterable[object], model=None, options: RunOptions | None = None, **keywords) -> Iterator[Result]:
+    """``Engine(model or build_found(), options or RunOptions(**keywords)).run(inputs)``: the one-call
+    library entry point."""
     if model is None:
         from .hub.build import build_found
 
         model = build_found()
-    return Engine(model, **options).run(inputs)
+    return Engine(model, options, **keywords).run(inputs)

@@ -9,6 +9,20 @@ class FoundError(Exception):
     exit_code = 2
 
 
+class OptionsError(FoundError, ValueError):
+    """A run option out of range: ``field`` names it (the library's parameter; the CLI words it as its
+    flag), ``detail`` says what is wrong (``batch_size must be at least 1, got 0``)."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field, self.detail = field, detail
+        super().__init__(f"{field} {detail}")
+
+    def __reduce__(self):  # pickled with its two parts (Ray sends errors between processes)
+        return type(self), (self.field, self.detail)
+
+
 class InputError(FoundError):
     """An input file cannot be used (unreadable, not an image, too small, …)."""
 

@@ -15,9 +15,10 @@ from .runtime.torch_core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default
 from .model.instances import Instance, InstanceFilter, find_instances
 from .model.masks import component_box, largest_component, single_component
 from .model.preprocess import normalize, padded_size, to_chw_float
+from .io.images import to_rgb_array as as_rgb_array  # the one image normaliser (kept under its old name here)
+from .options import MODES, check
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
-MODES = ("multi", "single")
 __all__ = ["CPU_CHUNK_TOKENS", "MODES", "PRECISIONS", "Found", "Prediction", "as_rgb_array", "default_device"]
 
 
@@ -69,27 +70,6 @@ class Prediction:
         return self.patch_probs if self.patch_probs is not None else self.patch_mask.astype(np.float32)
 
 
-def as_rgb_array(image) -> np.ndarray:
-    """Accept a path, a PIL image, or uint8 [H, W, 3] array/tensor; return uint8 [H, W, 3]."""
-    from .io.images import load_image, to_rgb_array
-
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return to_rgb_array(image)
-    a = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an [H, W, 3] RGB image, got shape {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        raise TypeError(f"expected uint8 pixels, got {a.dtype}")
-    return np.ascontiguousarray(a)
-
-
 class Found(FoundCore):
     """FOUND on a frozen ViT: ``predict`` gives soft/binary masks and boxes for a list of images.
 
@@ -101,8 +81,6 @@ class Found(FoundCore):
     # ------------------------------------------------------------------ images
     def _batches(self, arrays: Sequence[np.ndarray], batch_size: int) -> Iterable[list[int]]:
         """Indices grouped by padded size (so no extra padding changes a result), in chunks."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, a in enumerate(arrays):
             groups[padded_size(a.shape[0], a.shape[1], self.patch_size)].append(i)
@@ -146,7 +124,7 @@ class Found(FoundCore):
         batch_size: int = 8,
         instance_filter: InstanceFilter | None = None,
     ) -> list[Prediction]:
-        """Masks and boxes for images of any sizes (paths, PIL images or uint8 [H, W, 3] arrays).
+        """Masks and boxes for images of any sizes (paths, bytes, PIL images or uint8 arrays: :func:`as_rgb_array`).
 
         ``mode='multi'`` keeps the whole mask, ``'single'`` its main component (the authors'
         evaluation rule). ``refine=True`` applies the bilateral solver, kept only if IoU > 0.5.
@@ -155,9 +133,9 @@ class Found(FoundCore):
         fp32 or int8: each soft mask is within 1e-5 of the image's own one-image result (≤ 4e-7
         measured on ViT-S/8), so binary masks can differ only where a probability is that close to 0.5.
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        single_input = isinstance(images, (str, os.PathLike, Image.Image)) or (
+        check("mode", mode)  # the options' rules (an Engine's options were checked once, on creation)
+        check("batch_size", batch_size)
+        single_input = isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3
         )
         arrays = [as_rgb_array(im) for im in ([images] if single_input else images)]

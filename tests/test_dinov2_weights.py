@@ -31,7 +31,7 @@ def test_missing_dinov2_file_offline_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(hub.WeightsError) as e:
         load_backbone("dinov2-vits14-reg", progress=False)
     msg = str(e.value)
-    assert "\n" not in msg and "dinov2_vits14_reg4_pretrain.pth" in msg and "--weights" in msg
+    assert "\n" not in msg and "dinov2_vits14_reg4_pretrain.pth" in msg and "weights=PATH" in msg
 
 
 def test_dinov2_hub_file_loads_with_model_auto(tmp_path):

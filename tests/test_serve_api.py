@@ -261,7 +261,7 @@ def test_page_and_docs_are_served_and_the_page_needs_nothing_external(model) -> 
 
 def test_cli_rejects_bad_server_options_in_one_line() -> None:
     r = run_cli(["serve", "--max-batch", "0"])
-    assert r.code == 2 and r.err.strip().startswith("found: error:") and "max_batch" in r.err and len(r.err.strip().splitlines()) == 1
+    assert r.code == 2 and r.err.strip().startswith("found: error:") and "--max-batch" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_api_key_comes_from_the_option_or_the_environment(monkeypatch) -> None:

@@ -1,10 +1,51 @@
-"""Options shared by the sub-commands that run a model (model choice, weights, device, precision)."""
+"""Options shared by the sub-commands that run a model (model choice, weights, device, precision),
+the flags → :class:`~found.options.RunOptions`, and the one table that words the library's field
+names as flags (:data:`FIELD_FLAGS`, :func:`cli_message`)."""
 from __future__ import annotations
 
 import argparse
+import re
+from dataclasses import fields
+from typing import Any
 
+from ..errors import OptionsError, one_line
 from ..hub.weights import ENV_BACKBONE, ENV_HEAD
 from ..hub.registry import DEFAULT_MODEL, MODELS
+from ..options import RunOptions
+
+#: The library's field and parameter names → the flags that set them: how the CLI words the library's
+#: errors (an OptionsError names its ``field``; other messages write a parameter as ``name=VALUE``).
+FIELD_FLAGS: dict[str, str] = {
+    # found.options.RunOptions
+    "coco": "--coco",
+    "mode": "--mode", "refine": "--refine", "batch_size": "--batch-size", "max_side": "--max-side",
+    "edges": "--edges", "workers": "--workers", "max_instances": "--max-instances", "min_area": "--min-area",
+    "min_score": "--min-score", "every": "--every", "smooth": "--smooth", "debug": "--debug",
+    # the model: found.build_found, found.load_onnx
+    "model": "--model", "weights": "--weights", "head": "--head", "coarse": "--coarse", "num_heads": "--num-heads",
+    "device": "--device", "precision": "--precision", "runtime": "--runtime", "onnx": "--onnx",
+    # videos (found.video), Ray (found.ray.segment_with_ray), the server (found.serve.Settings)
+    "alpha_codec": "--alpha-codec", "frames": "--frames",
+    "cpus_per_worker": "--cpus-per-worker", "gpus_per_worker": "--gpus-per-worker",
+    "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms", "queue_size": "--queue-size", "timeout_s": "--timeout",
+    "max_upload_bytes": "--max-upload-mb", "max_pixels": "--max-pixels", "api_key": "--api-key",
+}
+#: ``name=VALUE`` in a library message (not inside a path): worded ``--name VALUE`` (``--name`` for True).
+_PARAMETER = re.compile(r"(?<![\w./\\-])(" + "|".join(sorted(FIELD_FLAGS, key=len, reverse=True))
+                        + r")=('[^']*'|\"[^\"]*\"|[^\s,;)]+)")
+
+
+def cli_message(e: BaseException) -> str:
+    """An error's one-line message with the library's field names worded as the flags that set them."""
+    text = one_line(e)
+    if isinstance(e, OptionsError) and e.field in FIELD_FLAGS:
+        text = one_line(f"{FIELD_FLAGS[e.field]} {e.detail}")
+
+    def flag(m: re.Match) -> str:
+        value = m.group(2).strip("'\"")
+        return FIELD_FLAGS[m.group(1)] + ("" if value == "True" else f" {value}")
+
+    return _PARAMETER.sub(flag, text)
 
 
 def add_model_args(parser: argparse.ArgumentParser, head: bool = True, runtime: bool = True, precision: str = "auto") -> None:
@@ -116,23 +157,21 @@ def instance_options_given(args: argparse.Namespace) -> bool:
 
 
 def instance_filter_from_args(args: argparse.Namespace):
-    """The InstanceFilter of the parsed options; a bad value is a one-line usage error (FoundError)."""
-    from ..model.instances import InstanceFilter, InstanceOptionError
+    """The InstanceFilter of the parsed options (a bad value: an OptionsError naming the field)."""
+    from ..model.instances import InstanceFilter
 
-    try:
-        return InstanceFilter(max_instances=args.max_instances, min_area=args.min_area, min_score=args.min_score)
-    except InstanceOptionError as e:  # the library names the field; the CLI names the option
-        field, _, rest = str(e).partition(" ")
-        raise InstanceOptionError(f"--{field.replace('_', '-')} {rest}") from None
+    return InstanceFilter(max_instances=args.max_instances, min_area=args.min_area, min_score=args.min_score)
 
 
-def check_batch_options(args: argparse.Namespace) -> None:
-    """Usage errors of the options every batch run shares (``found segment``, also with --ray)."""
-    from ..errors import FoundError
+def run_options_from_args(args: argparse.Namespace, **overrides: Any) -> RunOptions:
+    """The RunOptions of the parsed flags (each field from its flag when the command has it; ``overrides`` win)."""
+    values = {f.name: getattr(args, f.name) for f in fields(RunOptions) if hasattr(args, f.name)}
+    values["debug"] = bool(getattr(args, "debug", False))
+    return RunOptions(**{**values, **overrides})
 
-    if args.batch_size < 1:
-        raise FoundError("--batch-size must be at least 1")
-    if args.max_side < 0:
-        raise FoundError("--max-side must be 0 (no cap) or a positive number of pixels")
+
+def check_batch_options(args: argparse.Namespace, **overrides: Any) -> RunOptions:
+    """The RunOptions of a batch run (``found segment``, also with --ray), the model options checked too."""
+    options = run_options_from_args(args, **overrides)
     check_model_args(args)
-    instance_filter_from_args(args)
+    return options

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FoundError
+from ..options import RunOptions
 from ..io.sinks import OUTPUT_SUFFIXES
 
 
@@ -35,15 +36,12 @@ def model_options(args: argparse.Namespace) -> dict:
             "coarse": getattr(args, "coarse", False), "num_heads": args.num_heads, "precision": args.precision}
 
 
-def _check(args: argparse.Namespace) -> list[str]:
-    """Usage errors before anything starts; returns the image outputs chosen."""
+def _check(args: argparse.Namespace) -> tuple[list[str], RunOptions]:
+    """Usage errors before anything starts; returns the image outputs chosen and the RunOptions
+    (--workers is the number of actors: segment_with_ray checks it; each actor decodes in turn)."""
     from .common import check_batch_options
 
-    check_batch_options(args)
-    if args.workers is not None and args.workers < 1:
-        raise FoundError("--workers must be at least 1 with --ray (the number of actors)")
-    if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
-        raise FoundError("--gpus-per-worker must be 0 or more and --cpus-per-worker more than 0")
+    options = check_batch_options(args, workers=0)
     if args.onnx or args.runtime == "onnx":
         raise FoundError("--onnx / --runtime onnx is not available with --ray yet: actors build the torch model")
     if args.coco:
@@ -56,7 +54,7 @@ def _check(args: argparse.Namespace) -> list[str]:
     if args.boxes and not args.all:
         raise FoundError("--boxes is not written with --ray: the Parquet table (--table) holds every box and score")
     kinds = [k for k in OUTPUT_SUFFIXES if getattr(args, k) or args.all]
-    return kinds or ["mask"]
+    return kinds or ["mask"], options
 
 
 def _looks_like_address(s: str) -> bool:
@@ -67,18 +65,16 @@ def _looks_like_address(s: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..ray import TABLE_FILE, segment_with_ray
-    from .common import instance_filter_from_args
 
-    kinds = _check(args)
+    kinds, options = _check(args)
     if args.ray not in ("local", "auto") and "://" not in args.ray and not _looks_like_address(args.ray):
         args.inputs.insert(0, args.ray)  # `--ray photos/ -o out`: the folder is an input, not an address
         args.ray = "local"
     summary = segment_with_ray(
         args.inputs, args.output, model_options(args), address=None if args.ray == "local" else args.ray,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-        batch_size=args.batch_size, kinds=kinds, mode=args.mode, refine=args.refine, max_side=args.max_side or None,
-        edges=args.edges, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE,
-        instance_filter=instance_filter_from_args(args), coco=args.coco)
+        kinds=kinds, options=options, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE,
+        coco=args.coco)
     err = sys.stderr
     print(f"found segment: {summary.ok} ok, {summary.skipped} skipped (outputs exist), {len(summary.failures)} failed"
           f" ({summary.workers} Ray workers, {summary.seconds:.1f} s)", file=err)

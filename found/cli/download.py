@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_file:
         return 0
     for spec in specs:
-        for label, w, env, flag in (("backbone", spec.backbone, hub.ENV_BACKBONE, "--weights"), ("head", spec.head, hub.ENV_HEAD, "--head")):
+        for label, w, env, param in (("backbone", spec.backbone, hub.ENV_BACKBONE, "weights"), ("head", spec.head, hub.ENV_HEAD, "head")):
             if w is not None:
-                print(f"{spec.name} {label}: {hub.resolve(w, None, env, flag, progress=args.progress)}")
+                print(f"{spec.name} {label}: {hub.resolve(w, None, env, param, progress=args.progress)}")
     return 0

@@ -79,7 +79,9 @@ def _run(argv: list[str] | None) -> tuple[int, argparse.Namespace | None]:
     except FoundError as e:
         if args.debug:
             raise
-        print(f"found: error: {one_line(e)}", file=sys.stderr)
+        from .common import cli_message  # the library names fields; the CLI words them as flags
+
+        print(f"found: error: {cli_message(e)}", file=sys.stderr)
         return e.exit_code, None
     except (MemoryError, OSError) as e:
         if args.debug:

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..engine import DEFAULT_MAX_SIDE, EDGES, READ_AHEAD_CHUNKS, Engine, default_workers
+from ..engine import DEFAULT_MAX_SIDE, EDGES, MODES, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
 from ..io.files import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..io.sources import Job, collect_inputs, path_key
 from ..video import ALPHA_CODECS, FrameResult, VideoOutputs, VideoReader, input_kind, segment_video
 from ..io.sinks import (BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile,
                         RunOutputs, write_results)
-from .common import (add_instance_args, add_model_args, check_batch_options, instance_filter_from_args,
-                     instance_options_given, model_from_args)
+from .common import (add_instance_args, add_model_args, check_batch_options, cli_message, instance_options_given,
+                     model_from_args)
 from .distributed import add_ray_args
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     o.add_argument("--coco", metavar="FILE", help="also write the run's objects as one COCO dataset (instances with "
                    "compressed-RLE masks, one 'object' category; needs pip install 'found[coco]')")
     o.add_argument("--all", action="store_true", help="every output above (not --coco)")
-    p.add_argument("--mode", choices=["multi", "single"], default="multi", help="'multi' keeps the whole mask, 'single' its main component")
+    p.add_argument("--mode", choices=MODES, default="multi", help="'multi' keeps the whole mask, 'single' its main component")
     p.add_argument("--refine", action="store_true", help="bilateral-solver refinement (kept only if IoU with the mask > 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images are batched)")
@@ -152,16 +152,6 @@ class Plan:
         return RunOutputs(self.images, self.run_files, self.instances)
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.workers is not None and args.workers < 0:
-        raise FoundError("--workers must be 0 (no threads) or a positive number of threads")
-    if args.every < 1:
-        raise FoundError("--every must be at least 1")
-    if args.smooth is not None and not 0 < args.smooth <= 1:
-        raise FoundError("--smooth must be in (0, 1] (1 = no smoothing)")
-    check_batch_options(args)
-
-
 def _output_folder(path: str) -> Path:
     outdir = Path(path)
     if outdir.exists() and not outdir.is_dir():
@@ -231,19 +221,14 @@ def run(args: argparse.Namespace) -> int:
 
         args.fast_exit = False  # Ray's own shutdown runs at exit
         return run_on_ray(args)
-    _check_options(args)
+    options = check_batch_options(args)  # the flags as one RunOptions, validated there
     plan = plan_run(args)
     report = Report(skipped=plan.skipped)
     for arg, why in plan.input_failures:
         report.fail(arg, why)
     interrupted = False
     if plan.todo or plan.videos:
-        model = model_from_args(args)
-        if args.max_side and args.max_side < model.patch_size:
-            raise FoundError(f"--max-side {args.max_side} is smaller than one {model.patch_size}-px patch")
-        engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=args.batch_size, workers=args.workers,
-                        max_side=args.max_side, debug=bool(getattr(args, "debug", False)),
-                        instance_filter=instance_filter_from_args(args), edges=args.edges)
+        engine = Engine(model_from_args(args), options)
         if plan.todo:
             interrupted = _process(engine, plan, report, args)
             if interrupted or report.stopped:
@@ -304,7 +289,7 @@ def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Na
         except FoundError as e:
             if engine.debug:
                 raise
-            report.fail(job.path, str(e))
+            report.fail(job.path, cli_message(e))
             continue
         except OSError as e:
             report.fail(job.path, f"cannot write outputs: {e.strerror or e} (nothing written for this video)")

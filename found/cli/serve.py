@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine import DEFAULT_MAX_SIDE, EDGES, Engine
+from ..engine import DEFAULT_MAX_SIDE, EDGES, MODES
 from ..errors import FoundError
 from ..extras import require
-from .common import add_model_args, check_model_args, model_from_args
+from .common import add_model_args, check_model_args, model_from_args, run_options_from_args
 
 MiB = 1 << 20
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve FOUND over HTTP (API + web page)", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--mode", choices=["multi", "single"], default="multi", help="default mask mode of requests")
+    p.add_argument("--mode", choices=MODES, default="multi", help="default mask mode of requests")
     p.add_argument("--refine", action="store_true", help="refine masks by default (requests can still choose)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
                    help=f"process images whose longer side exceeds PX at that size; answers stay at full size (default {DEFAULT_MAX_SIDE}; 0 = never)")
@@ -46,18 +46,17 @@ def add_parser(sub) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """The server's :class:`~found.serve.Settings` from the options (usage errors as FoundError)."""
+    """The server's :class:`~found.serve.Settings` (holding its RunOptions) from the flags; a bad value
+    is the library's OptionsError naming the field (worded with the flag by ``found``'s error handler)."""
     from ..serve.settings import Settings
 
     if not 0 <= args.port <= 65535:
         raise FoundError(f"--port must be 0..65535, got {args.port}")
-    try:
-        return Settings(max_upload_bytes=int(args.max_upload_mb * MiB), max_pixels=int(args.max_pixels * 1e6),
-                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                        timeout_s=args.timeout, api_key=args.api_key or Settings.env_api_key(),
-                        cors_origins=tuple(args.cors_origin), workers=args.workers)
-    except ValueError as e:
-        raise FoundError(f"invalid server option: {e}") from None
+    options = run_options_from_args(args, workers=0)  # --workers: the server's threads; batch size: --max-batch
+    return Settings(max_upload_bytes=int(args.max_upload_mb * MiB), max_pixels=int(args.max_pixels * 1e6),
+                    max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+                    timeout_s=args.timeout, api_key=args.api_key or Settings.env_api_key(),
+                    cors_origins=tuple(args.cors_origin), workers=args.workers, options=options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,12 +64,7 @@ def run(args: argparse.Namespace) -> int:
     create_app = require("found.serve.app", "serve", "found serve").create_app
     settings = settings_from_args(args)
     check_model_args(args)
-    if args.max_side < 0:
-        raise FoundError("--max-side must be positive (or 0 = never reduce)")
-    model = model_from_args(args)
-    engine = Engine(model, mode=args.mode, refine=args.refine, batch_size=settings.max_batch, workers=0,
-                    max_side=args.max_side or None, debug=getattr(args, "debug", False), edges=args.edges)
-    app = create_app(engine, settings)
+    app = create_app(model_from_args(args), settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"found serve: warning: listening on {args.host} without an API key: anyone who can reach it can use it",
               file=sys.stderr)

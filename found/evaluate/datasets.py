@@ -31,6 +31,8 @@ def _read(path: str | os.PathLike, mode: str, what: str) -> np.ndarray:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """uint8 [H, W, 3] as the authors read it (``convert("RGB")``, EXIF orientation ignored)."""
+    # Not found.io.images.to_rgb_array (the library's one normaliser) on purpose: the benchmarks
+    # reproduce the authors' loader, which ignores EXIF orientation and clips 16-bit images.
     return _read(path, "RGB", "image")
 
 

@@ -105,10 +105,10 @@ def evaluate_saliency(
     """Score ``model`` (:class:`found.Found`) on ``samples`` (``SaliencySample``), one image at a time."""
     from tqdm.auto import tqdm
 
+    from ..options import check
     from .datasets import authors_gt, read_gray, read_rgb
 
-    if mode not in ("multi", "single"):
-        raise FoundError(f"--mode must be 'single' or 'multi', got {mode!r}")
+    check("mode", mode)  # the run options' rule (found.options)
     notes: list[str] = []
     std = None
     if standard:

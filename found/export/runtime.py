@@ -23,7 +23,7 @@ PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 def _ort() -> ModuleType:
     """The ``onnxruntime`` module, or a one-line error naming the ``onnx`` extra."""
-    return require("onnxruntime", "onnx", "--runtime onnx")
+    return require("onnxruntime", "onnx", "the ONNX Runtime core")
 
 
 def open_session(path: str | os.PathLike, device: str | torch.device | None = None, threads: int | None = None):
@@ -36,7 +36,7 @@ def open_session(path: str | os.PathLike, device: str | torch.device | None = No
     path = check_file(path)
     kind = None if device is None else torch.device(device).type
     if kind not in (None, "cpu", "cuda"):
-        raise FoundError(f"--runtime onnx runs on cpu or cuda, not {device}")
+        raise FoundError(f"ONNX Runtime runs on cpu or cuda, not {device}")
     available = set(ort.get_available_providers())
     if kind == "cuda" and "CUDAExecutionProvider" not in available:
         raise FoundError("device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
@@ -78,7 +78,7 @@ class OnnxFound(Found):
         self.path = info.path
         self._check(expect_patch_size, expect_model, expect_head_sha256)
         if coarse is False and info.coarse:
-            raise OnnxFileError(f"{info.path}: exported without a head (coarse only); add --coarse or export with a head")
+            raise OnnxFileError(f"{info.path}: exported without a head (coarse only); add coarse=True or export with a head")
         self.coarse = info.coarse if coarse is None else bool(coarse)
         self.head = None  # no torch modules: the file holds them
         self.backbone = None
@@ -154,7 +154,7 @@ def head_file_sha256(head: str | os.PathLike) -> str:
     from ..hub.build import load_head
     from ..hub.weights import existing_file, load_checkpoint
 
-    path = existing_file(head, "--head")
+    path = existing_file(head, "head=PATH")
     state = load_checkpoint(path)
     inner = state.get("decoder", state)
     dim = int(inner["weight"].shape[1]) if "weight" in inner else 384

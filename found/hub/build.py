@@ -42,13 +42,13 @@ def load_backbone(
     architecture is read off the checkpoint's keys."""
     if model == "auto":
         if weights is None and not os.environ.get(hub.ENV_BACKBONE):
-            raise hub.WeightsError(f"--model auto needs a backbone file: pass --weights PATH or set {hub.ENV_BACKBONE}=PATH")
-        path = hub.existing_file(weights or os.environ[hub.ENV_BACKBONE], "--weights / " + hub.ENV_BACKBONE, allow_hf_dir=True)
+            raise hub.WeightsError(f"model='auto' needs a backbone file: pass weights=PATH or set {hub.ENV_BACKBONE}=PATH")
+        path = hub.existing_file(weights or os.environ[hub.ENV_BACKBONE], "weights=PATH / " + hub.ENV_BACKBONE, allow_hf_dir=True)
         state, config = hub.read_backbone(path)
         arch = hub.infer_arch(state, num_heads, config)
     else:
         spec = get_model_spec(model)
-        path = hub.resolve(spec.backbone, weights, hub.ENV_BACKBONE, "--weights", progress=progress)
+        path = hub.resolve(spec.backbone, weights, hub.ENV_BACKBONE, "weights", progress=progress)
         state, _ = hub.read_backbone(path)
         arch = spec.arch
     with torch.device("meta"):  # no random initialisation: every parameter comes from the checkpoint
@@ -63,12 +63,12 @@ def load_head(model: str = DEFAULT_MODEL, head: str | os.PathLike | None = None,
         spec = None if model == "auto" else get_model_spec(model)
         if spec is None or spec.head is None:
             raise hub.WeightsError(
-                f"model {model!r} has no published FOUND head: pass --head PATH (train one with `found train`) "
-                f"or set {hub.ENV_HEAD}=PATH, or use --coarse for step-1 masks"
+                f"model {model!r} has no published FOUND head: pass head=PATH (train one with `found train`) "
+                f"or set {hub.ENV_HEAD}=PATH, or use coarse=True for step-1 masks"
             )
-        path = hub.resolve(spec.head, None, hub.ENV_HEAD, "--head", progress=progress)
+        path = hub.resolve(spec.head, None, hub.ENV_HEAD, "head", progress=progress)
     else:
-        path = hub.existing_file(head or os.environ[hub.ENV_HEAD], "--head / " + hub.ENV_HEAD)
+        path = hub.existing_file(head or os.environ[hub.ENV_HEAD], "head=PATH / " + hub.ENV_HEAD)
     h = FoundHead(in_dim)
     state = hub.load_checkpoint(path)
     try:

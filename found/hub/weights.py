@@ -25,7 +25,7 @@ from ..errors import WeightsError  # defined with the other errors; `from found.
 from ..io.files import atomic_path
 from .registry import Arch, Weights
 
-#: Environment variables that point at local weight files (same role as --weights / --head).
+#: Environment variables that point at local weight files (same role as the ``weights`` / ``head`` parameters).
 ENV_BACKBONE = "FOUND_BACKBONE_WEIGHTS"
 ENV_HEAD = "FOUND_HEAD_WEIGHTS"
 #: Set to 1 to never touch the network: a missing file fails at once with where to put it.
@@ -104,9 +104,10 @@ def download(weights: Weights, dest: Path, progress: bool = True, hint: str = ""
     return dest
 
 
-def resolve(weights: Weights, local: str | os.PathLike | None, env_var: str, flag: str, progress: bool = True) -> Path:
-    """Path of a weight file: explicit path, else ``$env_var``, else the cache (downloading once)."""
-    hint = f"pass {flag} PATH or set {env_var}=PATH"
+def resolve(weights: Weights, local: str | os.PathLike | None, env_var: str, param: str, progress: bool = True) -> Path:
+    """Path of a weight file: explicit path, else ``$env_var``, else the cache (downloading once);
+    messages name the parameter ``param`` that takes a local file (``weights=PATH``)."""
+    hint = f"pass {param}=PATH or set {env_var}=PATH"
     explicit = local if local is not None else os.environ.get(env_var) or None
     if explicit is not None:
         return existing_file(explicit, f"{weights.filename} expected; {hint}", allow_hf_dir=True)
@@ -259,7 +260,7 @@ def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, con
         raise WeightsError(f"not a DINO ViT checkpoint: unexpected tensor shapes ({_first_line(e)})") from None
     heads = num_heads or int(config.get("num_attention_heads") or 0) or max(1, dim // 64)
     if dim % heads:
-        raise WeightsError(f"the checkpoint's embed dim {dim} is not divisible by {heads} attention heads (--num-heads)")
+        raise WeightsError(f"the checkpoint's embed dim {dim} is not divisible by {heads} attention heads (num_heads=N)")
     if not dinov2:
         return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch)
     return Arch(patch, dim, depth, heads, mlp_ratio=mlp_ratio, img_size=grid * patch, family="dinov2",

@@ -1,9 +1,13 @@
-"""Reading images from disk into uint8 RGB: every failure is a one-line :class:`InputError`.
+"""Reading and normalising images into uint8 RGB: every failure is a one-line :class:`InputError`.
 
 Two entry points:
 
-* :func:`load_image` / :func:`open_image` — the whole image at full size (library use).
-* :func:`read_image` — what the CLI uses: the first frame, EXIF orientation applied, any mode
+* :func:`to_rgb_array` — **the** image normaliser: whatever a user passes (a path, encoded bytes, a
+  Pillow image of any mode, uint8 pixels as an array or tensor) → uint8 [H, W, 3] RGB at full size.
+  The predictor, the engine (through :func:`read_image`), the server and the solver's inputs
+  (:mod:`found.refine.inputs`) all take images through it; only :mod:`found.evaluate.datasets`
+  keeps the authors' own loader, on purpose (the paper's numbers).
+* :func:`read_image` — what the engine uses: the first frame, EXIF orientation applied, any mode
   turned into RGB (+ alpha kept aside for cut-outs), and a cap on the longer side applied while
   decoding (JPEG ``draft()``, then ``resize(reducing_gap=…)`` which uses ``reduce()``), so a huge
   photo is never expanded at full size in memory. Anything worth telling the user (first frame of
@@ -70,8 +74,7 @@ class LoadedImage:
 
     def rgb(self) -> np.ndarray:
         """uint8 [H, W, 3] pixels (alpha ignored: the backbone sees colours only)."""
-        im = self.image if self.image.mode == "RGB" else self.image.convert("RGB")
-        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+        return to_rgb_array(self.image)
 
     def alpha(self) -> np.ndarray | None:
         """uint8 [H, W] alpha of the file (None when it has none); kept for cut-outs."""
@@ -187,12 +190,49 @@ def to_working_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if has_alpha else "RGB")
 
 
-def to_rgb_array(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode → uint8 [H, W, 3] RGB (16-bit scaled down, alpha dropped)."""
-    im = to_working_mode(im)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+class PixelTypeError(InputError, TypeError):
+    """Pixels of a type or dtype the normaliser does not take (uint8 arrays and tensors only)."""
+
+
+class PixelShapeError(InputError, ValueError):
+    """Pixels of a shape that is not an image ([H, W] grey, [H, W, 1|3] or, with alpha, [H, W, 4])."""
+
+
+def checked_pixels(a: object, name: str | None = None, alpha: bool = True) -> np.ndarray:
+    """uint8 [H, W] or [H, W, 1|3] (and 4 with ``alpha``) pixels, numpy or a tensor brought to the CPU."""
+    label = f"{name}: " if name else ""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor (torch is not imported here)
+        a = a.detach().cpu().numpy()
+    if not isinstance(a, np.ndarray):
+        raise PixelTypeError(f"{label}unsupported image type {type(a).__name__}: use a path, encoded bytes, "
+                             "a PIL image or uint8 pixels")
+    if a.dtype != np.uint8:
+        raise PixelTypeError(f"{label}expected uint8 pixels, got {a.dtype}")
+    channels = (1, 3, 4) if alpha else (1, 3)
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in channels)):
+        raise PixelShapeError(f"{label}expected an [H, W, 3] RGB image ({' or '.join(map(str, channels))} channels, "
+                              f"or [H, W] grey), got shape {a.shape}")
+    if a.size == 0:
+        raise PixelShapeError(f"{label}empty image of shape {a.shape}")
+    return a
+
+
+def to_rgb_array(image: object, name: str | None = None, alpha: bool = True) -> np.ndarray:
+    """The one image normaliser: path, encoded bytes, Pillow image (any mode) or uint8 pixels → uint8 [H, W, 3] RGB."""
+    # Paths and bytes: first frame, EXIF orientation applied; 16-bit scaled down; alpha dropped (4
+    # channels refused with alpha=False); a contiguous uint8 RGB array comes back as it is. Failures
+    # are one-line InputErrors (also TypeError / ValueError), naming ``name`` when given.
+    if isinstance(image, Image.Image):
+        im = to_working_mode(image)
+        return np.ascontiguousarray(np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8))
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return read_image(image, name=name).rgb()
+    a = checked_pixels(image, name, alpha)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a if a.shape[2] == 3 else a[..., :3])
 
 
 def capped_size(size: tuple[int, int], max_side: int | None, min_side: int = 1) -> tuple[int, int]:
@@ -253,14 +293,10 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
 
 
 def _array_image(a, label: str) -> Image.Image:
-    """uint8 [H, W], [H, W, 1|3|4] pixels (numpy or torch) as a Pillow image; bad shapes are InputErrors."""
-    a = a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
-    if a.dtype != np.uint8:
-        raise InputError(f"{label}: expected uint8 pixels, got {a.dtype}")
+    """uint8 [H, W], [H, W, 1|3|4] pixels (numpy or torch) as a Pillow image (alpha kept for cut-outs)."""
+    a = checked_pixels(a if hasattr(a, "cpu") else np.asarray(a), label)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise InputError(f"{label}: expected an [H, W, 3] RGB image, got shape {a.shape}")
     return Image.fromarray(np.ascontiguousarray(a))
 
 
@@ -297,7 +333,7 @@ def _decode(im: Image.Image, path: Path | None, label: str, max_side: int | None
     except Exception as e:
         raise _decode_error(label, e) from None
     if out.size != orig:
-        notes.append(f"downscaled {orig[0]}×{orig[1]} → {out.size[0]}×{out.size[1]} for inference (--max-side {max_side})")
+        notes.append(f"downscaled {orig[0]}×{orig[1]} → {out.size[0]}×{out.size[1]} for inference (max_side={max_side})")
     return LoadedImage(path, out, orig, notes, name=label)
 
 
@@ -307,5 +343,5 @@ def open_image(path: str | os.PathLike) -> Image.Image:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels of an image file at full size."""
-    return read_image(path).rgb()
+    """uint8 [H, W, 3] RGB pixels of an image file at full size (:func:`to_rgb_array` of a path)."""
+    return to_rgb_array(path)

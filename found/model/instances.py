@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FoundError
+from ..errors import OptionsError
 
 #: ``find_instances`` modes: every component, or only the largest one (the per-image box's rule).
 INSTANCE_MODES = ("multi", "single")
@@ -61,8 +61,8 @@ class Instance:
         return {"box_xyxy": list(self.box_xyxy), "box_xywh": list(self.box_xywh), "area": self.area, "score": self.score}
 
 
-class InstanceOptionError(FoundError, ValueError):
-    """A bad instance filter option (a usage error: one line naming the option)."""
+class InstanceOptionError(OptionsError):
+    """A bad instance filter option (a usage error: one line naming the field)."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,11 @@ class InstanceFilter:
     def __post_init__(self) -> None:
         k = self.max_instances
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-            raise InstanceOptionError(f"max_instances must be an integer >= 1, got {k!r}")
+            raise InstanceOptionError("max_instances", f"must be an integer >= 1, got {k!r}")
         if not _is_number(self.min_area) or not (0 <= self.min_area < math.inf):
-            raise InstanceOptionError(f"min_area must be >= 0 (pixels if >= 1, else a fraction of the image), got {self.min_area!r}")
+            raise InstanceOptionError("min_area", f"must be >= 0 (pixels if >= 1, else a fraction of the image), got {self.min_area!r}")
         if not _is_number(self.min_score) or not (0 <= self.min_score <= 1):
-            raise InstanceOptionError(f"min_score must be in [0, 1], got {self.min_score!r}")
+            raise InstanceOptionError("min_score", f"must be in [0, 1], got {self.min_score!r}")
 
     def min_pixels(self, image_hw: tuple[int, int]) -> float:
         """The area threshold in pixels for an image of size ``image_hw``."""
@@ -142,7 +142,7 @@ def find_instances(
     ``flt``, gives ``[]``.
     """
     if mode not in INSTANCE_MODES:
-        raise InstanceOptionError(f"mode must be one of {INSTANCE_MODES}, got {mode!r}")
+        raise InstanceOptionError("mode", f"must be one of {INSTANCE_MODES}, got {mode!r}")
     mask = np.asarray(mask, dtype=bool)
     probs = np.asarray(patch_probs)
     if not np.issubdtype(probs.dtype, np.floating):

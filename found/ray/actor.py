@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..engine import DEFAULT_MAX_SIDE, Engine, Result
+from ..engine import Engine, Result
 from ..errors import FoundError, one_line
-from ..model.instances import InstanceFilter
+from ..options import RunOptions
 from .sources import Item, is_uri, read_bytes
 from .stores import open_store
 from .table import result_row, table_schema
@@ -15,19 +15,23 @@ from .table import result_row, table_schema
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What every actor needs (pickled once per actor): model options and engine / output settings."""
+    """What every actor needs (pickled once per actor): model options, where outputs go, and the run's
+    :class:`~found.options.RunOptions` (``options.workers``: decoding threads inside an actor, default 0).
+    The run options' fields read through (``config.max_side`` is ``config.options.max_side``)."""
 
     model_options: dict
     outdir: str
     kinds: tuple[str, ...] = ("mask",)
-    mode: str = "multi"
-    refine: bool = False
-    batch_size: int = 8
-    max_side: int | None = DEFAULT_MAX_SIDE
+    options: RunOptions = field(default_factory=lambda: RunOptions(workers=0))
     threads: int = 1  # torch threads per actor (its CPUs)
-    decode_workers: int = 0  # engine decoding threads inside an actor
-    edges: str = "guided"  # how cut-outs of reduced images reach full size (found.engine.EDGES)
-    instance_filter: InstanceFilter | None = None  # which objects rows (and the COCO file) keep
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _RUN_FIELDS and "options" in self.__dict__:
+            return getattr(self.__dict__["options"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+_RUN_FIELDS = frozenset(f.name for f in fields(RunOptions))
 
 
 class SegmentActor:
@@ -46,9 +50,7 @@ class SegmentActor:
         torch.set_num_threads(max(1, config.threads))
         self.config = config
         model = build_found(**{**config.model_options, "progress": False})
-        self.engine = Engine(model, mode=config.mode, refine=config.refine, batch_size=config.batch_size,
-                             workers=config.decode_workers, max_side=config.max_side, edges=config.edges,
-                             instance_filter=config.instance_filter)
+        self.engine = Engine(model, config.options)
         self.store = open_store(config.outdir, list(config.kinds))
 
     def __call__(self, batch: dict) -> Any:

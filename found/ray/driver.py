@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..engine import DEFAULT_MAX_SIDE
-from ..errors import FoundError, one_line
+from ..errors import FoundError, OptionsError, one_line
 from ..extras import require
 from ..io.sinks import CocoFile
 from ..io.sources import path_key
 from ..model.instances import InstanceFilter
+from ..options import RunOptions
 from .actor import RunConfig, SegmentActor
 from .sources import Item, collect, is_uri
 from .stores import open_store
@@ -48,7 +49,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, runtime
     ``address``, or a local instance (``None`` / ``"local"``) started here and shut down after.
     Usage statistics are off and no dashboard is started."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray = require("ray", "ray", "--ray")
+    ray = require("ray", "ray", "running on Ray")
     if ray.is_initialized():
         yield ray
         return
@@ -84,7 +85,7 @@ def segment_with_ray(
     max_side: int | None = DEFAULT_MAX_SIDE, edges: str = "guided", recursive: bool = False, overwrite: bool = False,
     table: str = TABLE_FILE, chunks_per_task: int = 4, num_cpus: int | None = None, runtime_env: dict | None = None,
     actor_class: type = SegmentActor, on_rows: Callable[[list[dict]], Any] | None = None,
-    instance_filter: InstanceFilter | None = None, coco: str | Path | None = None,
+    instance_filter: InstanceFilter | None = None, coco: str | Path | None = None, options: RunOptions | None = None,
 ) -> RaySummary:
     """Segment ``inputs`` on a Ray cluster (or a local instance) and write what ``found segment``
     writes, plus the Parquet ``table`` (one row per input) in ``outdir`` (a folder or a URI).
@@ -95,12 +96,15 @@ def segment_with_ray(
     node). Inputs whose outputs exist and whose table row is ok are skipped (unless ``overwrite``).
     ``workers`` actors (default: as many as the cluster's CPUs / GPUs allow) each take
     ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs. ``on_rows(rows)`` sees each returned batch.
+    ``options`` (a :class:`~found.options.RunOptions`, pickled to every actor; its ``workers`` are the
+    decoding threads inside an actor) replaces ``batch_size``, ``mode``, ``refine``, ``max_side``,
+    ``edges`` and ``instance_filter``, which otherwise build one.
     """
     kinds = list(kinds)
-    if batch_size < 1:
-        raise FoundError("batch_size must be at least 1")
-    if workers is not None and workers < 1:
-        raise FoundError("workers must be at least 1 with Ray (actors)")
+    if options is None:
+        options = RunOptions.from_keywords(instance_filter, mode=mode, refine=refine, batch_size=batch_size,
+                                           max_side=max_side, edges=edges, workers=0)
+    _check_cluster_options(workers, cpus_per_worker, gpus_per_worker)
     start = time.perf_counter()
     store = open_store(outdir, kinds)
     store.prepare()
@@ -118,11 +122,10 @@ def segment_with_ray(
             if gpus_per_worker and address in (None, "", "local") and ray.cluster_resources().get("GPU", 0) < gpus_per_worker:
                 raise FoundError(f"gpus_per_worker={gpus_per_worker} but the local Ray instance has "
                                  f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
-            n_blocks = _n_blocks(len(todo), batch_size, chunks_per_task)
+            n_blocks = _n_blocks(len(todo), options.batch_size, chunks_per_task)
             summary.workers = min(n_blocks, workers or _default_workers(ray, cpus_per_worker, gpus_per_worker))
-            config = RunConfig(_portable(model_options or {}), store.location, tuple(kinds), mode, refine, batch_size,
-                               max_side or None, max(1, int(cpus_per_worker)), edges=edges,
-                               instance_filter=instance_filter)
+            config = RunConfig(_portable(model_options or {}), store.location, tuple(kinds), options,
+                               max(1, int(cpus_per_worker)))
             try:
                 for rows in _pipeline(ray, todo, config, summary.workers, cpus_per_worker, gpus_per_worker,
                                       chunks_per_task, actor_class):
@@ -146,6 +149,16 @@ def segment_with_ray(
     return summary
 
 
+def _check_cluster_options(workers: int | None, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """The Ray-only options: at least one actor, each with some CPU and no negative GPU share."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise OptionsError("workers", f"must be at least 1 with Ray (the number of actors), got {workers!r}")
+    if not cpus_per_worker > 0:
+        raise OptionsError("cpus_per_worker", f"must be more than 0, got {cpus_per_worker!r}")
+    if not gpus_per_worker >= 0:
+        raise OptionsError("gpus_per_worker", f"must be 0 or more, got {gpus_per_worker!r}")
+
+
 def _count(summary: RaySummary, results: ResultsTable, paths: set[str]) -> None:
     """Add this run's rows (those of ``paths``) to the summary: ok, or a failure with its reason."""
     for path, r in results.rows.items():
@@ -161,14 +174,14 @@ def _coco_file(coco: str | Path | None, items: list[Item]) -> CocoFile | None:
     if coco is None:
         return None
     if is_uri(str(coco)):
-        raise FoundError(f"--coco {coco}: give a local path (the COCO file is written on the driver)")
+        raise FoundError(f"coco={coco}: give a local path (the COCO file is written on the driver)")
     path = Path(coco)
     if path_key(path) in {path_key(Path(it.source)) for it in items if not is_uri(it.source)}:
-        raise FoundError(f"--coco {coco} is an input; choose another file")
+        raise FoundError(f"coco={coco} is an input; choose another file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FoundError(f"--coco {coco}: cannot create its folder ({e.strerror or e})") from None
+        raise FoundError(f"coco={coco}: cannot create its folder ({e.strerror or e})") from None
     return CocoFile(path, overwrite=True)  # the table holds every run's rows
 
 
@@ -198,7 +211,7 @@ def _pipeline(ray: Any, todo: list[Item], config: RunConfig, workers: int, cpus:
     with contextlib.suppress(AttributeError):
         ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    B = config.batch_size
+    B = config.options.batch_size
     chunks = [{"items": json.dumps([[it.path, it.source, it.stem] for it in todo[i:i + B]])} for i in range(0, len(todo), B)]
     blocks = _n_blocks(len(todo), B, chunks_per_task)
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)

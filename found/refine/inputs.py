@@ -1,5 +1,8 @@
 """Input normalisation shared by the solver entry points: images of any supported kind → uint8
-[H, W, 3] tensors (as FOUND feeds its solver), masks → float64 targets, with one-line errors."""
+[H, W, 3] tensors (as FOUND feeds its solver), masks → float64 targets, with one-line errors.
+
+Images go through the one normaliser, :func:`found.io.images.to_rgb_array`; only the solver's own
+float convention (channel-first in [0, 1], truncated like torchvision's ``ToPILImage``) is read here."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
@@ -7,6 +10,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 import torch
 
+from ..io.images import to_rgb_array
 from .settings import RefineSettings
 
 if TYPE_CHECKING:
@@ -28,41 +32,31 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
 def as_rgb_uint8(image: ImageLike, device: torch.device | str | None = None) -> torch.Tensor:
     """Any supported image → uint8 [H, W, 3] tensor (on ``device``, default: where it is).
 
-    * uint8 arrays/tensors are channel-last: [H, W, 3], [H, W, 1] or [H, W] (grey → replicated);
     * floating arrays/tensors are channel-first in [0, 1]: [3, H, W], [1, H, W] or [H, W]; they
       become ``x·255`` truncated to uint8 (torchvision ``ToPILImage``, what FOUND feeds the solver;
       values outside [0, 1] are clamped first instead of wrapping);
-    * PIL images are converted with ``.convert("RGB")`` as the authors do.
+    * everything else goes through :func:`found.io.images.to_rgb_array`: uint8 arrays/tensors
+      channel-last, [H, W, 3], [H, W, 1] or [H, W] (grey → replicated; no alpha channel), PIL images
+      of any mode.
     """
-    if not isinstance(image, (np.ndarray, torch.Tensor)):
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - Pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
-        else:
-            raise TypeError(f"unsupported image type {type(image).__name__}: use a numpy array, a torch tensor or a PIL image")
+    is_tensor = isinstance(image, torch.Tensor)
+    floating = image.dtype.is_floating_point if is_tensor else isinstance(image, np.ndarray) and image.dtype.kind == "f"
+    if not floating:
+        t = _from_numpy(to_rgb_array(image, alpha=False))
+        target = device if device is not None else (image.device if is_tensor else None)
+        return t if target is None else t.to(target)
     t = _from_numpy(image) if isinstance(image, np.ndarray) else image.detach()
     if device is not None:
         t = t.to(device)
-    if t.dtype == torch.uint8:
-        if t.dim() == 2:
-            t = t.unsqueeze(-1)
-        if t.dim() != 3 or t.shape[-1] not in (1, 3):
-            raise ValueError(f"a uint8 image must be [H, W], [H, W, 1] or [H, W, 3] (channel-last), got {tuple(t.shape)}")
-    elif t.dtype.is_floating_point:
-        if t.dim() == 2:
-            t = t.unsqueeze(0)
-        if t.dim() != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"a float image must be [3, H, W], [1, H, W] or [H, W] (channel-first, in [0, 1]), got {tuple(t.shape)}")
-        if t.dtype in (torch.float16, torch.bfloat16):
-            t = t.float()
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("the image contains NaN or infinite values")
-        t = (t * 255).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
-    else:
-        raise TypeError(f"images must be uint8 (channel-last) or floating point in [0, 1] (channel-first), got {t.dtype}")
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"a float image must be [3, H, W], [1, H, W] or [H, W] (channel-first, in [0, 1]), got {tuple(t.shape)}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("the image contains NaN or infinite values")
+    t = (t * 255).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
     if t.shape[0] < 1 or t.shape[1] < 1:
         raise ValueError(f"empty image of shape {tuple(t.shape)}")
     if t.shape[-1] == 1:

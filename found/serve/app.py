@@ -27,8 +27,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from ..engine import Engine, Result
-from ..errors import FoundError, InputError
+from ..errors import FoundError, InputError, OptionsError, one_line
 from ..io.images import LoadedImage
+from ..options import MODES, RunOptions
 from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
 from .batcher import Batcher, Key, Overloaded
 from .live import register_live
@@ -95,16 +96,20 @@ UPLOAD_BODY = {
 
 
 def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
-    """The app serving ``model_or_engine`` (a :class:`found.Found`, or an :class:`Engine` whose mode,
-    refine and max_side are the defaults). The model is used as given: load it once, before."""
+    """The app serving ``model_or_engine``: a :class:`found.Found` run with ``settings.options``, or an
+    :class:`Engine` whose options are used instead (its mode and refine are then the defaults).
+    The model is used as given: load it once, before."""
     settings = settings or Settings()
-    base = model_or_engine if isinstance(model_or_engine, Engine) else Engine(model_or_engine)
+    if isinstance(model_or_engine, Engine):
+        base, options = model_or_engine, model_or_engine.options.replace(batch_size=settings.max_batch, workers=0)
+    else:
+        options = settings.options
+        base = Engine(model_or_engine, options)
     engines: dict[Key, Engine] = {}
 
     def engine_for(key: Key) -> Engine:
         if key not in engines:
-            engines[key] = Engine(base.model, mode=key[0], refine=key[1], batch_size=settings.max_batch,
-                                  workers=0, max_side=base.max_side, debug=base.debug, edges=base.edges)
+            engines[key] = Engine(base.model, options.replace(mode=key[0], refine=key[1]))
         return engines[key]
 
     @asynccontextmanager
@@ -114,7 +119,7 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
         app.state.batcher = batcher
         batcher.start()
         warm = LoadedImage(None, _grey(base.model.patch_size * 4), (base.model.patch_size * 4,) * 2, name="<warm-up>")
-        await batcher.in_model_thread(engine_for((base.mode, base.refine)).infer, [warm])
+        await batcher.in_model_thread(engine_for((options.mode, options.refine)).infer, [warm])
         app.state.ready = True
         try:
             yield
@@ -134,11 +139,18 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"])
 
-    _add_routes(app, settings, base)
+    _add_routes(app, settings, base, options)
     return app
 
 
-def _add_routes(app: FastAPI, settings: Settings, base: Engine) -> None:
+def _request_key(options: RunOptions, mode: str | None, refine: bool | None) -> Key:
+    """A request's (mode, refine): the server's options with the request's changes, checked by their rules."""
+    changes = {k: v for k, v in (("mode", mode), ("refine", refine)) if v is not None}
+    chosen = options.replace(**changes) if changes else options
+    return chosen.mode, chosen.refine
+
+
+def _add_routes(app: FastAPI, settings: Settings, base: Engine, options: RunOptions) -> None:
     """``/healthz``, ``/readyz`` and ``POST /v1/segment``."""
 
     @app.get("/healthz", summary="the process is alive")
@@ -150,8 +162,8 @@ def _add_routes(app: FastAPI, settings: Settings, base: Engine) -> None:
         if not app.state.ready:
             return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
         b = app.state.batcher
-        return JSONResponse({"status": "ready", "patch_size": base.model.patch_size, "mode": base.mode,
-                             "refine": base.refine, "max_batch": settings.max_batch, "in_progress": b.admitted})
+        return JSONResponse({"status": "ready", "patch_size": base.model.patch_size, "mode": options.mode,
+                             "refine": options.refine, "max_batch": settings.max_batch, "in_progress": b.admitted})
 
     @app.post("/v1/segment", summary="segment the main object(s) of one image", dependencies=[Depends(_key_check(settings))],
               openapi_extra={"requestBody": UPLOAD_BODY},
@@ -160,7 +172,8 @@ def _add_routes(app: FastAPI, settings: Settings, base: Engine) -> None:
                          500: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
     async def segment(
         request: Request,
-        mode: Literal["multi", "single"] | None = Query(None, description="'multi' keeps the whole mask, 'single' its main component (default: the server's)"),
+        mode: str | None = Query(None, json_schema_extra={"enum": list(MODES)},
+                                 description="'multi' keeps the whole mask, 'single' its main component (default: the server's)"),
         refine: bool | None = Query(None, description="bilateral-solver refinement (default: the server's)"),
         output: Literal["json", "mask", "soft", "cutout", "overlay"] | None = Query(
             None, description="json, or one PNG: mask, soft, cutout, overlay (default: from Accept, else json)"),
@@ -174,7 +187,10 @@ def _add_routes(app: FastAPI, settings: Settings, base: Engine) -> None:
             embed = parse_include(include) if kind == "json" else []
         except ValueError as e:
             raise HttpError(422, str(e)) from None
-        key = (mode or base.mode, base.refine if refine is None else refine)
+        try:
+            key = _request_key(options, mode, refine)  # the run options' rules: a bad value is a 422 naming the field
+        except OptionsError as e:
+            raise HttpError(422, one_line(e)) from None
         batcher: Batcher = app.state.batcher
         try:
             ticket = batcher.ticket()
@@ -294,7 +310,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FoundError)
     async def found_error(request: Request, e: FoundError) -> JSONResponse:
-        return JSONResponse({"detail": reason(e)}, status_code=422 if isinstance(e, InputError) else 500)
+        return JSONResponse({"detail": reason(e)}, status_code=422 if isinstance(e, (InputError, OptionsError)) else 500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from ..extras import require
 from ..io.files import atomic_path, atomic_write_text
+from ..io.images import to_rgb_array
 
 LOG_FIELDS = (
     "iter", "epoch", "batch", "lr", "loss", "loss_refined_pred", "loss_coarse", "loss_self",
@@ -177,7 +178,7 @@ class TensorBoard:
                 self.writer.add_scalar(f"eval/{k}", v, n_iter)
 
     def log_image(self, tag: str, path: Path, n_iter: int) -> None:
-        arr = np.asarray(Image.open(path).convert("RGB"))
+        arr = to_rgb_array(path)
         self.writer.add_image(tag, arr, n_iter, dataformats="HWC")
 
     def close(self) -> None:

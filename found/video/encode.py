@@ -115,9 +115,9 @@ def open_output_video(kind: str, tmp: Path, alpha_codec: str, source: Path, info
     masks, H.264 with the input's audio (when an MP4 holds it) for the overlay."""
     if kind == "cutout":
         fmt, _, codec, pix, opts = ALPHA_CODECS[alpha_codec]
-        require_encoder(codec, f"the {alpha_codec} cut-out; try --alpha-codec or --frames")
+        require_encoder(codec, f"the {alpha_codec} cut-out; try another alpha_codec=CODEC or frames=True")
         return OutputVideo(tmp, fmt, codec, pix, info, dict(opts))
-    require_encoder("libx264", f"the {kind} video; try --frames")
+    require_encoder("libx264", f"the {kind} video; try frames=True")
     if kind in ("mask", "soft"):  # lossless grey: the mask read back is the mask written
         return OutputVideo(tmp, "mp4", "libx264", "gray", info, {"qp": "0", "preset": "veryfast"})
     even = info.width % 2 == 0 and info.height % 2 == 0  # 4:2:0 needs even sizes; odd ones get 4:4:4

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..engine import Engine, Result
-from ..errors import FoundError
+from ..options import check
 from .reader import VideoFrame, VideoReader, prefetch
 
 __all__ = ["DECODE_AHEAD", "FrameResult", "LogitsEMA", "segment_video", "smoothed_model"]
@@ -28,8 +28,7 @@ class LogitsEMA:
     the frame size changes."""
 
     def __init__(self, alpha: float) -> None:
-        if not 0 < alpha <= 1:
-            raise FoundError(f"smoothing alpha must be in (0, 1], got {alpha}")
+        check("smooth", alpha)
         self.alpha = float(alpha)
         self.state = None
 
@@ -101,8 +100,7 @@ def segment_video(source: str | os.PathLike | VideoReader, engine: Engine, every
     a frame the model fails on raises its :class:`FoundError`. A :class:`VideoReader` given as
     ``source`` is left open (its owner closes it); a path is opened and closed here.
     """
-    if every < 1:
-        raise FoundError(f"every must be at least 1, got {every}")
+    check("every", every)
     if smooth is not None:
         engine = _smoothed_engine(engine, smooth)
     reader = source if isinstance(source, VideoReader) else VideoReader(source)

@@ -126,7 +126,7 @@ class VideoSummary:
         fps = f", {float(i.fps):.3g} fps" if i.fps else ""
         out = [f"video: {self.frames} frames ({self.processed} processed), {i.width}×{i.height}{fps}"]
         if self.processed_size:
-            out.append(f"frames processed at {self.processed_size[0]}×{self.processed_size[1]} (--max-side); "
+            out.append(f"frames processed at {self.processed_size[0]}×{self.processed_size[1]} (the working scale); "
                        f"outputs at full size")
         return out
 
