@@ -88,7 +88,7 @@ def time_rows(models: dict, hw: tuple[int, int], batch: int, reps: int) -> list[
 
 def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     """Mask IoU of every row against torch-fp32 on the photos."""
-    from found.export.runtime import MIN_INT8_IOU, mask_agreement
+    from found.export.runtime import MIN_INT8_IOU, predictor_agreement
     from found.io.images import read_image
 
     from found.engine import DEFAULT_MAX_SIDE
@@ -98,7 +98,7 @@ def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     for name, m in models.items():
         if name == "torch-fp32":
             continue
-        a = mask_agreement(models["torch-fp32"], m, images)
+        a = predictor_agreement(models["torch-fp32"], m, images)
         rows.append({"bench": "agreement", "path": name, **a,
                      "int8_accepted": a["mask_iou_min"] >= MIN_INT8_IOU if "int8" in name else None})
     return rows

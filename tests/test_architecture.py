@@ -18,7 +18,13 @@ FORBIDDEN = {
     "refine": ["cli", "engine", "writers", "predictor", "core", "serve", "video", "distributed", "export"],
     "instances": ["cli", "engine", "writers", "predictor", "core"],
     "head": ["cli", "engine", "writers", "predictor", "core"],
+    # the cores (runtime/) sit on the model; the model never reaches up to construction (hub/)
+    "runtime": ["cli", "engine", "io", "hub", "serve", "video", "ray", "export", "predictor", "bench", "train", "evaluate"],
+    "model": ["cli", "engine", "io", "hub", "runtime", "refine", "predictor", "serve", "video", "ray", "export"],
+    "export": ["cli", "engine", "serve", "video", "ray"],
 }
+#: packages that never import the package root (``from .. import x`` up to found/, ``from found import x``)
+NO_ROOT_IMPORTS = ("model", "runtime", "export", "hub")
 
 
 def _found_imports(path: Path) -> set[str]:
@@ -49,6 +55,23 @@ def test_lower_layers_never_import_higher_ones():
             for imp in _found_imports(path):
                 if any(imp == f or imp.startswith(f + ".") for f in forbidden):
                     bad.append(f"{rel} imports found.{imp}")
+    assert not bad, bad
+
+
+def _imports_the_root(path: Path) -> bool:
+    """Whether a file imports names from the package root itself (not from one of its modules)."""
+    depth = len(path.relative_to(PACKAGE).parts)  # found/x/y.py: 2 → ``from .. import`` is the root
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module is None and node.level == depth:
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "found":
+            return True
+    return False
+
+
+def test_lower_packages_never_import_the_package_root():
+    bad = [str(p.relative_to(PACKAGE)) for pkg in NO_ROOT_IMPORTS for p in sorted((PACKAGE / pkg).rglob("*.py"))
+           if _imports_the_root(p)]
     assert not bad, bad
 
 

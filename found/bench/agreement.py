@@ -37,7 +37,7 @@ def feature_agreement(model: Found, f: FoundFeatures, ref_f: FoundFeatures | Non
     return a
 
 
-def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
+def precision_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
                    max_side: int | None = None, log: Callable[[str], None] = print, onnx_files: list[str] = ()) -> list[dict]:
     """Mask agreement of each fast-path precision (and each ONNX file, ``onnx-<name>``, exported
     from the same weights) with the eager fp32 baseline on real images (each at its own size, longer
@@ -51,9 +51,9 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
     base, models = baseline_and_fast(device, precisions, False, nets)
     fast: dict[str, Found] = {f"fast-{p}": m for p, m in models.items()}
     if onnx_files:
-        from ..export.runtime import OnnxFound
+        from ..runtime.onnx import OnnxCore
 
-        fast.update({f"onnx-{Path(f).stem}": OnnxFound(f, "cpu", coarse=base.coarse) for f in onnx_files})
+        fast.update({f"onnx-{Path(f).stem}": Found(OnnxCore(f, "cpu", coarse=base.coarse)) for f in onnx_files})
     ious: dict[str, list[float]] = {p: [] for p in fast}
     differ: dict[str, int] = {p: 0 for p in fast}
     failed: list[tuple[str, str]] = []
