@@ -50,12 +50,13 @@ def make_photo(path: Path, size: tuple[int, int]) -> None:
 def save_random_model(folder: Path) -> list[str]:
     import torch
 
+    from found.hub.build import save_head
     from found.model.backbone import VisionTransformer
     from found.model.head import FoundHead
 
     torch.manual_seed(0)
     torch.save(VisionTransformer(patch_size=8, embed_dim=384, depth=12, num_heads=6).state_dict(), folder / "vit.pth")
-    FoundHead(384).save(folder / "head.pt")
+    save_head(FoundHead(384), folder / "head.pt")
     return ["--model", "auto", "--weights", str(folder / "vit.pth"), "--head", str(folder / "head.pt")]
 
 

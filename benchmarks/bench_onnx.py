@@ -52,11 +52,11 @@ def build_nets(args: argparse.Namespace):
 def build_models(vit, head, folder: Path, threads: int, chunks: int) -> dict:
     """The rows: name → model, all on the CPU; the ONNX files are written into ``folder``."""
     from found import Found
-    from found.export.onnx import export_onnx, quantize_int8
+    from found.export.onnx import export_onnx, quantize_onnx_int8
     from found.export.runtime import OnnxFound
 
     fp32 = export_onnx(vit, head, folder / "found.onnx", model="bench", attention_chunks=chunks)
-    int8 = quantize_int8(fp32, folder / "found.int8.onnx")
+    int8 = quantize_onnx_int8(fp32, folder / "found.int8.onnx")
     return {
         "torch-fp32": Found(vit, head, device="cpu", precision="fp32"),
         "torch-bf16": Found(vit, head, device="cpu", precision="bf16"),
@@ -88,7 +88,7 @@ def time_rows(models: dict, hw: tuple[int, int], batch: int, reps: int) -> list[
 
 def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     """Mask IoU of every row against torch-fp32 on the photos."""
-    from found.export.runtime import MIN_INT8_IOU, mask_agreement
+    from found.export.runtime import MIN_INT8_IOU, predictor_agreement
     from found.io.images import read_image
 
     from found.engine import DEFAULT_MAX_SIDE
@@ -98,7 +98,7 @@ def agreement_rows(models: dict, paths: list[Path]) -> list[dict]:
     for name, m in models.items():
         if name == "torch-fp32":
             continue
-        a = mask_agreement(models["torch-fp32"], m, images)
+        a = predictor_agreement(models["torch-fp32"], m, images)
         rows.append({"bench": "agreement", "path": name, **a,
                      "int8_accepted": a["mask_iou_min"] >= MIN_INT8_IOU if "int8" in name else None})
     return rows

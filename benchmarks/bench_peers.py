@@ -331,6 +331,7 @@ def make_random_found(folder: Path) -> tuple[Path, Path]:
     """A seeded random ViT-S/8 (real size) state dict and a random head: for timings only."""
     import torch
 
+    from found.hub.build import save_head
     from found.model.backbone import VisionTransformer
     from found.model.head import FoundHead
 
@@ -340,7 +341,7 @@ def make_random_found(folder: Path) -> tuple[Path, Path]:
     vit_path, head_path = folder / "vit_s8_random.pth", folder / "head_random.pth"
     torch.save(vit.state_dict(), vit_path)
     torch.manual_seed(1)
-    FoundHead(384).save(head_path)
+    save_head(FoundHead(384), head_path)
     return vit_path, head_path
 
 

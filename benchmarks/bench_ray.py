@@ -80,9 +80,10 @@ def save_model(folder: Path) -> dict:
     import torch
 
     from found.bench import random_head, vit_s8
+    from found.hub.build import save_head
 
     torch.save(vit_s8().state_dict(), folder / "vit_s8_random.pth")
-    random_head().save(folder / "head_random.pt")
+    save_head(random_head(), folder / "head_random.pt")
     return {"model": "auto", "weights": str(folder / "vit_s8_random.pth"), "head": str(folder / "head_random.pt"),
             "device": "cpu"}
 

@@ -46,13 +46,14 @@ def write_checkpoint(arch: str, folder: Path) -> tuple[Path, Path]:
     """A seeded random backbone and head, saved so that the server loads exactly this model."""
     import torch
 
+    from found.hub.build import save_head
     from found.model.backbone import VisionTransformer
     from found.model.head import FoundHead
 
     torch.manual_seed(0)
     vit = VisionTransformer(**ARCHS[arch])
     torch.save(vit.state_dict(), folder / "vit.pth")
-    FoundHead(ARCHS[arch]["embed_dim"]).save(folder / "head.pt")
+    save_head(FoundHead(ARCHS[arch]["embed_dim"]), folder / "head.pt")
     return folder / "vit.pth", folder / "head.pt"
 
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="224x224,320x480,200x336", help="padded input sizes HxW")
     args = p.parse_args(argv)
     from found import Found, FoundHead, VisionTransformer
-    from found.export.onnx import export_onnx, quantize_int8
+    from found.export.onnx import export_onnx, quantize_onnx_int8
     from found.export.runtime import OnnxFound
 
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         fp32 = export_onnx(vit, head, d / "found.onnx", model="web-check")
-        int8 = quantize_int8(fp32, d / "found.int8.onnx")
+        int8 = quantize_onnx_int8(fp32, d / "found.int8.onnx")
         ref_torch, ref_int8 = Found(vit, head, device="cpu", precision="fp32"), OnnxFound(int8, "cpu")
         refs, cases = [], []
         for i, hw in enumerate(sizes):

@@ -78,13 +78,12 @@ from .model.backbone import FoundFeatures, VisionTransformer  # noqa: E402
 from .hub.build import build_found, load_backbone, load_head  # noqa: E402
 from .engine import DEFAULT_MAX_SIDE, Engine, segment  # noqa: E402
 from .options import RunOptions  # noqa: E402
-from .export.runtime import OnnxFound, load_onnx  # noqa: E402  (onnxruntime itself is imported on first use)
 from .model.head import FoundHead  # noqa: E402
 from .model.instances import Instance, InstanceFilter, find_instances  # noqa: E402
-from .predictor import Found, Prediction  # noqa: E402
+from .predictor import Found, OnnxFound, Prediction, load_onnx  # noqa: E402  (onnxruntime: imported on first use)
 from .hub.registry import DEFAULT_MODEL, MODELS, get_model_spec, list_models  # noqa: E402
+from .version import __version__  # noqa: E402
 
-__version__ = "0.1.0"
 __all__ = [
     "Background",
     "DEFAULT_MAX_SIDE",

@@ -11,15 +11,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runtime.torch_core import CPU_CHUNK_TOKENS, PRECISIONS, FoundCore, default_device
+from .model.backbone import FoundFeatures, VisionTransformer
+from .model.head import CoarseHead, FoundHead, probabilities, soft_masks
 from .model.instances import Instance, InstanceFilter, find_instances
 from .model.masks import component_box, largest_component, single_component
 from .model.preprocess import normalize, padded_size, to_chw_float
 from .io.images import to_rgb_array as as_rgb_array  # the one image normaliser (kept under its old name here)
 from .options import MODES, check
+from .runtime.core import CPU_CHUNK_TOKENS, Core
+from .runtime.device import PRECISIONS, default_device
+from .runtime.onnx import OnnxCore
+from .runtime.torch_core import TorchCore
 
 ImageLike = "np.ndarray | Image.Image | str | os.PathLike | torch.Tensor"
-__all__ = ["CPU_CHUNK_TOKENS", "MODES", "PRECISIONS", "Found", "Prediction", "as_rgb_array", "default_device"]
+__all__ = ["CPU_CHUNK_TOKENS", "MODES", "PRECISIONS", "Found", "OnnxFound", "Prediction", "as_rgb_array",
+           "default_device", "load_onnx"]
 
 
 @dataclass
@@ -70,13 +76,107 @@ class Prediction:
         return self.patch_probs if self.patch_probs is not None else self.patch_mask.astype(np.float32)
 
 
-class Found(FoundCore):
+class Found:
     """FOUND on a frozen ViT: ``predict`` gives soft/binary masks and boxes for a list of images.
 
-    The image front end over :class:`found.runtime.torch_core.FoundCore` (which holds the backbone, the head,
-    precision and compilation). ``head=None`` gives the training-free coarse masks of step 1
-    (background discovery, as :class:`found.model.head.CoarseHead`).
+    The image front end over a :class:`~found.runtime.core.Core`, which it holds (``model.core``)
+    as SAM's predictor holds its model: :class:`~found.runtime.torch_core.TorchCore` (the backbone,
+    the head, precision and compilation), :class:`~found.runtime.onnx.OnnxCore` (an exported file,
+    :func:`load_onnx`), :class:`~found.runtime.eager.EagerCore` (the benchmark baseline) or
+    :class:`~found.runtime.smoothing.SmoothedCore` (logits averaged over video frames).
+
+    ``Found(backbone, head, device=None, precision="auto", tau=0.3, compile=False)`` builds the
+    torch core: ``Found(TorchCore(backbone, head, ...))``. ``head=None`` gives the training-free
+    coarse masks of step 1 (background discovery, as :class:`found.model.head.CoarseHead`).
     """
+
+    def __init__(
+        self,
+        core: Core | VisionTransformer,
+        head: FoundHead | CoarseHead | None = None,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        tau: float = 0.3,
+        *,
+        compile: bool | str = False,
+    ) -> None:
+        if isinstance(core, torch.nn.Module):
+            core = TorchCore(core, head, device, precision, tau, compile=compile)
+        elif (head, device, precision, tau, compile) != (None, None, "auto", 0.3, False):
+            raise TypeError("Found(core) takes no backbone options: give them to the core (e.g. TorchCore(backbone, head, device))")
+        elif not isinstance(core, Core):
+            raise TypeError(f"Found needs a core (TorchCore, OnnxCore, EagerCore, SmoothedCore …) or a backbone, got {type(core).__name__}")
+        self.core: Core = core
+
+    def __repr__(self) -> str:
+        return f"Found({self.core!r})"
+
+    # ------------------------------------------------------------------ the core
+    @property
+    def patch_size(self) -> int:
+        """Pixels per patch cell of the core."""
+        return self.core.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the core's tensors (and ``masks``' outputs) live."""
+        return self.core.device
+
+    @property
+    def coarse(self) -> bool:
+        """Whether the core gives ±1 step-1 masks rather than a head's logits."""
+        return self.core.coarse
+
+    @property
+    def precision(self) -> str:
+        """The core's precision (``"auto"`` resolved when it was built)."""
+        return self.core.precision
+
+    @property
+    def tau(self) -> float:
+        """The background threshold τ of step 1."""
+        return self.core.tau
+
+    @property
+    def backbone(self) -> VisionTransformer | None:
+        """The core's torch backbone (None for an ONNX file, whose graph holds it)."""
+        return self.core.backbone
+
+    @property
+    def head(self) -> torch.nn.Module | None:
+        """The core's torch head (:class:`FoundHead`, :class:`CoarseHead`; None for an ONNX file)."""
+        return self.core.head
+
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor) -> FoundFeatures:
+        """Last-block attention and keys (float32) for a normalised, padded batch [B, 3, H, W]."""
+        return self.core.features(x)
+
+    def logits_from_features(self, f: FoundFeatures) -> torch.Tensor:
+        """Object logits on the patch grid [B, 1, h, w] (±1 for coarse masks)."""
+        return self.core.logits_from_features(f)
+
+    @torch.inference_mode()
+    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Object logits on the patch grid [B, 1, h, w] for a normalised, padded batch."""
+        return self.core.patch_logits(x)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Patch-level object probability (sigmoid, or the coarse binary mask)."""
+        return probabilities(logits, self.coarse)
+
+    def soft_from_logits(self, logits: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Pixel-level object probability [B, H, W], cropped to ``image_hw`` (default: the padded size)."""
+        p = self.patch_size
+        hw = tuple(image_hw) if image_hw is not None else (logits.shape[-2] * p, logits.shape[-1] * p)
+        return soft_masks(logits, p, hw, self.coarse)
+
+    @torch.inference_mode()
+    def masks(self, x: torch.Tensor, image_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensor in, masks out, all on the model's device: soft [B, H, W] float32 and binary
+        (soft > 0.5) masks for a normalised, padded batch, cropped to ``image_hw``."""
+        soft = self.soft_from_logits(self.patch_logits(x), image_hw)
+        return soft, soft > 0.5
 
     # ------------------------------------------------------------------ images
     def _batches(self, arrays: Sequence[np.ndarray], batch_size: int) -> Iterable[list[int]]:
@@ -167,3 +267,13 @@ class Found(FoundCore):
         return Prediction(soft=soft.astype(np.float32), mask=mask, patch_mask=patch_mask, refined=refined,
                           patch_probs=probs.astype(np.float32), patch=self.patch_size, mode=mode,
                           instance_filter=instance_filter)
+
+
+def load_onnx(path: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> Found:
+    """The FOUND predictor of an exported ONNX file (``found export onnx``): ``Found(OnnxCore(path, device, **kwargs))``."""
+    return Found(OnnxCore(path, device, **kwargs))
+
+
+def OnnxFound(path: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> Found:  # noqa: N802
+    """The name before 0.2 of :func:`load_onnx` (it was a subclass; now ``Found(OnnxCore(...))``)."""
+    return load_onnx(path, device, **kwargs)

@@ -35,6 +35,7 @@ def write_tiny_checkpoint(folder: Path) -> Tiny:
     """Save a seeded random ViT state dict (torch.save) and a FOUND head into ``folder``."""
     import torch
 
+    from found.hub.build import save_head
     from found.model.backbone import VisionTransformer
     from found.model.head import FoundHead
 
@@ -42,7 +43,7 @@ def write_tiny_checkpoint(folder: Path) -> Tiny:
     torch.manual_seed(0)
     vit = VisionTransformer(**TINY)
     torch.save(vit.state_dict(), folder / "vit.pth")
-    FoundHead(TINY["embed_dim"]).save(folder / "head.pt")
+    save_head(FoundHead(TINY["embed_dim"]), folder / "head.pt")
     return Tiny(folder / "vit.pth", folder / "head.pt")
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, load_parity, structured_head, tiny_vit
 from found import Found
 from found.model.backbone import VisionTransformer, cpu
-from found.runtime.torch_core import resolve_precision
+from found.runtime.device import resolve_precision
 
 needs_onednn = pytest.mark.skipif(not cpu.available(), reason="this torch build has no oneDNN linear op")
 MIN_IOU = 0.99
@@ -80,7 +80,7 @@ def test_bf16_keeps_the_fp32_masks_on_photos_and_parity_inputs(vit, photos):
     images = list(photos.values())
     head = structured_head(vit, images)
     fp32, bf16 = Found(vit, head, device="cpu", precision="fp32"), Found(vit, head, device="cpu", precision="bf16")
-    assert fp32._native_cpu and bf16._native_cpu == cpu.bf16_gemm()  # else bf16 runs autocast: the rule holds too
+    assert fp32.core.native_cpu and bf16.core.native_cpu == cpu.bf16_gemm()  # else bf16 runs autocast: the rule holds too
     for a, b in zip(fp32.predict(images), bf16.predict(images)):
         assert 0 < a.mask.mean() < 1
         assert _iou(a.mask, b.mask) >= MIN_IOU
@@ -104,14 +104,14 @@ def test_bf16_keeps_the_fp32_masks_at_full_model_size(photos):
     with the authors' trained head, at the default working scale: the oneDNN bf16 path that ``auto``
     picks gives IoU ≥ 0.99 against fp32. (PyTorch's bf16 autocast, everything in bf16, does not: 0.985.)"""
     from found.engine import DEFAULT_MAX_SIDE
-    from found.model.head import FoundHead
+    from found.hub.build import read_head
     from found.io.images import read_image
 
     if not SHARED_HEAD.is_file():
         pytest.skip(f"the authors' head is not at {SHARED_HEAD} (published weights are not committed)")
     torch.manual_seed(0)
     vit = VisionTransformer(patch_size=8, embed_dim=384, depth=12, num_heads=6).eval()
-    head = FoundHead.from_file(SHARED_HEAD)
+    head = read_head(SHARED_HEAD)
     images = [read_image(im, max_side=DEFAULT_MAX_SIDE).rgb() for im in photos.values()]
     ref = Found(vit, head, device="cpu", precision="fp32").predict(images)
     got = Found(vit, head, device="cpu", precision="bf16").predict(images)
@@ -151,7 +151,7 @@ def test_bf16_where_onednn_cannot_runs_autocast(vit, monkeypatch, photos):
 
     monkeypatch.setattr(cpu, "bf16_gemm", lambda: False)
     model = Found(vit, FoundHead(96), device="cpu", precision="bf16")
-    assert not model._native_cpu and model.precision == "bf16"
+    assert not model.core.native_cpu and model.precision == "bf16"
     assert model.predict(photos["coffee"][:64, :80])[0].mask.shape == (64, 80)
 
 
@@ -163,7 +163,7 @@ def test_without_onednn_the_eager_path_runs(vit, monkeypatch, photos):
     ref = Found(vit, head, device="cpu", precision="fp32")
     monkeypatch.setattr(cpu, "available", lambda: False)
     eager = Found(vit, head, device="cpu", precision="fp32")
-    assert not eager._native_cpu
+    assert not eager.core.native_cpu
     assert np.abs(eager.predict(im)[0].soft - ref.predict(im)[0].soft).max() < 1e-5
 
 

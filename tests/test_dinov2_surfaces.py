@@ -18,12 +18,13 @@ MODEL = ["--model", "auto", "--num-heads", "6", "--device", "cpu", "--no-progres
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
+    from found.hub.build import save_head
     from found.model.head import FoundHead
 
     d = tmp_path_factory.mktemp("dinov2_surfaces")
     torch.save(model_state(load_cases(REPO_DINOV2 / "dinov2_tiny_reg4_cases.npz")), d / "vit.pth")
     torch.manual_seed(3)
-    FoundHead(96).save(d / "head.pt")
+    save_head(FoundHead(96), d / "head.pt")
     return d / "vit.pth", d / "head.pt"
 
 

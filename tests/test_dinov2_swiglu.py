@@ -53,7 +53,7 @@ def test_swiglu_checkpoint_is_recognised_and_loads(vit, tmp_path):
 def test_cpu_path_falls_back_to_eager_and_matches_the_reference(vit):
     x = torch.randn(1, 3, 70, 98)
     model = Found(vit, None, device="cpu", precision="fp32")
-    assert not model._native_cpu  # the oneDNN path runs GELU MLPs only
+    assert not model.core.native_cpu  # the oneDNN path runs GELU MLPs only
     f = model.features(x)
     with torch.inference_mode():
         ref = eager_found_features(vit, x)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import require
 from found.model.backbone import VisionTransformer
+from found.hub.build import save_head
 from found.model.head import FoundHead
 
 # ---------------------------------------------------------------------------- builders (imported by other tests)
@@ -38,7 +39,7 @@ def write_tiny_model(d: Path, bias: float | None = None, seed: int = 0) -> list[
         else:
             head.decoder.weight.zero_()
             head.decoder.bias.fill_(bias)
-    head.save(d / "head.pt")
+    save_head(head, d / "head.pt")
     return ["--model", "auto", "--weights", str(d / "vit.pth"), "--head", str(d / "head.pt"),
             "--num-heads", "2", "--device", "cpu", "--no-progress"]
 

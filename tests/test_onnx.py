@@ -24,8 +24,9 @@ from helpers import noise_image, run_cli, tiny  # noqa: E402,F401  (fixture)
 
 from found import Found, FoundHead, OnnxFound, discover_background, load_onnx  # noqa: E402
 from found.errors import FoundError  # noqa: E402
+from found.hub.build import save_head  # noqa: E402
 from found.export.onnx import (  # noqa: E402
-    FORMAT, OPSET, FoundOnnxGraph, OnnxFileError, export_onnx, head_sha256, quantize_int8, read_info,
+    FORMAT, OPSET, FoundOnnxGraph, OnnxFileError, export_onnx, head_sha256, quantize_onnx_int8, read_info,
 )
 
 LOGIT_ATOL = 1e-4
@@ -175,8 +176,8 @@ def test_onnx_runtime_masks_match_torch_on_the_photos(torch_model, ort_model, ph
 @pytest.mark.numerics
 def test_attention_slices_do_not_change_the_numbers(vit, head, ort_model, tmp_path) -> None:
     one = load_onnx(export_onnx(vit, head, tmp_path / "one.onnx", attention_chunks=1), "cpu")
-    assert read_info(one.path).metadata["attention_chunks"] == "1"
-    assert read_info(ort_model.path).metadata["attention_chunks"] == "8"
+    assert read_info(one.core.path).metadata["attention_chunks"] == "1"
+    assert read_info(ort_model.core.path).metadata["attention_chunks"] == "8"
     for hw in [(320, 480), (16, 8)]:  # 2 patches in 8 slices: most slices are empty
         x = ort_model.input_batch(_images(hw, 1))
         torch.testing.assert_close(one.patch_logits(x), ort_model.patch_logits(x), atol=1e-5, rtol=0)
@@ -220,26 +221,26 @@ def structured(vit, photos, tmp_path_factory) -> tuple[Found, Path]:
 
 @pytest.mark.numerics
 def test_int8_file_masks_reach_iou_099_against_fp32(structured, photos) -> None:
-    from found.export.runtime import int8_accepted, mask_agreement
+    from found.export.runtime import int8_accepted, predictor_agreement
 
     torch_fp32, fp32 = structured
-    int8 = quantize_int8(fp32, fp32.with_name("structured.int8.onnx"))
+    int8 = quantize_onnx_int8(fp32, fp32.with_name("structured.int8.onnx"))
     info = read_info(int8)
     assert info.quantization == "int8-dynamic-mlp" and info.head_sha256 == read_info(fp32).head_sha256
     q = load_onnx(int8, "cpu")
     assert q.precision == "int8"
     x = q.input_batch(photos[:1])
     assert not torch.equal(q.patch_logits(x), load_onnx(fp32, "cpu").patch_logits(x)), "int8 should change the numbers"
-    agree = mask_agreement(load_onnx(fp32, "cpu"), q, photos)
+    agree = predictor_agreement(load_onnx(fp32, "cpu"), q, photos)
     assert agree["images"] == 3 and agree["mask_iou_min"] >= 0.99 and int8_accepted(agree)
-    assert mask_agreement(torch_fp32, load_onnx(fp32, "cpu"), photos)["mask_iou_min"] >= 0.999
+    assert predictor_agreement(torch_fp32, load_onnx(fp32, "cpu"), photos)["mask_iou_min"] >= 0.999
 
 
 def test_quantising_a_quantised_file_is_refused(structured, tmp_path) -> None:
     _, fp32 = structured
-    once = quantize_int8(fp32, tmp_path / "q.onnx")
+    once = quantize_onnx_int8(fp32, tmp_path / "q.onnx")
     with pytest.raises(OnnxFileError, match="already quantised"):
-        quantize_int8(once, tmp_path / "qq.onnx")
+        quantize_onnx_int8(once, tmp_path / "qq.onnx")
     assert not (tmp_path / "qq.onnx").exists()
 
 
@@ -354,7 +355,7 @@ def test_cli_runtime_onnx_errors_are_one_line(cli_file, tiny, images_dir, tmp_pa
         assert r.code != 0 and match in r.err, (extra, r.err)
         assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
     other = tmp_path / "other_head.pt"
-    FoundHead(64).save(other)
+    save_head(FoundHead(64), other)
     r = run_cli(["segment", str(images_dir), "-o", out, "--no-progress", "--onnx", str(cli_file), "--head", str(other)])
     assert r.code == 1 and "another head" in r.err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -90,7 +90,7 @@ def test_cpu_fp32_backbone_matches_reference_attention_and_keys(vit, i):
         pytest.skip("this torch build has no oneDNN linear op (the eager path, tested above, runs instead)")
     c = _case(i)
     model = Found(vit, None, device="cpu", precision="fp32")
-    assert model._native_cpu
+    assert model.core.native_cpu
     f = model.features(torch.from_numpy(c["x"]))
     np.testing.assert_allclose(f.cls_attention[0].numpy(), c["cls_attention"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(f.keys[0].numpy(), c["keys"], atol=5e-5, rtol=0)

@@ -5,6 +5,7 @@ import torch
 from scipy import ndimage
 
 from conftest import load_parity
+from found.hub.build import read_head, save_head
 from found.model.head import FoundHead
 from found.model.masks import single_component, upsample_logits
 
@@ -67,8 +68,8 @@ def test_head_rejects_checkpoint_of_wrong_width():
 def test_head_save_roundtrip_uses_authors_format(tmp_path):
     h = FoundHead(32)
     torch.nn.init.normal_(h.decoder.weight)
-    h.save(tmp_path / "head.pt")
+    save_head(h, tmp_path / "head.pt")
     state = torch.load(tmp_path / "head.pt", weights_only=True)
     assert set(state) == {"decoder"} and set(state["decoder"]) == {"weight", "bias"}
-    h2 = FoundHead.from_file(tmp_path / "head.pt")
+    h2 = read_head(tmp_path / "head.pt")
     assert torch.equal(h2.decoder.weight, h.decoder.weight)

@@ -161,7 +161,7 @@ def test_cli_accepts_int8_on_cpu_only(monkeypatch):
     args = build_parser().parse_args(["segment", "in.jpg", "-o", "out", "--precision", "int8", "--device", "cpu"])
     assert args.precision == "int8"
     common.check_model_args(args)  # fine on the CPU
-    monkeypatch.setattr("found.predictor.default_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr("found.runtime.device.default_device", lambda: torch.device("cuda"))
     args.device = None  # default device: a GPU here
     with pytest.raises(FoundError, match="CPU only"):
         common.check_model_args(args)

@@ -138,7 +138,7 @@ def test_the_renderers_draw_every_output_of_every_surface(tiny, engine, tmp_path
     """Files, HTTP answers and video frames hold exactly what found.io.render draws (files at Pillow's
     default PNG level, HTTP at level 1: the same pixels); the image's own alpha reaches its cut-out."""
     from found.io import render
-    from found.serve.answers import PNG_LEVEL, png_bytes
+    from found.serve.answers import PNG_LEVEL, result_png
     from found.video.probe import VideoInfo
     from found.video.reader import VideoFrame
     from found.video.segment import FrameResult
@@ -158,8 +158,8 @@ def test_the_renderers_draw_every_output_of_every_surface(tiny, engine, tmp_path
     for kind in render.KINDS:
         on_disk = (tmp_path / "out" / f"rgba_{kind}.png").read_bytes()
         assert on_disk == render.png_bytes(drawn[kind]), kind
-        assert png_bytes(kind, result) == render.png_bytes(drawn[kind], PNG_LEVEL), kind
-        (mode, pixels), (http_mode, http_pixels) = png_pixels(on_disk), png_pixels(png_bytes(kind, result))
+        assert result_png(kind, result) == render.png_bytes(drawn[kind], PNG_LEVEL), kind
+        (mode, pixels), (http_mode, http_pixels) = png_pixels(on_disk), png_pixels(result_png(kind, result))
         assert mode == http_mode and np.array_equal(pixels, http_pixels), kind
         video_frame = (tmp_path / "video" / "v_frames" / f"000000_{kind}.png").read_bytes()
         want = render.render(kind, result.prediction, rgba[..., :3])  # a video frame has no alpha of its own

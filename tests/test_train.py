@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import require
 from found.model.backbone import VisionTransformer
 from found.errors import FoundError, WeightsError
+from found.hub.build import read_head
 from found.model.head import FoundHead
 from found.train import TrainConfig, extract_features, train
 from found.train.augment import augment, blur_kernel_size, gaussian_blur, gaussian_kernel, shorter_side_size
@@ -227,7 +228,7 @@ def test_train_end_to_end_outputs(image_dir, tmp_path):
     assert [int(c[0]) for c in cols] == list(range(5))
     assert [c[6] != "" for c in cols] == [True, True, False, False, False]  # coarse loss for n < stop_bkg_loss
     assert [c[7] != "" for c in cols] == [False, False, True, True, True]  # self loss afterwards
-    head = FoundHead.from_file(res.head_path)
+    head = read_head(res.head_path)
     assert _same_head(head, res.head)
     assert (out / "decoder_weights_niter2.pt").is_file() and (out / "decoder_weights_niter4.pt").is_file()
     raw = torch.load(res.head_path, weights_only=True)
@@ -240,6 +241,17 @@ def test_train_end_to_end_outputs(image_dir, tmp_path):
     assert summary["iterations"] == 5
     with pytest.raises(FoundError, match="--resume"):
         train(small_vit(), find_images(image_dir), cfg, out, progress=False)
+
+
+def test_training_takes_its_device_from_the_shared_helper(image_dir, tmp_path, monkeypatch):
+    """``train(device=None)`` asks :mod:`found.runtime.device` (CUDA, then MPS, then CPU), as inference does."""
+    import found.runtime.device as rt
+
+    asked = []
+    monkeypatch.setattr(rt, "default_device", lambda: asked.append(True) or torch.device("cpu"))
+    train(small_vit(), find_images(image_dir), small_cfg(max_iter=0), tmp_path / "run", progress=False)
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert asked and info["device"] == "cpu" and info["precision"] == "fp32"
 
 
 def test_resume_after_ctrl_c_is_bit_identical(image_dir, tmp_path):
@@ -258,7 +270,7 @@ def test_resume_after_ctrl_c_is_bit_identical(image_dir, tmp_path):
     resumed = train(small_vit(), files, cfg, tmp_path / "cut", progress=False, resume=True)
     assert not resumed.interrupted and resumed.iterations_done == full.iterations_done
     assert _same_head(resumed.head, full.head)
-    assert _same_head(FoundHead.from_file(resumed.head_path), FoundHead.from_file(full.head_path))
+    assert _same_head(read_head(resumed.head_path), read_head(full.head_path))
     log_full = (tmp_path / "full" / "log.csv").read_text().splitlines()
     log_cut = (tmp_path / "cut" / "log.csv").read_text().splitlines()
     strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # drop the timing column

@@ -15,6 +15,7 @@ import torch
 
 from found.hub import weights as hub
 from found.hub import registry
+from found.hub.build import save_head
 from found.model.head import FoundHead
 from found.hub.registry import ModelSpec, Weights
 from helpers import TINY, noise_image, run_cli, tiny  # noqa: F401  (fixture)
@@ -93,7 +94,7 @@ def test_wrong_architecture_lists_keys_and_shapes(tmp_path: Path, tiny, image: P
     assert len(line) < 600
     # a head for another width
     other = tmp_path / "head32.pt"
-    FoundHead(32).save(other)
+    save_head(FoundHead(32), other)
     r = _seg(image, tmp_path, "--model", "auto", "--weights", str(tiny.vit), "--head", str(other))
     assert r.code == 1 and "not a FOUND head for this backbone" in r.err and "(1, 64, 1, 1)" in r.err
     # something that is not a ViT at all

@@ -9,12 +9,11 @@
 * :mod:`.profiling`, :mod:`.breakdown` — where the time goes (FLOPs, matmul rate, block op by op, one photo's split);
 * :mod:`.report` — printed rows, the project's targets, the environment, the JSON file.
 """
-from .agreement import feature_agreement, mask_agreement, mask_iou, predicted_mask
+from .agreement import boolean_mask_iou, feature_agreement, precision_agreement, predicted_mask
 from .breakdown import bench_backbones, bench_profile
 from .folder import bench_folder, folder_plan, segment_folder
 from .models import (
     WEIGHTS_NOTE,
-    EagerFound,
     Nets,
     baseline_and_fast,
     baseline_fits,
@@ -32,11 +31,11 @@ from .throughput import DEFAULT_SIZES, bench_model, default_batches, quick_skip
 from .timing import peak_memory_mib, ratios, sync, time_interleaved
 
 __all__ = [
-    "CPU_TARGETS", "CUDA_TARGETS", "DEFAULT_SIZES", "WEIGHTS_NOTE", "EagerFound", "Nets",
+    "CPU_TARGETS", "CUDA_TARGETS", "DEFAULT_SIZES", "WEIGHTS_NOTE", "Nets",
     "baseline_and_fast", "baseline_fits", "bench_backbones", "bench_folder", "bench_model", "bench_profile",
     "check_targets", "cpu_name", "default_batches", "default_cpu_precisions", "default_nets", "default_precisions",
-    "environment", "feature_agreement", "folder_plan", "format_row", "jpeg_folder", "load_nets", "mask_agreement",
-    "mask_iou", "peak_memory_mib", "predicted_mask", "quick_skip", "random_head", "ratios", "registry_backbone",
+    "environment", "feature_agreement", "folder_plan", "format_row", "jpeg_folder", "load_nets", "boolean_mask_iou",
+    "peak_memory_mib", "precision_agreement", "predicted_mask", "quick_skip", "random_head", "ratios", "registry_backbone",
     "report_targets", "segment_folder", "sync", "synthetic_images", "synthetic_photo", "time_interleaved", "vit_s8",
     "write_bench_json",
 ]

@@ -18,7 +18,7 @@ def predicted_mask(model: Found, f: FoundFeatures) -> torch.Tensor:
         return model.soft_from_logits(model.logits_from_features(f)) > 0.5
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+def boolean_mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     """Intersection over union of two boolean masks (1.0 when both are empty)."""
     union = (a | b).sum().item()
     return 1.0 if union == 0 else (a & b).sum().item() / union
@@ -32,12 +32,12 @@ def feature_agreement(model: Found, f: FoundFeatures, ref_f: FoundFeatures | Non
         a["max_abs_keys"] = (f.keys - ref_f.keys).abs().max().item()
     if ref_mask is not None:
         mk = predicted_mask(model, f)
-        a["mask_iou"] = mask_iou(mk, ref_mask)
+        a["mask_iou"] = boolean_mask_iou(mk, ref_mask)
         a["mask_pixels_differing"] = int((mk != ref_mask).sum().item())
     return a
 
 
-def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
+def precision_agreement(device: torch.device, precisions: list[str], paths: list[Path], nets: Nets = None,
                    max_side: int | None = None, log: Callable[[str], None] = print, onnx_files: list[str] = ()) -> list[dict]:
     """Mask agreement of each fast-path precision (and each ONNX file, ``onnx-<name>``, exported
     from the same weights) with the eager fp32 baseline on real images (each at its own size, longer
@@ -51,9 +51,9 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
     base, models = baseline_and_fast(device, precisions, False, nets)
     fast: dict[str, Found] = {f"fast-{p}": m for p, m in models.items()}
     if onnx_files:
-        from ..export.runtime import OnnxFound
+        from ..runtime.onnx import OnnxCore
 
-        fast.update({f"onnx-{Path(f).stem}": OnnxFound(f, "cpu", coarse=base.coarse) for f in onnx_files})
+        fast.update({f"onnx-{Path(f).stem}": Found(OnnxCore(f, "cpu", coarse=base.coarse)) for f in onnx_files})
     ious: dict[str, list[float]] = {p: [] for p in fast}
     differ: dict[str, int] = {p: 0 for p in fast}
     failed: list[tuple[str, str]] = []
@@ -68,7 +68,7 @@ def mask_agreement(device: torch.device, precisions: list[str], paths: list[Path
         ref = base.masks(x)[1]
         for p, m in fast.items():
             mk = m.masks(x.to(m.device))[1].to(ref.device)
-            ious[p].append(mask_iou(mk, ref))
+            ious[p].append(boolean_mask_iou(mk, ref))
             differ[p] += int((mk != ref).sum().item())
         n_ok += 1
     rows = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..model.backbone import FoundFeatures, VisionTransformer
-from ..runtime.eager import eager_found_features
 from ..errors import FoundError
+from ..hub.registry import DEFAULT_MODEL
+from ..model.backbone import VisionTransformer
 from ..model.head import FoundHead
 from ..predictor import Found
-from ..hub.registry import DEFAULT_MODEL
+from ..runtime.eager import EagerCore
+from ..runtime.torch_core import TorchCore
 
 WEIGHTS_NOTE = (
     "weights: random ViT-S/8 (patch 8, 384-d, 12 blocks, 6 heads) + random head: same compute as "
@@ -65,24 +66,14 @@ def load_nets(weights: str | None, head: str | None, num_heads: int | None = Non
     return (vit, fhead.eval()), f"weights: {what} + head {head or 'published (' + DEFAULT_MODEL + ')'}"
 
 
-# Stopgap until the eager core lands: subclasses Found and overrides its private backbone hooks.
-class EagerFound(Found):
-    """The baseline: the same predictor, but the backbone runs DINO's eager float32 path
-    (:func:`found.runtime.eager.eager_found_features`)."""
-
-    def _backbone_features(self, x: torch.Tensor) -> FoundFeatures:
-        return eager_found_features(self.backbone, x)
-
-    def _cpu_chunk(self, x: torch.Tensor) -> int:
-        return x.shape[0]  # the whole batch in one call, as plain eager code does
-
-
 def baseline_and_fast(device: torch.device, precisions: list[str], compile_mode: bool | str,
-                      nets: Nets = None) -> tuple[EagerFound, dict[str, Found]]:
-    """The eager fp32 baseline and one fast model per precision, sharing one backbone and head (``nets``)."""
+                      nets: Nets = None) -> tuple[Found, dict[str, Found]]:
+    """The eager fp32 baseline (``Found(EagerCore(...))``) and one fast model per precision
+    (``Found(TorchCore(...))``), sharing one backbone and head (``nets``)."""
     vit, head = default_nets(nets)
     compile_arg = compile_mode if device.type == "cuda" else False
-    return EagerFound(vit, head, device=device, precision="fp32"), {p: Found(vit, head, device=device, precision=p, compile=compile_arg) for p in precisions}
+    base = Found(EagerCore(vit, head, device=device))
+    return base, {p: Found(TorchCore(vit, head, device=device, precision=p, compile=compile_arg)) for p in precisions}
 
 
 def default_cpu_precisions() -> list[str]:

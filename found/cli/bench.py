@@ -33,13 +33,13 @@ from ..bench import (
     default_precisions,
     folder_plan,
     load_nets,
-    mask_agreement,
+    precision_agreement,
     quick_skip,
     report_targets,
     write_bench_json,
 )
 from ..errors import FoundError
-from ..predictor import PRECISIONS, default_device
+from ..runtime.device import PRECISIONS, PrecisionError, as_device, check_precision
 
 
 def _list(text: str, conv: Callable[[str], object]) -> list:
@@ -108,18 +108,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``found bench``: the sections the flags ask for, then the targets and the JSON file."""
-    device = torch.device(args.device) if args.device else default_device()
+    device = as_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FoundError(f"--device {args.device}: CUDA is not available on this machine")
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
     precisions = args.precision or default_precisions(device)
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise FoundError(f"unknown precision {bad[0]!r} (choose from {', '.join(PRECISIONS)})")
-    if "int8" in precisions and device.type != "cpu":
-        raise FoundError("precision int8 runs on the CPU only")
+    try:
+        for p in precisions:
+            check_precision(p, device)
+    except PrecisionError as e:  # the library names the field, the CLI the flag
+        raise FoundError(f"--precision: {e}") from None
     sizes = args.sizes or list(DEFAULT_SIZES)
     batches = args.batch_sizes or default_batches(device, args.quick)
     reps = args.reps or (2 if args.quick else 5)
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"backbones at the working scale (--max-side {args.max_side or 'default'}; random weights):")
         rows += bench_backbones(args.backbones, args.max_side, quick=args.quick)
     if image_paths:
-        rows += mask_agreement(device, precisions, image_paths, nets, max_side=args.max_side, onnx_files=args.onnx or [])
+        rows += precision_agreement(device, precisions, image_paths, nets, max_side=args.max_side, onnx_files=args.onnx or [])
     status = report_targets(rows, device) if args.targets else 0
     if args.json:
         write_bench_json(args.json, note, rows)

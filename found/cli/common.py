@@ -93,10 +93,12 @@ def check_model_args(args: argparse.Namespace) -> None:
         if dev.type not in ("cpu", "cuda", "mps"):
             raise FoundError(f"--device {args.device}: unsupported device type (use cpu, cuda or mps)")
     if getattr(args, "precision", None) == "int8":
-        from ..predictor import default_device
+        from ..runtime.device import PrecisionError, check_precision
 
-        if (torch.device(args.device) if args.device else default_device()).type != "cpu":
-            raise FoundError("--precision int8 runs on the CPU only: add --device cpu, or use bf16/fp16 on a GPU")
+        try:
+            check_precision(args.precision, args.device)
+        except PrecisionError:  # the library names the field, the CLI the flags
+            raise FoundError("--precision int8 runs on the CPU only: add --device cpu, or use bf16/fp16 on a GPU") from None
 
 
 def model_from_args(args: argparse.Namespace):
@@ -119,7 +121,7 @@ def model_from_args(args: argparse.Namespace):
 
 
 def onnx_model_from_args(args: argparse.Namespace):
-    """The :class:`found.export.runtime.OnnxFound` of ``--onnx FILE``; the model options given
+    """``found.load_onnx(FILE)`` of ``--onnx FILE``; the model options given
     (a non-default --model, --head, --coarse) are checked against the file, not loaded."""
     from ..errors import FoundError
     from ..export.runtime import OnnxFound, head_file_sha256

@@ -92,15 +92,16 @@ def _check_images(folder: str):
 
 def _write_int8(src: Path, dst: Path, scope: str, images) -> int:
     """Quantise ``src`` into ``dst``; with images, remove ``dst`` again unless it passes the IoU rule."""
-    from ..export.onnx import quantize_int8
+    from ..export.onnx import quantize_onnx_int8
     from ..export import runtime
-    from ..export.runtime import OnnxFound, int8_accepted, mask_agreement
+    from ..export.runtime import int8_accepted, predictor_agreement
+    from ..predictor import load_onnx
 
-    quantize_int8(src, dst, scope=scope)
+    quantize_onnx_int8(src, dst, scope=scope)
     if images is None:
         print(f"wrote {dst} (int8, {scope}; unchecked: add --check-images DIR to check it against fp32)")
         return 0
-    agree = mask_agreement(OnnxFound(src, "cpu"), OnnxFound(dst, "cpu"), images)
+    agree = predictor_agreement(load_onnx(src, "cpu"), load_onnx(dst, "cpu"), images)
     line = f"mask IoU vs fp32 on {agree['images']} images: mean {agree['mask_iou_mean']:.4f}, min {agree['mask_iou_min']:.4f}"
     if not int8_accepted(agree):
         dst.unlink()

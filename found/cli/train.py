@@ -97,19 +97,16 @@ def make_eval_fn(args: argparse.Namespace, backbone, device, precision):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..hub.build import load_backbone
-    from ..predictor import default_device
+    from ..runtime.device import as_device, training_precision
     from ..train.data import find_images
     from ..train.loop import train
-    from ..train.step import resolve_precision
 
     check_model_args(args)
     cfg = build_config(args)
     files = find_images(args.data_dir, recursive=args.recursive)
-    device = torch.device(args.device) if args.device else default_device()
-    precision = resolve_precision(args.precision, device)
+    device = as_device(args.device)
+    precision = training_precision(args.precision, device)
     backbone = load_backbone(args.model, args.weights, num_heads=args.num_heads, progress=args.progress)
     eval_fn = make_eval_fn(args, backbone, device, precision)
     if args.progress:

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -24,29 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.backbone import VisionTransformer
-from ..errors import FoundError
 from ..extras import require
+from ..model.backbone import VisionTransformer
 from ..model.head import FoundHead
 from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..runtime.onnx_file import (  # noqa: F401  (the file format, re-exported for the exporter's callers)
+    FORMAT, INPUT, METADATA_KEYS, OUTPUTS, OnnxFileError, OnnxInfo, check_file, info_from_metadata, read_info,
+)
+from ..version import __version__
 
-#: Value of the ``format`` metadata entry; a runtime refuses files of another format.
-FORMAT = "found-onnx/1"
-INPUT = "image"
-OUTPUTS = ("logits", "cls_attention", "keys")
 OPSET = 17
-#: Metadata every FOUND ONNX file holds (``metadata_props``, all strings).
-METADATA_KEYS = ("format", "found_version", "model", "patch_size", "embed_dim", "num_heads", "mean", "std",
-                 "tau", "coarse", "head_sha256", "quantization")
-_CUBIC_A = -0.75
+_CUBIC_A = -0.75  # PyTorch's (and ONNX Resize's default) bicubic coefficient
 #: Query slices of the exported attention (see ``FoundOnnxGraph._attention``).
-ATTENTION_CHUNKS = 8  # PyTorch's (and ONNX Resize's default) bicubic coefficient
-
-
-class OnnxFileError(FoundError):
-    """An ONNX file that cannot be used: missing, unreadable, not FOUND's, or not what was asked for."""
-
-    exit_code = 1
+ATTENTION_CHUNKS = 8
 
 
 # ---------------------------------------------------------------------- graph
@@ -164,7 +153,7 @@ class FoundOnnxGraph(nn.Module):
         attention as MatMul → Softmax → MatMul, so each slice holds only its rows of the N×N
         matrix (peak memory / chunks; every row's softmax is unchanged)."""
         b, n, d = x.shape
-        q, k, v = attn._split_qkv(x)
+        q, k, v = attn.split_qkv(x)
         if self.attention_chunks == 1:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -208,8 +197,7 @@ def head_sha256(head: FoundHead | None) -> str:
 
 
 def _metadata(backbone: VisionTransformer, head: FoundHead | None, model: str, tau: float) -> dict[str, str]:
-    from .. import __version__
-
+    """The file's description (:data:`METADATA_KEYS`), all strings."""
     return {
         "format": FORMAT, "found_version": __version__, "model": model,
         "patch_size": str(backbone.patch_size), "embed_dim": str(backbone.embed_dim), "num_heads": str(backbone.num_heads),
@@ -268,7 +256,7 @@ def set_metadata(proto, entries: dict[str, str]) -> None:
         proto.metadata_props.add(key=k, value=str(v))
 
 
-#: ``quantize_int8`` scopes: the MLPs only, or every linear layer of the backbone.
+#: ``quantize_onnx_int8`` scopes: the MLPs only, or every linear layer of the backbone.
 INT8_SCOPES = ("mlp", "all")
 
 
@@ -290,7 +278,7 @@ def _linear_nodes(proto, embed_dim: int, scope: str) -> list[str]:
     return names
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "mlp") -> Path:
+def quantize_onnx_int8(src: str | os.PathLike, dst: str | os.PathLike, scope: str = "mlp") -> Path:
     """onnxruntime's dynamic int8 quantisation of ``src``'s linear layers into ``dst`` (atomic).
 
     ``scope="mlp"`` quantises the MLPs only (as the torch int8 path, :mod:`found.model.backbone.quantize`),
@@ -332,72 +320,3 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
-
-
-# ---------------------------------------------------------------------- reading
-@dataclass(frozen=True)
-class OnnxInfo:
-    """What a FOUND ONNX file says about itself."""
-
-    path: Path
-    metadata: dict[str, str]
-    patch_size: int
-    num_heads: int
-    embed_dim: int
-    model: str
-    tau: float
-    coarse: bool  # True: no head in the file (attention and keys only)
-    head_sha256: str
-    quantization: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-def info_from_metadata(path: Path, meta: dict[str, str], outputs: list[str], inputs: list[str]) -> OnnxInfo:
-    """Check FOUND's metadata and graph signature; any problem is one :class:`OnnxFileError` line."""
-    if meta.get("format") != FORMAT:
-        found = f"format {meta['format']!r}" if "format" in meta else "no FOUND metadata"
-        raise OnnxFileError(f"{path}: not a FOUND ONNX file ({found}; expected format {FORMAT!r}: export one with `found export onnx`)")
-    missing = [k for k in METADATA_KEYS if k not in meta]
-    if missing:
-        raise OnnxFileError(f"{path}: FOUND ONNX metadata lacks {', '.join(missing)}")
-    try:
-        coarse = meta["coarse"] == "1"
-        info = OnnxInfo(path, dict(meta), int(meta["patch_size"]), int(meta["num_heads"]), int(meta["embed_dim"]),
-                        meta["model"], float(meta["tau"]), coarse, meta["head_sha256"], meta["quantization"],
-                        tuple(map(float, json.loads(meta["mean"]))), tuple(map(float, json.loads(meta["std"]))))
-    except (ValueError, TypeError) as e:
-        raise OnnxFileError(f"{path}: unreadable FOUND ONNX metadata ({e})") from None
-    want = list(OUTPUTS[1:] if coarse else OUTPUTS)
-    if inputs != [INPUT] or sorted(outputs) != sorted(want):
-        raise OnnxFileError(f"{path}: graph has inputs {inputs} and outputs {outputs}; a FOUND file has {[INPUT]} and {want}")
-    if (info.mean, info.std) != (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)):
-        raise OnnxFileError(f"{path}: file expects normalisation mean {info.mean} / std {info.std}, this version uses ImageNet's")
-    return info
-
-
-def read_info(path: str | os.PathLike) -> OnnxInfo:
-    """Metadata of a FOUND ONNX file, read with the ``onnx`` package (no session is built)."""
-    onnx = _require_onnx()
-    path = check_file(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf raises its own DecodeError, among others
-        raise OnnxFileError(f"{path}: not a readable ONNX file ({_first_line(e)})") from None
-    meta = {m.key: m.value for m in proto.metadata_props}
-    return info_from_metadata(path, meta, [o.name for o in proto.graph.output], [i.name for i in proto.graph.input])
-
-
-def check_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path, or one :class:`OnnxFileError` line when it is not a readable file."""
-    path = Path(path)
-    if not path.exists():
-        raise OnnxFileError(f"{path}: ONNX file not found")
-    if not path.is_file():
-        raise OnnxFileError(f"{path}: not a file")
-    return path
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"

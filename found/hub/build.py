@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -9,6 +11,9 @@ from . import weights as hub
 from ..model.backbone import DinoV2VisionTransformer, VisionTransformer
 from ..model.head import FoundHead
 from .registry import DEFAULT_MODEL, Arch, get_model_spec
+
+if TYPE_CHECKING:
+    from ..predictor import Found
 
 
 def build_vit(arch: Arch) -> VisionTransformer:
@@ -78,6 +83,21 @@ def load_head(model: str = DEFAULT_MODEL, head: str | os.PathLike | None = None,
     return h.eval().requires_grad_(False)
 
 
+def read_head(path: str | os.PathLike, in_dim: int | None = None) -> FoundHead:
+    """A head saved in the authors' format (:func:`save_head`); ``in_dim`` defaults to the file's."""
+    state = hub.load_checkpoint(Path(path))
+    inner = state.get("decoder", state)
+    dim = in_dim if in_dim is not None else int(inner["weight"].shape[1]) if "weight" in inner else 384
+    head = FoundHead(dim)
+    head.load_state(state)
+    return head
+
+
+def save_head(head: FoundHead, path: str | os.PathLike) -> None:
+    """Save ``head`` in the authors' format, atomically (temporary file, then rename)."""
+    hub.atomic_torch_save(head.state_for_saving(), Path(path))
+
+
 def build_found(
     model: str = DEFAULT_MODEL,
     weights: str | os.PathLike | None = None,
@@ -87,10 +107,12 @@ def build_found(
     num_heads: int | None = None,
     progress: bool = True,
     **kwargs,
-):
-    """The FOUND predictor ready to use; ``coarse=True`` needs no trained head (step-1 masks)."""
+) -> "Found":
+    """The FOUND predictor ready to use, ``Found(TorchCore(backbone, head, device, **kwargs))``;
+    ``coarse=True`` needs no trained head (step-1 masks)."""
     from ..predictor import Found
+    from ..runtime.torch_core import TorchCore
 
     vit = load_backbone(model, weights, num_heads=num_heads, progress=progress)
     h = None if coarse else load_head(model, head, in_dim=vit.embed_dim, progress=progress)
-    return Found(vit, h, device=device, **kwargs)
+    return Found(TorchCore(vit, h, device=device, **kwargs))

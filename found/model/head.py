@@ -1,9 +1,6 @@
 """Step 2 of FOUND: the 1×1 convolution that maps patch keys to an object logit."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,14 +32,9 @@ class FoundHead(nn.Module):
         return self.decoder(key_map)
 
     def state_for_saving(self) -> dict:
-        """The authors' file format: ``{"decoder": {"weight": [1,D,1,1], "bias": [1]}}`` on CPU."""
+        """The authors' file format: ``{"decoder": {"weight": [1,D,1,1], "bias": [1]}}`` on CPU
+        (files: :func:`found.hub.build.save_head` / :func:`found.hub.build.read_head`)."""
         return {"decoder": {k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()}}
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Save in the authors' format, atomically (temporary file, then rename)."""
-        from ..hub.weights import atomic_torch_save
-
-        atomic_torch_save(self.state_for_saving(), Path(path))
 
     def load_state(self, state: dict) -> None:
         """Load the authors' format (or a plain ``{"weight", "bias"}`` dict), checking shapes."""
@@ -60,17 +52,6 @@ class FoundHead(nn.Module):
             )
         self.decoder.load_state_dict({"weight": w.float(), "bias": b.float()})
 
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, in_dim: int | None = None) -> "FoundHead":
-        from ..hub.weights import load_checkpoint
-
-        state = load_checkpoint(Path(path))
-        inner = state.get("decoder", state)
-        dim = in_dim if in_dim is not None else int(inner["weight"].shape[1]) if "weight" in inner else 384
-        head = cls(dim)
-        head.load_state(state)
-        return head
-
 
 class CoarseHead(nn.Module):
     """Step 1 alone as a head: background discovery gives logits +1 (object) / -1 (background).
@@ -87,8 +68,14 @@ class CoarseHead(nn.Module):
         self.tau = tau
 
     def from_features(self, f: FoundFeatures) -> torch.Tensor:
-        bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=self.tau)
-        return (bkg.objects.float() * 2 - 1)[:, None]
+        """Coarse logits [B, 1, h, w]: +1 where background discovery finds the object, -1 elsewhere."""
+        return coarse_logits(f, self.tau)
+
+
+def coarse_logits(f: FoundFeatures, tau: float) -> torch.Tensor:
+    """Step 1 as logits [B, 1, h, w] (float32): +1 object / -1 background, by background discovery with ``tau``."""
+    bkg = discover_background(f.cls_attention, f.keys, f.grid_hw, tau=tau)
+    return (bkg.objects.float() * 2 - 1)[:, None]
 
 
 def probabilities(logits: torch.Tensor, coarse: bool) -> torch.Tensor:

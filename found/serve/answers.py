@@ -80,7 +80,7 @@ def reason(e: BaseException) -> str:
     return one_line(e).removeprefix(f"{UPLOAD_LABEL}: ")
 
 
-def png_bytes(kind: str, result: Result) -> bytes:
+def result_png(kind: str, result: Result) -> bytes:
     """One PNG of a result at the upload's full resolution (drawn by :mod:`found.io.render`)."""
     return encode_png(render_result([kind], result)[kind], PNG_LEVEL)
 
@@ -94,7 +94,7 @@ def json_answer(result: Result, timings: dict[str, float], batch_size: int, incl
     t0 = time.perf_counter()
     images = {}
     for kind in include:
-        images[kind] = "data:image/png;base64," + base64.b64encode(png_bytes(kind, result)).decode("ascii")
+        images[kind] = "data:image/png;base64," + base64.b64encode(result_png(kind, result)).decode("ascii")
     doc = {"schema_version": SCHEMA_VERSION, **result_record(result),
            "mask_fraction": round(float(np.mean(result.prediction.mask)), 6), "batch_size": batch_size}
     timings = {**timings, "encode": (time.perf_counter() - t0) * 1000}

@@ -30,7 +30,7 @@ from ..engine import Engine, Result
 from ..errors import FoundError, InputError, OptionsError, one_line
 from ..io.images import LoadedImage
 from ..options import MODES, RunOptions
-from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, png_bytes, reason
+from .answers import TooManyPixels, choose_output, decode, json_answer, parse_include, reason, result_png
 from .batcher import Batcher, Key, Overloaded
 from .live import register_live
 from .settings import Settings
@@ -52,7 +52,7 @@ class HttpError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-class Instance(BaseModel):
+class InstanceAnswer(BaseModel):
     box_xyxy: list[int]
     box_xywh: list[int]
     area: int
@@ -73,7 +73,7 @@ class SegmentAnswer(BaseModel):
     box_xyxy: list[int] | None
     box_xywh: list[int] | None
     notes: list[str]
-    instances: list[Instance]
+    instances: list[InstanceAnswer]
     mask_fraction: float
     batch_size: int
     timings: dict[str, float]
@@ -227,7 +227,7 @@ async def _answer(request: Request, settings: Settings, batcher: Batcher, ticket
         body = await batcher.in_pool(json_answer, result, timings, outcome.batch_size, embed, started)
         return Response(body, media_type="application/json")
     t1 = time.perf_counter()
-    png = await batcher.in_pool(png_bytes, kind, result)
+    png = await batcher.in_pool(result_png, kind, result)
     timings["encode"] = (time.perf_counter() - t1) * 1000
     headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items()),
                "X-Found-Size": "{}x{}".format(*image.original_size), "X-Found-Score": f"{float(result.prediction.score):.6f}",

@@ -32,7 +32,7 @@ class Overloaded(Exception):
 
 
 @dataclass
-class Outcome:
+class QueuedOutcome:
     """What the model made of one queued image, with where the time went."""
 
     prediction: object  # Prediction | ScaledPrediction | FoundError
@@ -103,7 +103,7 @@ class Batcher:
         """``fn(*args)`` on the model's own thread (e.g. a warm-up pass)."""
         return await asyncio.get_running_loop().run_in_executor(self._model, fn, *args)
 
-    async def predict(self, ticket: Ticket, key: Key, image: LoadedImage) -> Outcome:
+    async def predict(self, ticket: Ticket, key: Key, image: LoadedImage) -> QueuedOutcome:
         """Queue a decoded image for the next forward pass with options ``key``; its outcome."""
         if self._task is None:
             raise RuntimeError("the batcher is not running")
@@ -191,4 +191,4 @@ class Batcher:
         self.batches += 1
         for job, pred in zip(batch, preds):
             if not job.future.done():
-                job.future.set_result(Outcome(pred, (start - job.queued) * 1000, (end - start) * 1000, len(batch)))
+                job.future.set_result(QueuedOutcome(pred, (start - job.queued) * 1000, (end - start) * 1000, len(batch)))

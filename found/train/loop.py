@@ -29,14 +29,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import FoundError
+from ..hub.build import save_head
 from ..io.files import atomic_write_text
 from ..model.head import FoundHead
 from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ..runtime.device import as_device, training_precision
 from .checkpoint import CHECKPOINT_NAME, TrainState, check_compatible, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig
 from .data import EpochBatchSampler, Position, TrainImages, files_digest, make_loader, reraise_worker_error
 from .monitor import CsvLog, TensorBoard, append_jsonl, plot_losses, save_sample_grid, write_json
-from .step import Refiner, StepResult, default_refiner, extract_features, resolve_precision, train_step
+from .step import Refiner, StepResult, default_refiner, extract_features, train_step
 
 #: ``eval_fn(head, n_iter) -> {"metric": value}``: periodic evaluation hook (head in eval mode).
 EvalFn = Callable[[FoundHead, int], "dict[str, float]"]
@@ -207,8 +209,8 @@ def _setup(backbone: torch.nn.Module, files: Sequence[Path], cfg: TrainConfig, o
            device: str | torch.device | None, precision: str | None, resume: bool | str | Path, overwrite: bool,
            refine: Refiner | None, tensorboard: bool, run_info: dict | None) -> _Run:
     """Start or resume a run: device and precision, model and RNG state, config.json, sampler and logs."""
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(precision, device)
+    device = as_device(device)  # CUDA, then MPS, then CPU
+    precision = training_precision(precision, device)
     refine = refine or default_refiner()
     data_id = {"n": len(files), "digest": files_digest(files)}
     patch = int(backbone.patch_size)
@@ -271,7 +273,7 @@ def _periodic_outputs(run: _Run, batch, res: StepResult, eval_fn: EvalFn | None)
     """The every-n-iterations outputs: head snapshots, sample grids and the evaluation hook."""
     cfg, head, n_iter, out, tb = run.cfg, run.head, run.n_iter, run.out, run.tb
     if cfg.save_model_freq and n_iter % cfg.save_model_freq == 0 and n_iter > 0:
-        head.save(out / f"decoder_weights_niter{n_iter}.pt")
+        save_head(head, out / f"decoder_weights_niter{n_iter}.pt")
     if cfg.visualize_every and n_iter % cfg.visualize_every == 0:
         grid_path = out / "samples" / f"iter_{n_iter:05d}.png"
         save_sample_grid(batch.images, [res.pred_binary, res.pseudo_label], grid_path)
@@ -338,9 +340,9 @@ def _finish(run: _Run) -> TrainResult:
     head, out, n_iter = run.head, run.out, run.n_iter
     head_path: Path | None = None
     if not run.interrupted:
-        head.save(out / f"decoder_weights_niter{n_iter - 1}.pt")
+        save_head(head, out / f"decoder_weights_niter{n_iter - 1}.pt")
         head_path = out / HEAD_NAME
-        head.save(head_path)
+        save_head(head, head_path)
         write_json(out / "summary.json", {
             "iterations": n_iter, "last_loss": run.result_loss, "head": str(head_path), "checkpoint": str(run.ckpt_path),
             "elapsed_s": run.elapsed0 + time.perf_counter() - run.t_start, "device": str(run.device),

@@ -15,7 +15,6 @@ passes ``get_all_cc=True`` in both calls) and falls back to the input mask when 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -27,12 +26,11 @@ from ..model.background import discover_background
 from ..model.backbone import FoundFeatures
 from ..errors import FoundError
 from ..model.head import FoundHead
+from ..runtime.device import autocast
 from .config import TrainConfig
 
 #: ``refine(images [B,3,H,W] in [0,1], patch_masks [B,h,w], patch=, keep=) -> (labels [B,h,w] bool, accepted [B] bool)``
 Refiner = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def default_refiner() -> Refiner:
@@ -50,29 +48,12 @@ def crop_to_patch(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x[..., : h - h % patch, : w - w % patch]
 
 
-def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """``None`` → bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere."""
-    if precision is None:
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in PRECISIONS:
-        raise FoundError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def extract_features(backbone: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> FoundFeatures:
     """Frozen-backbone features of a normalised batch (cropped to the patch grid), in float32.
 
-    Runs under ``torch.no_grad`` and, for bf16/fp16, under autocast; attention and keys are cast
-    back to float32 so the head, the losses and background discovery stay in full precision.
+    Runs under ``torch.no_grad`` and, for bf16/fp16, under autocast (:func:`found.runtime.device.autocast`);
+    attention and keys are cast back to float32 so the head, the losses and background discovery
+    stay in full precision.
     """
     x = crop_to_patch(x, backbone.patch_size)
     with torch.no_grad(), autocast(x.device, precision):

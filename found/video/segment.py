@@ -1,6 +1,6 @@
 """A video through the engine: :func:`segment_video` turns a video's frames into one
 :class:`FrameResult` per frame, in order and streamed (``every=N`` frame skipping, ``smooth``
-temporal smoothing of the patch logits with :class:`LogitsEMA`). Nothing here writes."""
+temporal smoothing of the patch logits: ``Found(SmoothedCore(model.core, alpha))``). Nothing here writes."""
 from __future__ import annotations
 
 import copy
@@ -13,47 +13,25 @@ import numpy as np
 
 from ..engine import Engine, Result
 from ..options import check
+from ..predictor import Found
+from ..runtime.smoothing import LogitsEMA, SmoothedCore
 from .reader import VideoFrame, VideoReader, prefetch
 
-__all__ = ["DECODE_AHEAD", "FrameResult", "LogitsEMA", "segment_video", "smoothed_model"]
+__all__ = ["DECODE_AHEAD", "FrameResult", "LogitsEMA", "segment_video", "smoothed_engine", "smoothed_model"]
 
 #: Frames decoded ahead of the engine (in a background thread).
 DECODE_AHEAD = 8
 
 
 # ---------------------------------------------------------------------------- smoothing
-class LogitsEMA:
-    """Exponential moving average of patch logits over consecutive frames (an addition to the paper):
-    ``s_k = alpha * l_k + (1 - alpha) * s_(k-1)``; ``alpha=1`` is no smoothing. It restarts when
-    the frame size changes."""
-
-    def __init__(self, alpha: float) -> None:
-        check("smooth", alpha)
-        self.alpha = float(alpha)
-        self.state = None
-
-    def __call__(self, logits: Any) -> Any:
-        """The logits of a batch of consecutive frames, each averaged with the state before it."""
-        out = logits.clone()
-        for i in range(out.shape[0]):
-            if self.state is not None and self.state.shape == out[i].shape:
-                out[i] = self.alpha * out[i] + (1 - self.alpha) * self.state
-            self.state = out[i].clone()
-        return out
+def smoothed_model(model: Found, alpha: float) -> Found:
+    """``Found(SmoothedCore(model.core, alpha))``: the same core (same weights) with its patch logits
+    averaged over consecutive frames by a fresh :class:`LogitsEMA`. Frames must be given in order
+    (the engine keeps input order, and a video's frames share one padded size)."""
+    return Found(SmoothedCore(model.core, alpha))
 
 
-def smoothed_model(model: Any, alpha: float) -> Any:
-    """A shallow copy of ``model`` (same weights) whose ``patch_logits`` pass through a fresh
-    :class:`LogitsEMA`: ``predict`` then thresholds the smoothed logits. Frames must be given in
-    order (the engine keeps input order, and a video's frames share one padded size)."""
-    ema = LogitsEMA(alpha)
-    inner = model.patch_logits
-    m = copy.copy(model)
-    m.patch_logits = lambda x: ema(inner(x))  # an instance attribute shadows the method for predict()
-    return m
-
-
-def _smoothed_engine(engine: Engine, alpha: float) -> Engine:
+def smoothed_engine(engine: Engine, alpha: float) -> Engine:
     """A shallow copy of ``engine`` running :func:`smoothed_model` (the caller's engine is left as it is)."""
     engine = copy.copy(engine)
     engine.model = smoothed_model(engine.model, alpha)
@@ -102,7 +80,7 @@ def segment_video(source: str | os.PathLike | VideoReader, engine: Engine, every
     """
     check("every", every)
     if smooth is not None:
-        engine = _smoothed_engine(engine, smooth)
+        engine = smoothed_engine(engine, smooth)
     reader = source if isinstance(source, VideoReader) else VideoReader(source)
     frames = prefetch(reader.frames(), every, DECODE_AHEAD)
     stash: deque[VideoFrame] = deque()  # decoded, not handed out yet

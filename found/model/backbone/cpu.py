@@ -16,7 +16,7 @@ MKL's sgemm at about half of what oneDNN reaches for the same product, and the C
 Float32 gives the eager model's numbers up to float rounding (summation order); bf16 moves masks
 only where a probability is near 0.5 (``tests/test_cpu_backbone.py`` holds it to IoU ≥ 0.99 against
 float32). Where oneDNN's linear op is missing (other builds), :func:`available` is False and
-:class:`found.runtime.torch_core.FoundCore` keeps the eager path.
+:class:`found.runtime.torch_core.TorchCore` keeps the eager path.
 """
 from __future__ import annotations
 
