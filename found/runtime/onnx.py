@@ -26,7 +26,7 @@ PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 def onnxruntime() -> ModuleType:
     """The ``onnxruntime`` module, or a one-line error naming the ``onnx`` extra."""
-    return require("onnxruntime", "onnx", "--runtime onnx")
+    return require("onnxruntime", "onnx", "the ONNX Runtime core")
 
 
 def open_session(path: str | os.PathLike, device: str | torch.device | None = None,
@@ -40,7 +40,7 @@ def open_session(path: str | os.PathLike, device: str | torch.device | None = No
     path = check_file(path)
     kind = None if device is None else torch.device(device).type
     if kind not in (None, "cpu", "cuda"):
-        raise FoundError(f"--runtime onnx runs on cpu or cuda, not {device}")
+        raise FoundError(f"ONNX Runtime runs on cpu or cuda, not device={device}")
     available = set(ort.get_available_providers())
     if kind == "cuda" and "CUDAExecutionProvider" not in available:
         raise FoundError("device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
@@ -97,7 +97,7 @@ class OnnxCore:
         self.path = info.path
         check_expected(info, expect_patch_size, expect_model, expect_head_sha256)
         if coarse is False and info.coarse:
-            raise OnnxFileError(f"{info.path}: exported without a head (coarse only); add --coarse or export with a head")
+            raise OnnxFileError(f"{info.path}: exported without a head (coarse only); add coarse=True or export with a head")
         self.coarse = info.coarse if coarse is None else bool(coarse)
         self.tau = info.tau if tau is None else float(tau)
         self.precision = "int8" if info.quantization.startswith("int8") else "fp32"
