@@ -209,7 +209,7 @@ def to_full_resolution(pred: Prediction, size: tuple[int, int], edges: str = "gu
 class Engine:
     """FOUND over streams of inputs: see the module docstring.
 
-    ``model`` is a :class:`found.Found` (or a subclass with another runtime); ``options`` a
+    ``model`` is a :class:`found.Found` (holding any core: torch, ONNX Runtime, …); ``options`` a
     :class:`~found.options.RunOptions` (mode, refine, batch size, decoding threads, working scale,
     cut-out edges, instance filter, video, debug). Without ``options``, the keywords build one (any
     RunOptions field; ``instance_filter`` may be given as an InstanceFilter).

@@ -47,6 +47,12 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, cut at ``limit`` characters (for file errors)."""
+    text = one_line(e)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def describe(e: BaseException, limit: int = 200) -> str:
     """An unexpected exception as ``Type: message`` on one line (message cut at ``limit``), for reports."""
     text = " ".join(str(e).split())[:limit]

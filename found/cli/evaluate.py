@@ -108,7 +108,7 @@ def _out_dir(args, default: str) -> Path:
 
 
 def _model_info(args) -> dict:
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "found_version": __version__,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsError  # defined with the other errors; `from found.hub.weights import WeightsError` still works
+from ..errors import WeightsError, first_line
 from ..io.files import atomic_path
 from .registry import Arch, Weights
 
@@ -132,11 +132,6 @@ def existing_file(path: str | os.PathLike, hint: str = "", allow_hf_dir: bool = 
     return p
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
-
-
 def _is_safetensors(path: Path, head: bytes) -> bool:
     """A ``.safetensors`` file: 8-byte little-endian header length, then a JSON header."""
     return Path(path).suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 28)
@@ -167,14 +162,14 @@ def load_checkpoint(path: Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).split("WeightsUnpickler error:", 1)[-1].strip()
-        first = detail.splitlines()[0].strip() if detail else _first_line(e)
+        first = detail.splitlines()[0].strip() if detail else first_line(e)
         if "global" in first.lower():
             raise WeightsError(f"{path}: refused, the file needs more than weights_only=True to load, i.e. it "
                                f"would run code from the file ({first[:160]}); only plain tensors are accepted") from None
         raise WeightsError(f"{path}: refused, cannot be loaded with weights_only=True (corrupt, or a pickle of "
                            f"arbitrary Python objects: {first[:120]}){fix}") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
-        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): {_first_line(e)}{fix}") from None
+        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or truncated?): {first_line(e)}{fix}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return obj
@@ -257,7 +252,7 @@ def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, con
             mlp_ratio = 4.0 if swiglu_hidden(dim, 4.0) == hidden else hidden * 1.5 / dim
         registers = int(state["register_tokens"].shape[1]) if "register_tokens" in state else 0
     except (IndexError, ValueError, ZeroDivisionError) as e:
-        raise WeightsError(f"not a DINO ViT checkpoint: unexpected tensor shapes ({_first_line(e)})") from None
+        raise WeightsError(f"not a DINO ViT checkpoint: unexpected tensor shapes ({first_line(e)})") from None
     heads = num_heads or int(config.get("num_attention_heads") or 0) or max(1, dim // 64)
     if dim % heads:
         raise WeightsError(f"the checkpoint's embed dim {dim} is not divisible by {heads} attention heads (num_heads=N)")

@@ -18,7 +18,8 @@ from ..extras import require
 from ..model.backbone import FoundFeatures
 from ..model.head import coarse_logits
 from .core import images_per_call, in_chunks
-from .onnx_file import INPUT, OnnxFileError, OnnxInfo, check_file, first_line, info_from_metadata
+from ..errors import first_line
+from .onnx_file import INPUT, OnnxFileError, OnnxInfo, check_file, info_from_metadata
 
 #: Execution providers tried in this order (the CPU one is always available).
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")

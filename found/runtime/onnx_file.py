@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FoundError
+from ..errors import FoundError, first_line
 from ..extras import require
 from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -92,7 +92,3 @@ def check_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def first_line(e: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, cut at ``limit`` characters (for file errors)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"

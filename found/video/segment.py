@@ -3,7 +3,6 @@
 temporal smoothing of the patch logits: ``Found(SmoothedCore(model.core, alpha))``). Nothing here writes."""
 from __future__ import annotations
 
-import copy
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -32,10 +31,8 @@ def smoothed_model(model: Found, alpha: float) -> Found:
 
 
 def smoothed_engine(engine: Engine, alpha: float) -> Engine:
-    """A shallow copy of ``engine`` running :func:`smoothed_model` (the caller's engine is left as it is)."""
-    engine = copy.copy(engine)
-    engine.model = smoothed_model(engine.model, alpha)
-    return engine
+    """A new engine with ``engine``'s options running :func:`smoothed_model` (``engine`` is left as it is)."""
+    return Engine(smoothed_model(engine.model, alpha), engine.options)
 
 
 # ---------------------------------------------------------------------------- segmentation
