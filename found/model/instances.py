@@ -204,8 +204,3 @@ def patch_mask_pixels(patch_mask: np.ndarray, patch: int, image_hw: tuple[int, i
     if pm.ndim != 2 or pm.shape[0] * patch < h or pm.shape[1] * patch < w:
         raise ValueError(f"patch mask {pm.shape} with patch {patch} does not cover an image of size {(h, w)}")
     return np.repeat(np.repeat(pm, patch, axis=0), patch, axis=1)[:h, :w]
-
-
-def instances_summary(instances: list[Instance]) -> list[dict]:
-    """JSON-ready list of the instances (boxes, area, score; no pixels), e.g. for boxes.json."""
-    return [i.to_dict() for i in instances]
