@@ -1,0 +1,270 @@
+"""The run journal: an append-only file of JSON records beside a run's outputs, so that a run killed
+at any moment (``kill -9``, power loss) loses at most the inputs in flight.
+
+File ``<outdir>/.found-journal.jsonl`` (:data:`JOURNAL_FILE`), JSON Lines, UTF-8 (ASCII in practice):
+
+* line 1, the header: ``{"format":"found-journal","version":1,"options":{...},"crc32":"…"}``, where
+  ``options`` are the run's settings that change records or outputs (the caller decides which);
+* then one line per finished input: ``{"key":"<input>","record":{...},"crc32":"…"}``; a later line
+  for the same key replaces an earlier one.
+
+``crc32`` is the CRC-32 (8 lowercase hex digits) of the line's bytes without it: the bytes up to
+the ``,"crc32":`` that ends the line, followed by ``}``. A line counts only if it ends in ``\\n``, its
+CRC matches and it parses; the first line that does not (a write torn by a kill, blocks never written
+before a power loss) ends the journal, and it and everything after it is cut off before the next
+append. Each line is handed to the operating system as soon as it is appended (a killed process
+loses nothing already appended) and made durable with ``os.fsync`` in batches: every
+:data:`SYNC_EVERY` lines or :data:`SYNC_SECONDS` seconds, and on close.
+
+A journal whose header holds other options (or another format version) is never mixed with:
+:class:`Journal` raises :class:`JournalMismatch` naming the fields that differ, and the caller
+decides (``found segment`` refuses with a one-line error naming ``--overwrite``). The header keeps its
+layout in every format version, so a journal of another version is recognised and refused, never cut. ``fresh=True``
+starts afresh (the file is truncated). One process at a time: a second one gets :class:`JournalBusy`.
+Pure file code: no torch, no engine.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import FoundError
+
+try:  # POSIX: one writer per journal
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+#: The journal's file name inside the output folder (hidden: a folder scan never takes it as an input).
+JOURNAL_FILE = ".found-journal.jsonl"
+JOURNAL_FORMAT = "found-journal"
+#: The journal format's version (a change of the line layout, not of the records it holds).
+JOURNAL_VERSION = 1
+#: Lines appended between two ``os.fsync`` calls, at most.
+SYNC_EVERY = 32
+#: Seconds between two ``os.fsync`` calls while lines are being appended, at most.
+SYNC_SECONDS = 2.0
+
+_LINE = re.compile(rb"(\{.+),\"crc32\":\"([0-9a-f]{8})\"\}\n", re.S)
+
+
+class JournalMismatch(FoundError):
+    """The journal on disk was written by a run with other options or another format version."""
+
+    def __init__(self, path: Path, changed: dict[str, tuple[Any, Any]]) -> None:
+        self.path, self.changed = Path(path), changed
+        what = ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in sorted(changed.items()))
+        super().__init__(f"{path} was written with other settings ({what})")
+
+
+class JournalBusy(FoundError):
+    """Another process holds the journal (two runs into one output folder at once)."""
+
+
+def journal_path(outdir: str | os.PathLike) -> Path:
+    """Where the journal of the outputs in ``outdir`` lives."""
+    return Path(outdir) / JOURNAL_FILE
+
+
+def encode_line(entry: dict) -> bytes:
+    """One journal line for ``entry`` (a non-empty JSON object): the JSON, its CRC-32 last, ``\\n``."""
+    body = json.dumps(entry, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    if not (body.startswith(b"{") and len(body) > 2):
+        raise ValueError("a journal entry is a non-empty JSON object")
+    return body[:-1] + b',"crc32":"%08x"}\n' % zlib.crc32(body)
+
+
+def decode_line(line: bytes) -> dict | None:
+    """The entry of a complete, intact journal line, else None (torn, altered, not JSON)."""
+    m = _LINE.fullmatch(line)
+    if m is None:
+        return None
+    body = m[1] + b"}"
+    if zlib.crc32(body) != int(m[2], 16):
+        return None
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _normalised(options: dict) -> dict:
+    """``options`` as they read back from JSON (tuples become lists), to compare with a header's."""
+    return json.loads(json.dumps(options, sort_keys=True))
+
+
+@dataclass
+class JournalContents:
+    """What a journal file holds: its header's version and options (None without a valid header), the
+    last record per key, the length of its valid part and the bytes after it (ignored)."""
+
+    version: int | None = None
+    options: dict | None = None
+    records: dict[str, dict] = field(default_factory=dict)
+    valid_bytes: int = 0
+    ignored_bytes: int = 0
+
+
+def _is_header(entry: dict | None) -> bool:
+    return (entry is not None and entry.get("format") == JOURNAL_FORMAT and isinstance(entry.get("version"), int)
+            and isinstance(entry.get("options"), dict))
+
+
+def _other_version(line: bytes) -> int | None:
+    """The version of a first line that is a journal header of another format version, else None."""
+    with contextlib.suppress(ValueError):
+        entry = json.loads(line)
+        if isinstance(entry, dict) and entry.get("format") == JOURNAL_FORMAT and entry.get("version") != JOURNAL_VERSION:
+            return entry.get("version")
+    return None
+
+
+def read_journal(path: str | os.PathLike) -> JournalContents:
+    """Read the journal at ``path`` up to its first bad line (a missing file reads as empty)."""
+    out = JournalContents()
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return out
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        for line in f:
+            entry = decode_line(line)
+            if out.version is None:
+                if not _is_header(entry):
+                    out.version = _other_version(line)
+                    break
+                out.version, out.options = entry["version"], entry["options"]
+            elif entry is None or not isinstance(entry.get("key"), str) or not isinstance(entry.get("record"), dict):
+                break
+            else:
+                out.records[entry["key"]] = entry["record"]
+            out.valid_bytes += len(line)
+    out.ignored_bytes = size - out.valid_bytes
+    return out
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new directory entry durable (where the platform allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Journal:
+    """The journal at ``path`` opened for appending, after checking its header against ``options``
+    (or truncated, with ``fresh``); :attr:`records` holds the last record per key, old and new."""
+
+    def __init__(self, path: str | os.PathLike, options: dict, *, fresh: bool = False, sync_every: int = SYNC_EVERY,
+                 sync_seconds: float = SYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.options = Path(path), _normalised(options)
+        self.sync_every, self.sync_seconds, self._clock = max(1, sync_every), sync_seconds, clock
+        self._lock = threading.Lock()
+        self._unsynced, self._last_sync = 0, clock()
+        self.records: dict[str, dict] = {}
+        self.discarded_bytes = 0  # a torn or corrupt tail cut off on opening
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            self._take_lock()
+            self._start(fresh)
+        except BaseException:
+            self._release()
+            raise
+
+    def _take_lock(self) -> None:
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalBusy(f"{self.path} is in use by another run into the same folder") from None
+
+    def _start(self, fresh: bool) -> None:
+        """Check or write the header, cut a torn tail off, load the records."""
+        old = JournalContents() if fresh else read_journal(self.path)
+        if old.version is None:
+            os.ftruncate(self._fd, 0)
+            self._write(encode_line({"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "options": self.options}))
+            os.fsync(self._fd)
+            _fsync_dir(self.path.parent)
+            self.discarded_bytes = old.ignored_bytes
+            return
+        if old.version != JOURNAL_VERSION:
+            raise JournalMismatch(self.path, {"version": (old.version, JOURNAL_VERSION)})
+        changed = {k: (old.options.get(k), self.options.get(k)) for k in sorted(set(old.options) | set(self.options))
+                   if old.options.get(k) != self.options.get(k)}
+        if changed:
+            raise JournalMismatch(self.path, changed)
+        if old.ignored_bytes:
+            os.ftruncate(self._fd, old.valid_bytes)
+            os.fsync(self._fd)
+            self.discarded_bytes = old.ignored_bytes
+        self.records = old.records
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` has a record (written by this run or an earlier one)."""
+        return key in self.records
+
+    def append(self, key: str, record: dict) -> None:
+        """Append ``record`` for ``key`` (handed to the OS now; fsynced with its batch)."""
+        line = encode_line({"key": key, "record": record})
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path} is closed")
+            self._write(line)
+            self.records[key] = record
+            self._unsynced += 1
+            if self._unsynced >= self.sync_every or self._clock() - self._last_sync >= self.sync_seconds:
+                self._sync()
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            os.fsync(self._fd)
+        self._unsynced, self._last_sync = 0, self._clock()
+
+    def sync(self) -> None:
+        """Make every appended line durable now."""
+        with self._lock:
+            if self._fd is not None:
+                self._sync()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # also releases the lock
+            self._fd = None
+
+    def close(self) -> None:
+        """Sync what is pending and close (idempotent)."""
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    self._sync()
+                finally:
+                    self._release()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        """``(key, record)`` pairs, sorted by key."""
+        return iter(sorted(self.records.items()))
