@@ -54,8 +54,10 @@ def test_reopen_appends_and_the_last_record_per_key_wins(tmp_path: Path) -> None
         j.append("img3.png", _rec(3))
     got = read_journal(path)
     assert got.version == 1 and got.options == json.loads(json.dumps(OPTIONS)) and got.ignored_bytes == 0
+    with Journal(path, OPTIONS) as j:
+        assert got.created and j.created == got.created  # kept across reopenings
+        assert [k for k, _ in j] == sorted(got.records)
     assert got.records["img1.png"] == {"changed": True} and len(got.records) == 4
-    assert [k for k, _ in Journal(path, OPTIONS)] == sorted(got.records)
 
 
 def test_a_torn_last_line_is_ignored_at_every_byte_offset_and_cut_before_appending(tmp_path: Path) -> None:

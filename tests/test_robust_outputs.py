@@ -90,6 +90,13 @@ def test_only_stale_temporaries_of_this_package_are_removed(tmp_path: Path) -> N
     assert not stale_file.exists() and not stale_dir.exists()
     assert foreign.exists() and live.exists()
     assert remove_stale_temporaries(tmp_path / "missing", older_than=start) == 0
+    # of=NAME: only that file's temporaries, e.g. beside a --coco file in a folder that is not ours
+    mine, other = (tmp_path / f"{TEMP_PREFIX}{n}.json.abcd.part" for n in ("coco[1]", "coco"))
+    for p in (mine, other):
+        p.write_bytes(b"half")
+        os.utime(p, (old, old))
+    assert remove_stale_temporaries(tmp_path, older_than=start, recursive=False, of="coco[1].json") == 1
+    assert not mine.exists() and other.exists()
 
 
 def test_check_writable_raises_the_real_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 import tempfile
@@ -143,13 +144,16 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than: float, recursive: bool = True) -> int:
-    """Remove this package's temporaries under ``folder`` last modified before ``older_than`` (a
-    ``time.time()``), i.e. left by a killed earlier run, never a live run's; returns how many."""
+def remove_stale_temporaries(folder: str | os.PathLike, older_than: float, recursive: bool = True,
+                             of: str | None = None) -> int:
+    """Remove this package's temporaries under ``folder`` (only those of the file named ``of``, when
+    given) last modified before ``older_than`` (a ``time.time()``), i.e. left by a killed earlier run,
+    never a live run's; returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    found = folder.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if recursive else folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")
+    pattern = f"{TEMP_PREFIX}{glob.escape(of) + '.' if of else ''}*{TEMP_SUFFIX}"
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
     removed = 0
     for path in sorted(found, key=lambda p: len(p.parts)):
         try:

@@ -3,8 +3,9 @@ at any moment (``kill -9``, power loss) loses at most the inputs in flight.
 
 File ``<outdir>/.found-journal.jsonl`` (:data:`JOURNAL_FILE`), JSON Lines, UTF-8 (ASCII in practice):
 
-* line 1, the header: ``{"format":"found-journal","version":1,"options":{...},"crc32":"…"}``, where
-  ``options`` are the run's settings that change records or outputs (the caller decides which);
+* line 1, the header: ``{"format":"found-journal","version":1,"created":"…","options":{...},"crc32":"…"}``,
+  where ``created`` is when the journal was started (UTC, ISO 8601) and ``options`` the run's settings
+  that change records or outputs (the caller decides which);
 * then one line per finished input: ``{"key":"<input>","record":{...},"crc32":"…"}``; a later line
   for the same key replaces an earlier one.
 
@@ -33,6 +34,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -109,6 +111,7 @@ class JournalContents:
 
     version: int | None = None
     options: dict | None = None
+    created: str = ""
     records: dict[str, dict] = field(default_factory=dict)
     valid_bytes: int = 0
     ignored_bytes: int = 0
@@ -143,7 +146,7 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
                 if not _is_header(entry):
                     out.version = _other_version(line)
                     break
-                out.version, out.options = entry["version"], entry["options"]
+                out.version, out.options, out.created = entry["version"], entry["options"], str(entry.get("created", ""))
             elif entry is None or not isinstance(entry.get("key"), str) or not isinstance(entry.get("record"), dict):
                 break
             else:
@@ -174,6 +177,7 @@ class Journal:
         self._lock = threading.Lock()
         self._unsynced, self._last_sync = 0, clock()
         self.records: dict[str, dict] = {}
+        self.created = ""  # when the journal was started (UTC, ISO 8601, seconds)
         self.discarded_bytes = 0  # a torn or corrupt tail cut off on opening
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
@@ -196,7 +200,9 @@ class Journal:
         old = JournalContents() if fresh else read_journal(self.path)
         if old.version is None:
             os.ftruncate(self._fd, 0)
-            self._write(encode_line({"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "options": self.options}))
+            self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self._write(encode_line({"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "created": self.created,
+                                     "options": self.options}))
             os.fsync(self._fd)
             _fsync_dir(self.path.parent)
             self.discarded_bytes = old.ignored_bytes
@@ -211,7 +217,7 @@ class Journal:
             os.ftruncate(self._fd, old.valid_bytes)
             os.fsync(self._fd)
             self.discarded_bytes = old.ignored_bytes
-        self.records = old.records
+        self.records, self.created = old.records, old.created
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
