@@ -62,7 +62,7 @@ def test_recursive_folders_keep_relative_names(tmp_path: Path, tiny) -> None:
     assert (tmp_path / "out" / "top_mask.png").is_file()
     assert (tmp_path / "out" / "a" / "b" / "deep_mask.png").is_file()
     r = run_cli(["segment", str(src), "-o", str(tmp_path / "flat"), *tiny.args()])
-    assert r.code == 0 and sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top_mask.png"]
+    assert r.code == 0 and sorted(p.name for p in (tmp_path / "flat").iterdir()) == [".found-journal.jsonl", "top_mask.png"]
 
 
 def test_same_stem_twice_gets_distinct_outputs(tmp_path: Path, tiny) -> None:
@@ -71,7 +71,7 @@ def test_same_stem_twice_gets_distinct_outputs(tmp_path: Path, tiny) -> None:
         noise_image(16, 16).save(tmp_path / d / "x.png")
     r = run_cli(["segment", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path / "out"), *tiny.args()])
     assert r.code == 0, r.err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_1_mask.png", "x_mask.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".found-journal.jsonl", "x_1_mask.png", "x_mask.png"]
 
 
 def test_glob_patterns_and_duplicates(tmp_path: Path, tiny) -> None:
@@ -111,7 +111,7 @@ def test_output_folder_inside_the_input_folder_is_not_reprocessed(tmp_path: Path
         r = run_cli(["segment", str(src), "-o", str(src), "--mask", "--soft", "--overwrite", *tiny.args()])
         assert r.code == 0, r.err
         assert "1 ok" in r.err
-    assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_mask.png", "a_soft.png"]
+    assert sorted(p.name for p in src.iterdir()) == [".found-journal.jsonl", "a.png", "a_mask.png", "a_soft.png"]
 
 
 @pytest.mark.parametrize("mode", ["multi", "single"])

@@ -174,3 +174,22 @@ def test_a_process_killed_while_appending_loses_only_the_line_in_flight(tmp_path
     with Journal(path, {"mode": "multi"}) as j:
         j.append("again.png", {"i": -1})
     assert len(read_journal(path).records) == kept + 1 and read_journal(path).ignored_bytes == 0
+
+
+def test_records_go_through_the_one_records_module(tmp_path: Path) -> None:
+    """found segment stores each record as record_to_json writes it; one of another schema version ends the journal."""
+    from found.io.journal import record_line
+    from found.io.records import SCHEMA_VERSION, record_from_json, record_to_json
+
+    path = tmp_path / JOURNAL_FILE
+    with Journal(path, OPTIONS, encode=record_to_json, decode=record_from_json) as j:
+        j.append("img0.png", _rec(0))
+        j.append("img1.png", _rec(1))
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[1])["record"]["schema_version"] == SCHEMA_VERSION
+    assert read_journal(path, record_from_json).records == {"img0.png": _rec(0), "img1.png": _rec(1)}
+    foreign = record_line("img2.png", json.dumps({"schema_version": SCHEMA_VERSION + 1, **_rec(2)}))
+    path.write_bytes(lines[0] + foreign + lines[2])
+    assert read_journal(path, record_from_json).records == {}
+    with Journal(path, OPTIONS, encode=record_to_json, decode=record_from_json) as j:
+        assert j.records == {} and j.discarded_bytes == len(foreign) + len(lines[2])

@@ -58,7 +58,7 @@ def test_batch_continues_and_summarises(tmp_path: Path, tiny, batch) -> None:
     assert f"  failed: {tmp_path / 'ghost.png'}: no such file or folder" in lines
     assert f"  failed: {bad[0]}: not an image Pillow can read (unknown format or corrupt header)" in lines
     assert f"  failed: {bad[1]}: empty file (0 bytes)" in lines
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"good{i}_mask.png" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".found-journal.jsonl"] + [f"good{i}_mask.png" for i in range(3)]
     assert "Traceback" not in r.err
 
 
@@ -211,7 +211,7 @@ def test_segment_ends_fast_with_every_output_complete_and_profilers_still_write(
     assert p.stderr.rstrip().endswith("found segment: 1 ok, 0 skipped (outputs exist), 0 failed")
     assert json.loads((tmp_path / "r.json").read_text())["ok"] == 1
     assert json.loads((tmp_path / "out" / "boxes.json").read_text())["images"][0]["file"].endswith("a.png")
-    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == [
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == [".found-journal.jsonl",
         "a_cutout.png", "a_mask.png", "a_overlay.png", "a_soft.png", "boxes.json"]
     prof = tmp_path / "prof.out"
     p = subprocess.run([*FOUND_COMMAND[:1], "-m", "cProfile", "-o", str(prof), "-m", "found", "segment", str(img),

@@ -14,6 +14,7 @@ import time
 
 from found.io.files import (TEMP_PREFIX, atomic_group, atomic_path, check_writable, is_temporary,
                             remove_stale_temporaries, temp_dir_beside)
+from found.io.journal import read_journal
 from helpers import leftovers, noise_image, run_cli, tiny  # noqa: F401  (fixture)
 
 
@@ -132,7 +133,8 @@ def test_disk_full_stops_cleanly_without_partial_files(tmp_path: Path, tiny, mon
     assert r.counts == (1, 0, 1, 2)
     assert f"failed: {imgs[1]}: cannot write outputs: No space left on device (nothing written for this image)" in r.err
     assert "stopped: No space left on device" in r.err and "Traceback" not in r.err
-    assert sorted(p.name for p in out.iterdir()) == ["img0_mask.png", "img0_soft.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".found-journal.jsonl", "img0_mask.png", "img0_soft.png"]
+    assert list(read_journal(out / ".found-journal.jsonl").records) == [str(imgs[0])]  # the finished image only
     assert leftovers(out) == []
     # once space is back, a rerun finishes the rest and skips what is done
     monkeypatch.setattr(Image.Image, "save", real_save)

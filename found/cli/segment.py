@@ -1,13 +1,16 @@
 """``found segment INPUT... -o OUTDIR``: masks, cut-outs, overlays and boxes for images on disk.
 
 Options, input collection and the run report; the work is the library's: the engine
-(:mod:`found.engine`) predicts, the sinks (:mod:`found.io.sinks`) write and hand back each input's
-outcome and record, which this module reads into the run files and the report.
+(:mod:`found.engine`) predicts, the sinks (:mod:`found.io.sinks`) write each input's outputs and
+append its record to the run journal (:mod:`found.io.journal`, ``OUTDIR/.found-journal.jsonl``), and
+hand back each outcome, which this module reads into the report.
 A batch never stops at a bad image: each failure is recorded and the run ends with a summary
 (ok / skipped / failed with reasons, plus notices such as "first frame of an animated GIF").
 Exit code 0 when every image succeeded, 1 when some failed, 2 for usage errors, 130 on Ctrl-C.
 Every output is written under a temporary name and renamed once all outputs of that image are
-complete. With --workers N (default min(4, CPUs)), N threads decode the next images while the
+complete; then its record is appended to the journal. A rerun (after Ctrl-C or kill -9) skips the
+inputs with a record and all outputs, removes the temporaries a killed run left, and every run
+assembles boxes.json and the COCO file from the journal (docs/robustness.md, *Crash safety*). With --workers N (default min(4, CPUs)), N threads decode the next images while the
 model runs and one thread writes the outputs behind it, in input order; --workers 0 runs
 everything in turn. See docs/robustness.md for the behaviour on each kind of bad input.
 Videos (detected by content) are segmented frame by frame into mask / overlay / cut-out videos and
@@ -18,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from ..engine import DEFAULT_MAX_SIDE, EDGES, MODES, READ_AHEAD_CHUNKS, Engine, default_workers
 from ..errors import FoundError
+from ..io.coco import require_pycocotools
 from ..io.files import FATAL_WRITE_ERRNOS, atomic_write_text, check_writable
 from ..io.sources import Job, collect_inputs, path_key
 from ..video import ALPHA_CODECS, FrameResult, VideoOutputs, VideoReader, input_kind, segment_video
@@ -31,7 +36,9 @@ from ..io.sinks import (BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, Coc
                         RunOutputs, write_results)
 from .common import (add_instance_args, add_model_args, check_batch_options, cli_message, instance_options_given,
                      model_from_args)
+from ..options import RunOptions
 from .distributed import add_ray_args
+from .resume import open_journal, sweep_temporaries
 
 #: Chunks (of --batch-size images) whose outputs may wait to be written, behind the model.
 PENDING_WRITE_CHUNKS = 2
@@ -55,7 +62,8 @@ def add_parser(sub) -> None:
     o.add_argument("--all", action="store_true", help="every output above (not --coco)")
     p.add_argument("--mode", choices=MODES, default="multi", help="'multi' keeps the whole mask, 'single' its main component")
     p.add_argument("--refine", action="store_true", help="bilateral-solver refinement (kept only if IoU with the mask > 0.5)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh: redo every input and restart the run journal (default: skip inputs "
+                   "already done: a record in OUTDIR/.found-journal.jsonl and all outputs on disk)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images are batched)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="threads that decode the next images while the model runs; outputs are then encoded and "
@@ -94,6 +102,7 @@ class Report:
     downscaled: list[str] = field(default_factory=list)
     stopped: str = ""
     not_processed: int = 0
+    temporaries_removed: int = 0  # left by a killed earlier run, removed at the start
 
     def fail(self, path: object, why: str) -> None:
         self.failures.append((str(path), why.removeprefix(f"{path}: ")))
@@ -102,7 +111,8 @@ class Report:
         """The report as data (``--report``): what tests and scripts read instead of the wording."""
         return {"ok": self.ok, "skipped": self.skipped, "not_processed": self.not_processed, "stopped": self.stopped,
                 "failed": [{"input": p, "reason": r} for p, r in self.failures],
-                "notes": [{"input": p, "note": n} for p, n in self.notes], "downscaled": list(self.downscaled)}
+                "notes": [{"input": p, "note": n} for p, n in self.notes], "downscaled": list(self.downscaled),
+                "temporaries_removed": self.temporaries_removed}
 
     def print(self, max_side: int) -> None:
         err = sys.stderr
@@ -128,28 +138,17 @@ class Report:
 
 @dataclass
 class Plan:
-    """What a run will do: its outputs, the inputs still to process, and the skipped count."""
+    """What a run will do: its outputs (images, journal, run files), the inputs still to process,
+    and the skipped count."""
 
     outdir: Path
-    images: ImageOutputs
-    boxes: BoxesFile | None
-    coco: CocoFile | None
+    outputs: RunOutputs
     todo: list[Job]
     skipped: int
     input_failures: list[tuple[str, str]] = field(default_factory=list)
     videos: list[Job] = field(default_factory=list)  # inputs that are videos (not in todo)
     video: VideoOutputs | None = None
-    instances: bool = False  # records list every object (--coco, an instance filter)
 
-    @property
-    def run_files(self) -> list[RunFile]:
-        """The files written once for the whole run (boxes.json, the COCO file)."""
-        return [f for f in (self.boxes, self.coco) if f is not None]
-
-    @property
-    def outputs(self) -> RunOutputs:
-        """Each input's images and record (for the run files)."""
-        return RunOutputs(self.images, self.run_files, self.instances)
 
 
 def _output_folder(path: str) -> Path:
@@ -169,9 +168,28 @@ def _wants_instances(args: argparse.Namespace) -> bool:
     return bool(args.coco) or instance_options_given(args)
 
 
-def plan_run(args: argparse.Namespace) -> Plan:
-    """Outputs chosen, inputs collected, outputs that would overwrite an input refused, and the
-    inputs whose outputs all exist skipped (unless --overwrite)."""
+def _run_files(args: argparse.Namespace, outdir: Path, inputs: set, want_boxes: bool, created: str) -> list[RunFile]:
+    """boxes.json and the COCO file, when asked for (neither may be an input)."""
+    files: list[RunFile] = []
+    if want_boxes:
+        if path_key(outdir / BOXES_FILE) in inputs:
+            raise FoundError(f"{outdir / BOXES_FILE} is an input; choose another -o")
+        files.append(BoxesFile(outdir / BOXES_FILE, args.mode, instances=_wants_instances(args)))
+    if args.coco:
+        if path_key(Path(args.coco)) in inputs:
+            raise FoundError(f"--coco {args.coco} is an input; choose another file")
+        try:
+            Path(args.coco).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FoundError(f"--coco {args.coco}: cannot create its folder ({e.strerror or e})") from None
+        files.append(CocoFile(Path(args.coco), created=created))
+    return files
+
+
+def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
+    """Outputs chosen, inputs collected, outputs that would overwrite an input refused, the journal
+    opened, and the inputs done skipped: those with a record in the journal and all their outputs
+    (none with --overwrite). The caller closes ``plan.outputs.journal``."""
     kinds = [k for k in OUTPUT_SUFFIXES if getattr(args, k) or args.all]
     want_boxes = args.boxes or args.all
     if not kinds and not want_boxes and not args.coco:
@@ -186,32 +204,24 @@ def plan_run(args: argparse.Namespace) -> Plan:
         for out in images.paths(str(j.rel)) + video.paths(str(j.rel)):
             if path_key(out) in inputs:
                 raise FoundError(f"output {out} would overwrite an input; choose another -o")
-    boxes = None
-    if want_boxes:
-        if path_key(outdir / BOXES_FILE) in inputs:
-            raise FoundError(f"{outdir / BOXES_FILE} is an input; choose another -o")
-        boxes = BoxesFile(outdir / BOXES_FILE, args.mode, overwrite=args.overwrite, instances=_wants_instances(args))
-    coco = None
     if args.coco:
-        if path_key(Path(args.coco)) in inputs:
-            raise FoundError(f"--coco {args.coco} is an input; choose another file")
-        try:
-            Path(args.coco).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise FoundError(f"--coco {args.coco}: cannot create its folder ({e.strerror or e})") from None
-        coco = CocoFile(Path(args.coco), overwrite=args.overwrite)
-    plan = Plan(outdir, images, boxes, coco, [], 0, input_failures, [], video, _wants_instances(args))
-    outputs = plan.outputs
+        require_pycocotools()
+    journal = open_journal(outdir, options, args)
+    try:
+        outputs = RunOutputs(images, _run_files(args, outdir, inputs, want_boxes, journal.created), journal,
+                             instances=_wants_instances(args))
+    except BaseException:
+        journal.close()
+        raise
 
     def done(j: Job) -> bool:
         if path_key(j.path) in is_video:
-            return not args.overwrite and video.exist(str(j.rel))
-        return not args.overwrite and images.exist(str(j.rel)) and outputs.has(str(j.path))
+            return video.exist(str(j.rel)) and outputs.video_finished(str(j.path))
+        return images.exist(str(j.rel)) and outputs.finished(str(j.path))
 
     todo = [j for j in jobs if not done(j)]
-    plan.videos = [j for j in todo if path_key(j.path) in is_video]
-    plan.todo = [j for j in todo if path_key(j.path) not in is_video]
-    plan.skipped = len(jobs) - len(todo)
+    plan = Plan(outdir, outputs, [j for j in todo if path_key(j.path) not in is_video], len(jobs) - len(todo),
+                input_failures, [j for j in todo if path_key(j.path) in is_video], video)
     return plan
 
 
@@ -221,34 +231,42 @@ def run(args: argparse.Namespace) -> int:
 
         args.fast_exit = False  # Ray's own shutdown runs at exit
         return run_on_ray(args)
+    started = time.time()
     options = check_batch_options(args)  # the flags as one RunOptions, validated there
-    plan = plan_run(args)
-    report = Report(skipped=plan.skipped)
-    for arg, why in plan.input_failures:
-        report.fail(arg, why)
-    interrupted = False
-    if plan.todo or plan.videos:
-        engine = Engine(model_from_args(args), options)
-        if plan.todo:
-            interrupted = _process(engine, plan, report, args)
-            if interrupted or report.stopped:
-                report.not_processed += len(plan.videos)
-        if plan.videos and not interrupted and not report.stopped:
-            interrupted = process_videos(engine, plan, report, args)
-    for run_file in plan.run_files if plan.todo else []:
-        try:
-            run_file.close()
-        except OSError as e:
-            report.fail(run_file.path, f"cannot write ({e.strerror or e}); previous content kept")
+    plan = plan_run(args, options)
+    try:
+        report = Report(skipped=plan.skipped, temporaries_removed=sweep_temporaries(plan.outdir, args.coco, started))
+        for arg, why in plan.input_failures:
+            report.fail(arg, why)
+        interrupted = _work(plan, report, args, options)
+        for path, e in plan.outputs.close():  # the run files, from the journal: after every run
+            report.fail(path, f"cannot write ({e.strerror or e}); previous content kept")
+    finally:
+        plan.outputs.journal.close()
     _finish_report(report, args)
     if interrupted:
         return 130
     return 1 if report.failures or report.not_processed else 0
 
 
+def _work(plan: Plan, report: Report, args: argparse.Namespace, options: RunOptions) -> bool:
+    """Load the model when there is work, then the images and the videos; True when stopped by Ctrl-C."""
+    if not plan.todo and not plan.videos:
+        return False
+    engine = Engine(model_from_args(args), options)
+    interrupted = False
+    if plan.todo:
+        interrupted = _process(engine, plan, report, args)
+        if interrupted or report.stopped:
+            report.not_processed += len(plan.videos)
+    if plan.videos and not interrupted and not report.stopped:
+        interrupted = process_videos(engine, plan, report, args)
+    return interrupted
+
+
 def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespace) -> bool:
-    """Run the engine over the plan's inputs, write behind it and read back each outcome (into the
-    run files and the report); True when stopped by Ctrl-C."""
+    """Run the engine over the plan's inputs, write behind it (outputs, then the record into the
+    journal) and read back each outcome into the report; True when stopped by Ctrl-C."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(plan.todo), unit="img", desc="segment", disable=not args.progress)
@@ -259,11 +277,11 @@ def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespac
                            threaded=engine.workers > 0, max_pending=PENDING_WRITE_CHUNKS * args.batch_size)
     try:
         for o in writes:
-            _record(o, outputs, report, debug=engine.debug)
+            _record(o, report, debug=engine.debug)
             bar.update(1)
     except KeyboardInterrupt:  # between two outcomes: what was predicted is still written
         for o in writes.salvage():
-            _record(o, outputs, report, debug=engine.debug)
+            _record(o, report, debug=engine.debug)
     bar.close()
     stopped = writes.stopped
     report.stopped = stopped if stopped in ("", INTERRUPTED) else f"{stopped} in {plan.outdir}"
@@ -300,6 +318,7 @@ def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Na
             continue
         finally:
             bar.close()
+        plan.outputs.add_video(str(job.path), job.name, summary.record())  # only now is the video finished
         if summary.error:
             report.fail(job.path, summary.error)
         else:
@@ -318,8 +337,8 @@ def _counted(frames: Iterator[FrameResult], bar) -> Iterator[FrameResult]:
         frames.close()  # type: ignore[attr-defined]  # stops the decoding thread before the reader closes
 
 
-def _record(o: Outcome, outputs: RunOutputs, report: Report, debug: bool) -> None:
-    """One input's outcome into the report (and its record into the run files)."""
+def _record(o: Outcome, report: Report, debug: bool) -> None:
+    """One input's outcome into the report (its record is already in the journal)."""
     job: Job = o.key  # type: ignore[assignment]
     if not o.ok:
         if o.exception is not None:
@@ -329,8 +348,6 @@ def _record(o: Outcome, outputs: RunOutputs, report: Report, debug: bool) -> Non
         else:
             report.fail(job.path, o.error or "")
         return
-    if o.record is not None:
-        outputs.add(o.record)
     report.ok += 1
     report.notes.extend((str(job.path), n) for n in o.result.notes if not n.startswith("downscaled"))
     if o.result.downscaled:

@@ -114,8 +114,12 @@ def image_entry(image_id: int, file_name: str, height: int, width: int) -> dict:
     return {"id": int(image_id), "file_name": str(file_name), "width": int(width), "height": int(height)}
 
 
-def coco_info(description: str) -> dict:
-    """The dataset's ``info`` block."""
+def coco_info(description: str, created: str | None = None) -> dict:
+    """The dataset's ``info`` block: made now, or on the day of ``created`` (an ISO 8601 time, e.g. a
+    run journal's start: the file is then the same whenever it is rebuilt that day or after)."""
+    if created:
+        day = _dt.datetime.fromisoformat(created).astimezone(_dt.timezone.utc).date()
+        return {"description": description, "version": "1.0", "year": day.year, "date_created": day.isoformat()}
     return {"description": description, "version": "1.0", "year": _dt.date.today().year,
             "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -131,8 +135,8 @@ class CocoBuilder:
     given) is kept in the image's entry when known.
     """
 
-    def __init__(self, description: str = "FOUND class-agnostic pseudo-labels") -> None:
-        self.description = description
+    def __init__(self, description: str = "FOUND class-agnostic pseudo-labels", created: str | None = None) -> None:
+        self.description, self.created = description, created
         self.images: list[dict] = []
         self.annotations: list[dict] = []
         self._ids: set[int] = set()
@@ -168,7 +172,7 @@ class CocoBuilder:
 
     def dataset(self) -> dict:
         """The COCO dict: info, licenses, images, the "object" category, annotations."""
-        return {"info": coco_info(self.description), "licenses": [], "images": list(self.images),
+        return {"info": coco_info(self.description, self.created), "licenses": [], "images": list(self.images),
                 "categories": [dict(OBJECT_CATEGORY)], "annotations": list(self.annotations)}
 
     def write(self, path: str | os.PathLike) -> None:
@@ -187,10 +191,12 @@ def coco_dataset(images: Iterable[CocoImage], description: str = "FOUND class-ag
     return b.dataset()
 
 
-def coco_from_records(records: Iterable[dict], description: str = "FOUND class-agnostic pseudo-labels") -> dict:
+def coco_from_records(records: Iterable[dict], description: str = "FOUND class-agnostic pseudo-labels",
+                      created: str | None = None) -> dict:
     """The COCO dict of a run from its records alone: one image per record (failed ones left out),
-    ids in the order of their ``file``, each image's ``path`` kept (``found segment --coco``)."""
-    b = CocoBuilder(description)
+    ids in the order of their ``file``, each image's ``path`` kept (``found segment --coco``);
+    ``created`` dates it (see :func:`coco_info`)."""
+    b = CocoBuilder(description, created)
     for rec in sorted((r for r in records if r.get("error") is None), key=lambda r: r["file"]):
         b.add_record(rec)
     return b.dataset()

@@ -9,20 +9,22 @@ File ``<outdir>/.found-journal.jsonl`` (:data:`JOURNAL_FILE`), JSON Lines, UTF-8
 * then one line per finished input: ``{"key":"<input>","record":{...},"crc32":"…"}``; a later line
   for the same key replaces an earlier one.
 
-``crc32`` is the CRC-32 (8 lowercase hex digits) of the line's bytes without it: the bytes up to
-the ``,"crc32":`` that ends the line, followed by ``}``. A line counts only if it ends in ``\\n``, its
-CRC matches and it parses; the first line that does not (a write torn by a kill, blocks never written
-before a power loss) ends the journal, and it and everything after it is cut off before the next
-append. Each line is handed to the operating system as soon as it is appended (a killed process
-loses nothing already appended) and made durable with ``os.fsync`` in batches: every
-:data:`SYNC_EVERY` lines or :data:`SYNC_SECONDS` seconds, and on close.
+A record is stored as its ``encode`` gives it (``found segment``: :func:`found.io.records.record_to_json`,
+so each record carries its ``schema_version``) and read back by ``decode``. ``crc32`` is the CRC-32
+(8 lowercase hex digits) of the line's bytes without it: the bytes up to the ``,"crc32":`` that ends
+the line, followed by ``}``. A line counts only if it ends in ``\\n``, its CRC matches and it parses;
+the first line that does not (a write torn by a kill, blocks never written before a power loss) ends
+the journal, and it and everything after it is cut off before the next append. Each line is handed
+to the operating system as soon as it is appended (a killed process loses nothing already appended)
+and made durable with ``os.fsync`` in batches: every :data:`SYNC_EVERY` lines or :data:`SYNC_SECONDS`
+seconds, and on close.
 
 A journal whose header holds other options (or another format version) is never mixed with:
 :class:`Journal` raises :class:`JournalMismatch` naming the fields that differ, and the caller
-decides (``found segment`` refuses with a one-line error naming ``--overwrite``). The header keeps its
-layout in every format version, so a journal of another version is recognised and refused, never cut. ``fresh=True``
-starts afresh (the file is truncated). One process at a time: a second one gets :class:`JournalBusy`.
-Pure file code: no torch, no engine.
+decides (``found segment`` refuses with a one-line error naming ``--overwrite``). The header keeps
+its layout in every format version, so a journal of another version is recognised and refused,
+never cut. ``fresh=True`` starts afresh (the file is truncated). One process at a time: a second one
+gets :class:`JournalBusy`. Pure file code: no torch, no engine.
 """
 from __future__ import annotations
 
@@ -76,27 +78,63 @@ def journal_path(outdir: str | os.PathLike) -> Path:
     return Path(outdir) / JOURNAL_FILE
 
 
-def encode_line(entry: dict) -> bytes:
-    """One journal line for ``entry`` (a non-empty JSON object): the JSON, its CRC-32 last, ``\\n``."""
-    body = json.dumps(entry, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    if not (body.startswith(b"{") and len(body) > 2):
+def _with_crc(body: bytes) -> bytes:
+    if not (body.startswith(b"{") and body.endswith(b"}") and len(body) > 2):
         raise ValueError("a journal entry is a non-empty JSON object")
     return body[:-1] + b',"crc32":"%08x"}\n' % zlib.crc32(body)
 
 
-def decode_line(line: bytes) -> dict | None:
-    """The entry of a complete, intact journal line, else None (torn, altered, not JSON)."""
+def encode_line(entry: dict) -> bytes:
+    """One journal line for ``entry`` (a non-empty JSON object): the JSON, its CRC-32 last, ``\\n``."""
+    return _with_crc(json.dumps(entry, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+
+
+def compact_json(record: dict) -> str:
+    """A record as compact JSON text (the default record encoding of a journal)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=True)
+
+
+def record_line(key: str, record_text: str) -> bytes:
+    """The journal line of a record already encoded as JSON text (e.g. by ``record_to_json``)."""
+    return _with_crc(b'{"key":' + json.dumps(key).encode("ascii") + b',"record":' + record_text.encode("utf-8") + b"}")
+
+
+def _checked_body(line: bytes) -> bytes | None:
+    """The JSON of a complete line whose CRC matches, else None."""
     m = _LINE.fullmatch(line)
     if m is None:
         return None
     body = m[1] + b"}"
-    if zlib.crc32(body) != int(m[2], 16):
-        return None
+    return body if zlib.crc32(body) == int(m[2], 16) else None
+
+
+def decode_line(line: bytes) -> dict | None:
+    """The entry of a complete, intact journal line, else None (torn, altered, not JSON)."""
+    body = _checked_body(line)
     try:
-        entry = json.loads(body)
+        entry = None if body is None else json.loads(body)
     except ValueError:
         return None
     return entry if isinstance(entry, dict) else None
+
+
+def decode_record_line(line: bytes, decode: Callable[[str], dict] = json.loads) -> tuple[str, dict] | None:
+    """``(key, record)`` of an intact record line, the record's text read by ``decode`` (e.g.
+    ``record_from_json``), else None (torn, altered, or a record ``decode`` refuses)."""
+    body = _checked_body(line)
+    if body is None:
+        return None
+    try:
+        text = body.decode("utf-8")
+        if not text.startswith('{"key":'):
+            return None
+        key, end = json.JSONDecoder().raw_decode(text, 7)
+        if not isinstance(key, str) or not text.startswith(',"record":', end):
+            return None
+        record = decode(text[end + 10:-1])
+    except ValueError:  # also UnicodeDecodeError and a codec's own errors (RecordError)
+        return None
+    return (key, record) if isinstance(record, dict) else None
 
 
 def _normalised(options: dict) -> dict:
@@ -131,8 +169,9 @@ def _other_version(line: bytes) -> int | None:
     return None
 
 
-def read_journal(path: str | os.PathLike) -> JournalContents:
-    """Read the journal at ``path`` up to its first bad line (a missing file reads as empty)."""
+def read_journal(path: str | os.PathLike, decode: Callable[[str], dict] = json.loads) -> JournalContents:
+    """Read the journal at ``path`` up to its first bad line (a missing file reads as empty); each
+    record's JSON text is read by ``decode``."""
     out = JournalContents()
     try:
         f = open(path, "rb")
@@ -141,16 +180,17 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
     with f:
         size = os.fstat(f.fileno()).st_size
         for line in f:
-            entry = decode_line(line)
             if out.version is None:
+                entry = decode_line(line)
                 if not _is_header(entry):
                     out.version = _other_version(line)
                     break
                 out.version, out.options, out.created = entry["version"], entry["options"], str(entry.get("created", ""))
-            elif entry is None or not isinstance(entry.get("key"), str) or not isinstance(entry.get("record"), dict):
-                break
             else:
-                out.records[entry["key"]] = entry["record"]
+                pair = decode_record_line(line, decode)
+                if pair is None:
+                    break
+                out.records[pair[0]] = pair[1]
             out.valid_bytes += len(line)
     out.ignored_bytes = size - out.valid_bytes
     return out
@@ -171,8 +211,10 @@ class Journal:
     (or truncated, with ``fresh``); :attr:`records` holds the last record per key, old and new."""
 
     def __init__(self, path: str | os.PathLike, options: dict, *, fresh: bool = False, sync_every: int = SYNC_EVERY,
-                 sync_seconds: float = SYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+                 sync_seconds: float = SYNC_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 encode: Callable[[dict], str] = compact_json, decode: Callable[[str], dict] = json.loads) -> None:
         self.path, self.options = Path(path), _normalised(options)
+        self.encode, self.decode = encode, decode
         self.sync_every, self.sync_seconds, self._clock = max(1, sync_every), sync_seconds, clock
         self._lock = threading.Lock()
         self._unsynced, self._last_sync = 0, clock()
@@ -197,7 +239,7 @@ class Journal:
 
     def _start(self, fresh: bool) -> None:
         """Check or write the header, cut a torn tail off, load the records."""
-        old = JournalContents() if fresh else read_journal(self.path)
+        old = JournalContents() if fresh else read_journal(self.path, self.decode)
         if old.version is None:
             os.ftruncate(self._fd, 0)
             self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -230,7 +272,7 @@ class Journal:
 
     def append(self, key: str, record: dict) -> None:
         """Append ``record`` for ``key`` (handed to the OS now; fsynced with its batch)."""
-        line = encode_line({"key": key, "record": record})
+        line = record_line(key, self.encode(record))
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"{self.path} is closed")

@@ -32,6 +32,7 @@ from .render import render_result
 
 if TYPE_CHECKING:  # io never imports the engine at run time
     from ..engine import Result
+    from .journal import Journal
 
 #: Per-input outputs and the suffix each adds to the input's stem.
 OUTPUT_SUFFIXES = {
@@ -82,21 +83,11 @@ class ImageOutputs:
 # ---------------------------------------------------------------------------- run files
 class RunFile:
     """One JSON file for a whole run, assembled from records (:mod:`found.io.records`) keyed by
-    input file: records of earlier runs that are still in the file are kept (unless ``overwrite``),
-    new ones added, and the file is replaced atomically by :meth:`close`."""
+    input file, and replaced atomically by :meth:`close` (only when its content changed)."""
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
-        if not overwrite and self.path.is_file():
-            try:
-                self.records = {r["file"]: r for r in self.read_records(json.loads(self.path.read_text(encoding="utf-8")))}
-            except (ValueError, KeyError, TypeError, OSError):
-                self.records = {}
-
-    def read_records(self, document: dict) -> list[dict]:
-        """The records an earlier run's file holds (a subclass knows its format)."""
-        raise NotImplementedError
 
     def has(self, file: str) -> bool:
         return file in self.records
@@ -109,20 +100,21 @@ class RunFile:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Write the file (atomically: the previous content stays if this fails)."""
-        atomic_write_text(self.path, json.dumps(self.document(), indent=1))
+        """Write the file (atomically: the previous content stays if this fails); an identical file is left alone."""
+        text = json.dumps(self.document(), indent=1)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if self.path.read_text(encoding="utf-8") == text:
+                return
+        atomic_write_text(self.path, text)
 
 
 class BoxesFile(RunFile):
     """``boxes.json``: per input, its record (size, score, boxes; with ``instances`` its objects),
     sorted by file name (:func:`found.io.records.boxes_document`)."""
 
-    def __init__(self, path: Path, mode: str, overwrite: bool = False, instances: bool = False) -> None:
-        super().__init__(path, overwrite)
+    def __init__(self, path: Path, mode: str, instances: bool = False) -> None:
+        super().__init__(path)
         self.mode, self.instances = mode, instances
-
-    def read_records(self, document: dict) -> list[dict]:
-        return list(document["images"])
 
     def document(self) -> dict:
         return boxes_document(self.records.values(), self.mode, self.instances)
@@ -132,48 +124,73 @@ class CocoFile(RunFile):
     """A run's COCO pseudo-labels, built by :func:`found.io.coco.coco_from_records`: per input its
     size and instances (compressed-RLE masks), one "object" category; ids in input-path order when
     it is written, so a rerun that adds inputs keeps the file one consistent dataset. ``file_name``
-    is the record's ``name`` (the image's path relative to its input folder), ``path`` its ``file``."""
+    is the record's ``name`` (the image's path relative to its input folder), ``path`` its ``file``;
+    ``created`` (ISO 8601) dates it, so a rebuilt file is the same file."""
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, created: str | None = None) -> None:
         from .coco import require_pycocotools
 
         require_pycocotools()
-        super().__init__(path, overwrite)
-
-    def read_records(self, document: dict) -> list[dict]:
-        from .coco import records_of_coco
-
-        return records_of_coco(document)
+        super().__init__(path)
+        self.created = created
 
     def document(self) -> dict:
         from .coco import coco_from_records
 
-        return coco_from_records(self.records.values())
+        return coco_from_records(self.records.values(), created=self.created)
+
+
+#: ``kind`` of a journal record that stands for a whole video (never part of a run file).
+VIDEO_RECORD = "video"
 
 
 class RunOutputs:
     """Everything a batch run writes for one input, on the writer thread: its images, then its
-    record for the run files (objects listed when ``instances``, their masks when ``masks``)."""
+    record appended to the run's journal (:class:`found.io.journal.Journal`), which says what is
+    finished; the run files are assembled from the journal's records by :meth:`close`. Records list
+    objects when ``instances`` or a COCO file asks, with their masks for a COCO file."""
 
-    def __init__(self, images: ImageOutputs, run_files: list[RunFile], instances: bool = False) -> None:
-        self.images, self.run_files, self.instances = images, list(run_files), instances
+    def __init__(self, images: ImageOutputs, run_files: list[RunFile], journal: Journal, instances: bool = False) -> None:
+        self.images, self.run_files, self.journal = images, list(run_files), journal
         self.masks = any(isinstance(f, CocoFile) for f in self.run_files)
+        self.instances = instances or self.masks
 
-    def write(self, result: Result, stem: str, file: str, name: str | None = None) -> dict | None:
-        """Write the images of ``result`` as ``stem``; its record when run files want one, else None."""
+    def write(self, result: Result, stem: str, file: str, name: str | None = None) -> dict:
+        """Write the images of ``result`` as ``stem``, then append its record to the journal; returns the record."""
         self.images.write(result, stem)
-        if not self.run_files:
-            return None
-        return result_record(result, file, name, instances=self.instances or self.masks, masks=self.masks)
+        record = result_record(result, file, name, instances=self.instances, masks=self.masks)
+        self.journal.append(file, record)
+        return record
 
-    def add(self, record: dict) -> None:
-        """Keep an input's record in every run file (on the caller's thread, in input order)."""
+    def finished(self, file: str) -> bool:
+        """Whether the journal holds a record of ``file`` with all this run's files need."""
+        record = self.journal.records.get(file)
+        if record is None or record.get("kind") == VIDEO_RECORD:
+            return False
+        objects = record.get("instances")
+        if self.instances and not isinstance(objects, list):
+            return False
+        return not self.masks or all("segmentation" in o for o in objects)
+
+    def video_finished(self, file: str) -> bool:
+        """Whether the journal holds the record of the video ``file`` (appended once its outputs were committed)."""
+        return (self.journal.records.get(file) or {}).get("kind") == VIDEO_RECORD
+
+    def add_video(self, file: str, name: str, summary: dict) -> None:
+        """Append the record of a video whose outputs are all committed (``summary``: frames, notes, …)."""
+        self.journal.append(file, {"file": file, "name": name, "kind": VIDEO_RECORD, **summary})
+
+    def close(self) -> list[tuple[Path, OSError]]:
+        """Write every run file from the journal's image records; returns those that could not be, with why."""
+        records = {r["file"]: r for r in self.journal.records.values() if r.get("kind") != VIDEO_RECORD}
+        failed = []
         for f in self.run_files:
-            f.add(record)
-
-    def has(self, file: str) -> bool:
-        """Whether every run file already holds ``file``."""
-        return all(f.has(file) for f in self.run_files)
+            f.records = dict(records)
+            try:
+                f.close()
+            except OSError as e:
+                failed.append((f.path, e))
+        return failed
 
 
 # ---------------------------------------------------------------------------- writing behind the model

@@ -182,7 +182,7 @@ def _coco_file(coco: str | Path | None, items: list[Item]) -> CocoFile | None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FoundError(f"coco={coco}: cannot create its folder ({e.strerror or e})") from None
-    return CocoFile(path, overwrite=True)  # the table holds every run's rows
+    return CocoFile(path)  # assembled from the table, which holds every run's rows
 
 
 def _portable(options: dict) -> dict:

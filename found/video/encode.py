@@ -64,13 +64,18 @@ class AudioCopy:
         self.src.close()
 
 
+#: Container options of every output video: reproducible bytes (FFmpeg's ``-fflags +bitexact``).
+BITEXACT = {"fflags": "+bitexact"}
+
+
 class OutputVideo:
     """One output video at a temporary path: frames keep the input's timestamps (time base, pts)."""
 
     def __init__(self, path: Path, fmt: str, codec: str, pix_fmt: str, info: VideoInfo, options: dict,
                  audio_from: Path | None = None) -> None:
         av = import_av()
-        self.container = av.open(str(path), "w", format=fmt)
+        # bitexact: no random segment id or date in the container, so the same frames give the same file
+        self.container = av.open(str(path), "w", format=fmt, options=BITEXACT)
         try:
             s = self.container.add_stream(codec, rate=info.fps or Fraction(25), options=options)
             s.width, s.height, s.pix_fmt = info.width, info.height, pix_fmt

@@ -130,6 +130,14 @@ class VideoSummary:
                        f"outputs at full size")
         return out
 
+    def record(self) -> dict:
+        """The video's summary as a journal record (size, frames written and processed, notes; ``error``
+        when decoding stopped early): written once all its outputs are committed."""
+        rec = {"width": int(self.info.width), "height": int(self.info.height), "frames": self.frames,
+               "processed": self.processed, "processed_size": list(self.processed_size) if self.processed_size else None,
+               "notes": self.notes}
+        return rec if self.error is None else {**rec, "error": self.error}
+
 
 def _raise_errors(finished: Iterator[tuple[object, Future]]) -> None:
     """Wait for the finished encodes, raising the first error in the caller's thread."""
