@@ -46,7 +46,9 @@ def _mixed_folder(d: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every output under ``folder`` (not the run journal, which also says when it was started)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".found-journal.jsonl"}
 
 
 def _segment(inputs: list[str], out: Path, tiny, *extra: str):

@@ -193,3 +193,14 @@ def test_records_go_through_the_one_records_module(tmp_path: Path) -> None:
     assert read_journal(path, record_from_json).records == {}
     with Journal(path, OPTIONS, encode=record_to_json, decode=record_from_json) as j:
         assert j.records == {} and j.discarded_bytes == len(foreign) + len(lines[2])
+
+
+def test_a_journal_without_records_can_be_discarded_on_close(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE
+    Journal(path, OPTIONS).close(discard_empty=True)
+    assert not path.exists()
+    with Journal(path, OPTIONS) as j:
+        j.append("a.png", _rec(0))
+    j = Journal(path, OPTIONS)
+    j.close(discard_empty=True)
+    assert list(read_journal(path).records) == ["a.png"]

@@ -275,7 +275,7 @@ def test_cli_reports_every_bad_input_and_keeps_going(tmp_path: Path, good_png: P
             continue
         assert any(line.startswith(f"  failed: {path}: ") and words in line for line in r.err.splitlines()), (name, r.err)
     assert (out / "good_mask.png").is_file()
-    assert sorted(p.name for p in out.iterdir()) == ["good_mask.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".found-journal.jsonl", "good_mask.png"]
 
 
 def test_cli_notes_first_frame_small_image_and_modes(tmp_path: Path, tiny) -> None:

@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         for path, e in plan.outputs.close():  # the run files, from the journal: after every run
             report.fail(path, f"cannot write ({e.strerror or e}); previous content kept")
     finally:
-        plan.outputs.journal.close()
+        plan.outputs.journal.close(discard_empty=True)
     _finish_report(report, args)
     if interrupted:
         return 130

@@ -298,12 +298,16 @@ class Journal:
             os.close(self._fd)  # also releases the lock
             self._fd = None
 
-    def close(self) -> None:
-        """Sync what is pending and close (idempotent)."""
+    def close(self, discard_empty: bool = False) -> None:
+        """Sync what is pending and close (idempotent); with ``discard_empty`` a journal that holds no
+        record is removed instead (a run that finished nothing leaves no journal behind)."""
         with self._lock:
             if self._fd is not None:
                 try:
-                    self._sync()
+                    if discard_empty and not self.records:
+                        self.path.unlink(missing_ok=True)  # still locked: no other run has it open
+                    else:
+                        self._sync()
                 finally:
                     self._release()
 

@@ -156,9 +156,11 @@ class RunOutputs:
         self.instances = instances or self.masks
 
     def write(self, result: Result, stem: str, file: str, name: str | None = None) -> dict:
-        """Write the images of ``result`` as ``stem``, then append its record to the journal; returns the record."""
-        self.images.write(result, stem)
+        """Write the images of ``result`` as ``stem``, then append its record to the journal; returns the record.
+        The record is made first, so that the append follows the renames at once (a kill between the two
+        leaves outputs without a record: the input is redone)."""
         record = result_record(result, file, name, instances=self.instances, masks=self.masks)
+        self.images.write(result, stem)
         self.journal.append(file, record)
         return record
 
