@@ -21,15 +21,10 @@ from ..io.files import remove_stale_temporaries
 from ..io.journal import Journal, JournalMismatch, journal_path
 from ..io.records import SCHEMA_VERSION, record_from_json, record_to_json
 from ..options import RunOptions
+from .common import FIELD_FLAGS
 
-#: journal setting → the flag(s) that set it (for the one-line refusal of a rerun with other settings)
-SETTING_FLAGS = {
-    "schema_version": "the record schema (an older found wrote it)", "version": "the journal format (an older found)",
-    "mode": "--mode", "refine": "--refine", "max_side": "--max-side", "edges": "--edges", "model": "--model",
-    "weights": "--weights", "head": "--head", "coarse": "--coarse", "num_heads": "--num-heads",
-    "runtime": "--runtime", "onnx": "--onnx", "precision": "--precision", "max_instances": "--max-instances",
-    "min_area": "--min-area", "min_score": "--min-score", "every": "--every", "smooth": "--smooth",
-}
+#: journal settings that are no flag, as the refusal words them
+NOT_FLAGS = {"schema_version": "the record schema version", "version": "the journal format version"}
 
 
 def _file_setting(value: str | None, env: str | None = None) -> str | None:
@@ -66,7 +61,7 @@ def open_journal(outdir: Path, options: RunOptions, args: argparse.Namespace) ->
         return Journal(journal_path(outdir), journal_settings(options, args), fresh=args.overwrite, encode=record_to_json,
                        decode=record_from_json)
     except JournalMismatch as e:
-        what = ", ".join(f"{SETTING_FLAGS.get(k, k)} {_flag_value(old)} → {_flag_value(new)}"
+        what = ", ".join(f"{NOT_FLAGS.get(k) or FIELD_FLAGS.get(k, k)} {_flag_value(old)} → {_flag_value(new)}"
                          for k, (old, new) in e.changed.items())
         raise FoundError(f"{outdir} holds the outputs of a run with other settings ({what}); rerun with the same "
                          f"options to resume, or add --overwrite to start afresh") from None
