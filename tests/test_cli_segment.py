@@ -74,6 +74,20 @@ def test_same_stem_twice_gets_distinct_outputs(tmp_path: Path, tiny) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".found-journal.jsonl", "x_1_mask.png", "x_mask.png"]
 
 
+def test_a_renamed_stem_never_takes_another_inputs_name(tmp_path: Path, tiny) -> None:
+    """a/x, b/x and c/x_1: the second x must not become x_1, which c/x_1 already is (outputs would collide)."""
+    for d, stem in [("a", "x"), ("b", "x"), ("c", "x_1")]:
+        (tmp_path / d).mkdir()
+        noise_image(16, 16, seed=len(d + stem)).save(tmp_path / d / f"{stem}.png")
+    inputs = [str(tmp_path / d / f"{stem}.png") for d, stem in [("a", "x"), ("b", "x"), ("c", "x_1")]]
+    r = run_cli(["segment", *inputs, "-o", str(tmp_path / "out"), "--mask", "--boxes", *tiny.args()])
+    assert r.code == 0 and r.counts == (3, 0, 0, 0), r.err
+    masks = sorted(p.name for p in (tmp_path / "out").glob("*_mask.png"))
+    assert masks == ["x_1_mask.png", "x_2_mask.png", "x_mask.png"]
+    boxes = json.loads((tmp_path / "out" / "boxes.json").read_text())
+    assert sorted(e["file"] for e in boxes["images"]) == sorted(inputs)
+
+
 def test_glob_patterns_and_duplicates(tmp_path: Path, tiny) -> None:
     for i in range(2):
         noise_image(16, 16, seed=i).save(tmp_path / f"g{i}.png")

@@ -119,12 +119,23 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
 
 
 def unique_stems(stems: list[str], taken: Iterable[str] = ()) -> list[str]:
-    """Output stems in order, the n-th repeat of a stem (or of one in ``taken``) renamed ``<stem>_<n>``."""
-    counts = {os.path.normcase(s): 1 for s in taken}  # compared as Path compares them (case-blind on Windows)
+    """Output stems in order, the n-th repeat of a stem (or of one in ``taken``) renamed ``<stem>_<n>``,
+    counting on past any name another input or ``taken`` already has (so no two inputs share outputs)."""
+    norm = os.path.normcase  # compared as Path compares them (case-blind on Windows)
+    used = {norm(s) for s in taken}
+    reserved = used | {norm(s) for s in stems}  # names of the inputs themselves: never given to a repeat
+    counts = {key: 1 for key in used}
     out = []
     for stem in stems:
-        key = os.path.normcase(stem)
-        n = counts.get(key, 0)
-        counts[key] = n + 1
-        out.append(f"{stem}_{n}" if n else stem)
+        key = norm(stem)
+        if key not in used:
+            name = stem
+        else:
+            n = counts.get(key, 1)
+            while norm(f"{stem}_{n}") in reserved or norm(f"{stem}_{n}") in used:
+                n += 1
+            counts[key] = n + 1
+            name = f"{stem}_{n}"
+        used.add(norm(name))
+        out.append(name)
     return out
