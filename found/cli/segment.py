@@ -201,7 +201,7 @@ def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
     is_video = {path_key(j.path) for j in jobs if input_kind(j.path) == "video"}
     inputs = {path_key(j.path) for j in jobs}
     for j in jobs:
-        for out in images.paths(str(j.rel)) + video.paths(str(j.rel)):
+        for out in images.paths(j.stem) + video.paths(j.stem):
             if path_key(out) in inputs:
                 raise FoundError(f"output {out} would overwrite an input; choose another -o")
     if args.coco:
@@ -216,8 +216,8 @@ def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
 
     def done(j: Job) -> bool:
         if path_key(j.path) in is_video:
-            return video.exist(str(j.rel)) and outputs.video_finished(str(j.path))
-        return images.exist(str(j.rel)) and outputs.finished(str(j.path))
+            return video.exist(j.stem) and outputs.video_finished(str(j.path))
+        return images.exist(j.stem) and outputs.finished(str(j.path))
 
     todo = [j for j in jobs if not done(j)]
     plan = Plan(outdir, outputs, [j for j in todo if path_key(j.path) not in is_video], len(jobs) - len(todo),
@@ -273,7 +273,7 @@ def _process(engine: Engine, plan: Plan, report: Report, args: argparse.Namespac
     n_failed = len(report.failures)
     outputs = plan.outputs
     writes = write_results(engine.run(j.path for j in plan.todo), plan.todo,
-                           lambda result, job: outputs.write(result, str(job.rel), str(job.path), job.name),
+                           lambda result, job: outputs.write(result, job.stem, str(job.path), job.name),
                            threaded=engine.workers > 0, max_pending=PENDING_WRITE_CHUNKS * args.batch_size)
     try:
         for o in writes:
@@ -299,7 +299,7 @@ def process_videos(engine: Engine, plan: Plan, report: Report, args: argparse.Na
         try:
             with VideoReader(job.path) as reader:
                 frames = _counted(segment_video(reader, engine, every=args.every, smooth=args.smooth), bar)
-                summary = plan.video.write(reader.path, reader.info, frames, str(job.rel))
+                summary = plan.video.write(reader.path, reader.info, frames, job.stem)
         except KeyboardInterrupt:
             report.stopped = INTERRUPTED
             report.not_processed += len(plan.videos) - i

@@ -21,15 +21,15 @@ _OWN_OUTPUTS = tuple(OUTPUT_SUFFIXES.values()) + VIDEO_OUTPUT_ENDINGS
 
 @dataclass
 class Job:
-    """One input file and the stem of its outputs (relative to the output folder, no suffix)."""
+    """One input file and the stem of its outputs (a path relative to the output folder, no suffix)."""
 
     path: Path
-    rel: Path
+    stem: str
 
     @property
     def name(self) -> str:
         """The file as a dataset names it (see :func:`dataset_name`)."""
-        return dataset_name(str(self.path), str(self.rel))
+        return dataset_name(str(self.path), self.stem)
 
 
 def dataset_name(path: str, stem: str) -> str:
@@ -70,7 +70,7 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
         key = path_key(path)
         if key not in seen:
             seen.add(key)
-            jobs.append(Job(path, rel))
+            jobs.append(Job(path, str(rel)))
 
     for arg in inputs:
         p = Path(arg)
@@ -112,9 +112,8 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
         else:
             failures.append((arg, "no such file or folder"))
     # Disambiguate equal output stems (e.g. a/x.jpg and b/x.png given as files).
-    for j, stem in zip(jobs, unique_stems([str(j.rel) for j in jobs])):
-        if stem != str(j.rel):
-            j.rel = Path(stem)
+    for j, stem in zip(jobs, unique_stems([j.stem for j in jobs])):
+        j.stem = stem
     return jobs, failures
 
 

@@ -157,7 +157,7 @@ def collect(inputs: Iterable[str], recursive: bool = False, outdir: Path | None 
     inputs = list(inputs)
     local = [a for a in inputs if not is_uri(a) and not a.lower().endswith(LIST_SUFFIXES)]
     jobs, failures = collect_inputs(local, recursive, outdir) if local else ([], [])
-    items = [Item(str(j.path), str(j.path.absolute()), str(j.rel)) for j in jobs]
+    items = [Item(str(j.path), str(j.path.absolute()), j.stem) for j in jobs]
     seen = {path_key(j.path) for j in jobs}
     extra: list[tuple[str, str]] = []
     for path, stem in _listed([a for a in inputs if a not in local], recursive, failures):
