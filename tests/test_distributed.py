@@ -130,7 +130,7 @@ def test_coco_file_equals_found_segments(first_run, reference):
     assert got == want  # assembled from the table's rows at the end, by the same builder
 
 
-def test_cli_ray_coco_and_instance_filters_match_a_local_run(local_ray, images, tiny_model, reference, tmp_path):
+def test_cli_ray_coco_boxes_and_instance_filters_match_a_local_run(local_ray, images, tiny_model, reference, tmp_path):
     import shutil
 
     import torch
@@ -139,8 +139,8 @@ def test_cli_ray_coco_and_instance_filters_match_a_local_run(local_ray, images, 
     folder.mkdir()
     for i in range(2 * BATCH):
         shutil.copy(images / f"img{i:02d}.png", folder)
-    flags = ["--mask", "--min-area", "0.03", "--max-instances", "1", "--batch-size", str(BATCH), "--max-side", str(MAX_SIDE),
-             *tiny_model.args()]
+    flags = ["--mask", "--boxes", "--min-area", "0.03", "--max-instances", "1", "--batch-size", str(BATCH),
+             "--max-side", str(MAX_SIDE), *tiny_model.args()]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each actor (see `reference`)
     try:
@@ -153,6 +153,8 @@ def test_cli_ray_coco_and_instance_filters_match_a_local_run(local_ray, images, 
     assert r.code == 0, r.err
     got, want = coco_without_date(tmp_path / "ray.json"), coco_without_date(tmp_path / "local.json")
     assert got == want and len(got["images"]) == 2 * BATCH
+    ray_boxes, local_boxes = (json.loads((tmp_path / d / "boxes.json").read_text()) for d in ("ray", "local"))
+    assert ray_boxes == local_boxes and len(ray_boxes["images"]) == 2 * BATCH  # built from the table's rows
     sizes = {im["id"]: im["width"] * im["height"] for im in got["images"]}
     per_image = [sum(a["image_id"] == i for a in got["annotations"]) for i in sizes]
     assert max(per_image) == 1 and all(a["area"] >= 0.03 * sizes[a["image_id"]] for a in got["annotations"])

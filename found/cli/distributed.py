@@ -51,8 +51,6 @@ def _check(args: argparse.Namespace) -> tuple[list[str], RunOptions]:
         if is_uri(args.coco):
             raise FoundError(f"--coco {args.coco}: give a local path (the COCO file is written on the driver)")
         require_pycocotools()
-    if args.boxes and not args.all:
-        raise FoundError("--boxes is not written with --ray: the Parquet table (--table) holds every box and score")
     kinds = [k for k in OUTPUT_SUFFIXES if getattr(args, k) or args.all]
     return kinds or ["mask"], options
 
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, model_options(args), address=None if args.ray == "local" else args.ray,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         kinds=kinds, options=options, recursive=args.recursive, overwrite=args.overwrite, table=args.table or TABLE_FILE,
-        coco=args.coco)
+        coco=args.coco, boxes=bool(args.boxes or args.all))
     err = sys.stderr
     print(f"found segment: {summary.ok} ok, {summary.skipped} skipped (outputs exist), {len(summary.failures)} failed"
           f" ({summary.workers} Ray workers, {summary.seconds:.1f} s)", file=err)

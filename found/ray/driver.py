@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 from ..engine import DEFAULT_MAX_SIDE
 from ..errors import FoundError, OptionsError, one_line
 from ..extras import require
-from ..io.sinks import CocoFile
+from ..io.records import boxes_document
+from ..io.sinks import BOXES_FILE, CocoFile
 from ..io.sources import path_key
 from ..model.instances import InstanceFilter
 from ..options import RunOptions
@@ -85,12 +86,14 @@ def segment_with_ray(
     max_side: int | None = DEFAULT_MAX_SIDE, edges: str = "guided", recursive: bool = False, overwrite: bool = False,
     table: str = TABLE_FILE, chunks_per_task: int = 4, num_cpus: int | None = None, runtime_env: dict | None = None,
     actor_class: type = SegmentActor, on_rows: Callable[[list[dict]], Any] | None = None,
-    instance_filter: InstanceFilter | None = None, coco: str | Path | None = None, options: RunOptions | None = None,
+    instance_filter: InstanceFilter | None = None, coco: str | Path | None = None, boxes: bool = False,
+    options: RunOptions | None = None,
 ) -> RaySummary:
     """Segment ``inputs`` on a Ray cluster (or a local instance) and write what ``found segment``
     writes, plus the Parquet ``table`` (one row per input) in ``outdir`` (a folder or a URI).
-    ``instance_filter`` chooses the objects the rows keep; ``coco`` (a local path) is then written
-    from the table's rows at the end, the same file ``found segment --coco`` writes.
+    ``instance_filter`` chooses the objects the rows keep; ``coco`` (a local path) and, with
+    ``boxes``, ``boxes.json`` in ``outdir`` are then written from the table's rows at the end: the
+    same files ``found segment --coco`` / ``--boxes`` write.
 
     ``model_options`` are :func:`found.build_found` keyword arguments (paths must be readable on every
     node). Inputs whose outputs exist and whose table row is ok are skipped (unless ``overwrite``).
@@ -110,6 +113,8 @@ def segment_with_ray(
     store.prepare()
     items, failures = collect([str(a) for a in inputs], recursive, store.local_dir)
     store.refuse_overwriting(items, table)
+    if boxes:
+        store.refuse_overwriting(items, BOXES_FILE)
     coco_file = _coco_file(coco, items)
     results = ResultsTable(store, table, overwrite)
     done = set() if overwrite else store.existing([it.stem for it in items if it.path in results.old_ok])
@@ -140,10 +145,15 @@ def segment_with_ray(
                     results.flush()
                 raise
     results.close()
-    if coco_file is not None:  # assembled from the rows alone: every input the table holds as ok
-        for record in row_records(results.rows.values()):
+    records = row_records(results.rows.values())  # run files: assembled from the rows alone
+    if coco_file is not None:
+        for record in records:
             coco_file.add(record)
         coco_file.close()
+    if boxes:
+        listed = coco is not None or options.instance_filter is not None  # as found segment lists objects
+        text = json.dumps(boxes_document(records, options.mode, listed), indent=1)
+        store.write_file(BOXES_FILE, text.encode("utf-8"))
     _count(summary, results, {it.path for it in todo} | {r["file"] for r in bad_args})
     summary.seconds = time.perf_counter() - start
     return summary
