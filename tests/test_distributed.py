@@ -322,7 +322,7 @@ def test_a_table_of_schema_version_1_is_not_resumed_from(tmp_path):
     assert table.rows == {} and table.old_ok == set()  # its inputs are redone, the table rewritten in version 2
 
 
-@pytest.mark.parametrize("extra, words", [(["--boxes"], "table"), (["--workers", "0"], "at least 1"),
+@pytest.mark.parametrize("extra, words", [(["--batch-size", "0"], "--batch-size"), (["--workers", "0"], "at least 1"),
                                           (["--model", "nope"], "nope"), (["--coco", "s3://b/c.json"], "--coco"),
                                           (["--min-score", "1.5"], "--min-score"), (["--onnx", "m.onnx"], "--onnx")])
 def test_cli_ray_usage_errors_are_one_line_exit_2(tmp_path, extra, words):
