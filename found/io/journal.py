@@ -1,5 +1,6 @@
 """The run journal: an append-only file of JSON records beside a run's outputs, so that a run killed
-at any moment (``kill -9``, power loss) loses at most the inputs in flight.
+at any moment (``kill -9``, a crash) loses at most the inputs in flight (a power loss: see the limits
+in docs/robustness.md).
 
 File ``<outdir>/.found-journal.jsonl`` (:data:`JOURNAL_FILE`), JSON Lines, UTF-8 (ASCII in practice):
 
