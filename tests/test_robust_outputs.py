@@ -73,6 +73,63 @@ def test_temporaries_carry_the_recognisable_prefix(tmp_path: Path) -> None:
     assert not is_temporary(tmp_path / "a.png") and not is_temporary(tmp_path / ".a.png.part")
 
 
+def _log_durability(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record ("fsync", path) and ("replace", final) in the order they happen."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(Path(dst))))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads file descriptors' paths from /proc")
+def test_outputs_are_durable_before_they_appear_under_their_final_names(tmp_path: Path, monkeypatch) -> None:
+    events = _log_durability(monkeypatch)
+    with atomic_group() as g:
+        for name in ("a_mask.png", "a_soft.png"):
+            g.path(tmp_path / name).write_bytes(b"png")
+    synced = [p for kind, p in events[:2] if kind == "fsync"]
+    assert len(synced) == 2 and all(Path(p).name.startswith(TEMP_PREFIX) for p in synced), events
+    assert [e for e in events[2:4]] == [("replace", str(tmp_path / "a_mask.png")), ("replace", str(tmp_path / "a_soft.png"))]
+    assert events[4:] == [("fsync", str(tmp_path))], events  # the renames themselves made durable
+    events.clear()
+    with atomic_path(tmp_path / "boxes.json") as tmp:
+        tmp.write_text("{}")
+    assert [k for k, _ in events] == ["fsync", "replace", "fsync"] and events[-1][1] == str(tmp_path), events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads file descriptors' paths from /proc")
+def test_a_record_is_journaled_only_after_its_outputs_are_durable(tmp_path: Path, tiny, monkeypatch) -> None:
+    from found.io.journal import Journal
+
+    events = _log_durability(monkeypatch)
+    real_append = Journal.append
+
+    def append(self, key, record):
+        events.append(("record", key))
+        real_append(self, key, record)
+
+    monkeypatch.setattr(Journal, "append", append)
+    noise_image(24, 16).save(tmp_path / "a.png")
+    r = run_cli(["segment", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--mask", "--soft", *tiny.args()])
+    assert r.code == 0, r.err
+    at = events.index(("record", str(tmp_path / "a.png")))
+    before = events[:at]
+    for final in ("a_mask.png", "a_soft.png"):
+        renamed = before.index(("replace", str(tmp_path / "out" / final)))
+        assert any(k == "fsync" and Path(p).name.startswith(f"{TEMP_PREFIX}{final}.") for k, p in before[:renamed]), before
+    assert ("fsync", str(tmp_path / "out")) in before[renamed:], before
+
+
 def test_only_stale_temporaries_of_this_package_are_removed(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     stale_file = tmp_path / "sub" / f"{TEMP_PREFIX}x_mask.png.abcd.part"

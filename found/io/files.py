@@ -5,6 +5,10 @@ Every file is written under a hidden temporary name in its destination folder
 Ctrl-C or a full disk never leaves a half-written output under the real name; the temporary file is
 removed on any error. What a ``kill -9`` leaves behind carries the recognisable ``TEMP_PREFIX``, and
 :func:`remove_stale_temporaries` removes it on the next run.
+
+Every temporary is ``fsync``ed before its rename and the folder after it, so an output that exists
+under its final name has its bytes on disk even after a power loss (what the run journal relies on:
+an input's record is appended only once its outputs are durable).
 """
 from __future__ import annotations
 
@@ -45,14 +49,47 @@ def _tmp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Make a written file's bytes durable (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a folder's new or renamed entries durable (skipped where a folder cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike) -> None:
+    """Make every file under ``folder``, and the folders themselves, durable."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            fsync_file(os.path.join(root, name))
+        fsync_dir(root)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed."""
+    """Yield a temporary path beside ``path``; on success it is made durable and renamed onto
+    ``path``, on error removed."""
     path = Path(path)
     tmp_path = _tmp_beside(path)
     try:
         yield tmp_path
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -75,8 +112,13 @@ class AtomicGroup:
         return tmp
 
     def commit(self) -> None:
+        """Make every temporary durable, rename them all onto their final names, then make the renames durable."""
+        for tmp, _ in self._pending:
+            fsync_file(tmp)
         for tmp, final in self._pending:
             os.replace(tmp, final)
+        for folder in dict.fromkeys(final.parent for _, final in self._pending):
+            fsync_dir(folder)
         self._pending.clear()
 
     def abort(self) -> None:
@@ -124,6 +166,7 @@ def temp_dir_beside(final: str | os.PathLike) -> Path:
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     """Move the finished folder ``tmp`` onto ``final``; an older ``final`` is moved aside, then removed."""
     tmp, final = Path(tmp), Path(final)
+    fsync_tree(tmp)
     if final.is_dir() and not final.is_symlink():
         old = temp_dir_beside(final)
         os.replace(final, old / "old")
@@ -131,6 +174,7 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    fsync_dir(final.parent)
 
 
 def temp_name(name: str) -> str:

@@ -1,6 +1,6 @@
 """The run journal: an append-only file of JSON records beside a run's outputs, so that a run killed
-at any moment (``kill -9``, a crash) loses at most the inputs in flight (a power loss: see the limits
-in docs/robustness.md).
+at any moment (``kill -9``, a crash) loses at most the inputs in flight; after a power loss, at most
+the records not yet synced (their outputs are made durable before a record is appended: io/files.py).
 
 File ``<outdir>/.found-journal.jsonl`` (:data:`JOURNAL_FILE`), JSON Lines, UTF-8 (ASCII in practice):
 
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import FoundError
+from .files import fsync_dir
 
 try:  # POSIX: one writer per journal
     import fcntl
@@ -197,16 +198,6 @@ def read_journal(path: str | os.PathLike, decode: Callable[[str], dict] = json.l
     return out
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a new directory entry durable (where the platform allows opening a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class Journal:
     """The journal at ``path`` opened for appending, after checking its header against ``options``
     (or truncated, with ``fresh``); :attr:`records` holds the last record per key, old and new."""
@@ -247,7 +238,7 @@ class Journal:
             self._write(encode_line({"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "created": self.created,
                                      "options": self.options}))
             os.fsync(self._fd)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             self.discarded_bytes = old.ignored_bytes
             return
         if old.version != JOURNAL_VERSION:
