@@ -75,11 +75,13 @@ class AtomicGroup:
         return tmp
 
     def commit(self) -> None:
+        """Rename every temporary onto its final path, and forget them."""
         for tmp, final in self._pending:
             os.replace(tmp, final)
         self._pending.clear()
 
     def abort(self) -> None:
+        """Remove every temporary written so far (none of the outputs appears), and forget them."""
         for tmp, _ in self._pending:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -106,11 +108,13 @@ def check_writable(folder: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: the old content stays if the write fails."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically: the old content stays if the write fails."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
