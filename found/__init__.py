@@ -14,6 +14,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
 #: modules of the flat layout (before 0.2) → where they live now; old imports keep working with a warning
@@ -55,10 +56,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self) -> None:
         self.spec_of: dict[str, object] = {}
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(self, name: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
+        """A spec served by this finder when ``name`` is an old import path, else None (other finders go on)."""
         return importlib.util.spec_from_loader(name, self) if moved_to(name) else None
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        """The module at its new place, imported now, after a DeprecationWarning that names the new path."""
         new = moved_to(spec.name)
         warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
         module = importlib.import_module(new)

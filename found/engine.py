@@ -55,14 +55,17 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """True when the input was predicted (no error)."""
         return self.error is None
 
     @property
     def notes(self) -> list[str]:
+        """What loading the input noted (e.g. downscaling, an animation's first frame); empty if it failed to load."""
         return list(self.image.notes) if self.image is not None else []
 
     @property
     def downscaled(self) -> bool:
+        """True when the input was processed reduced to the working scale (``max_side``)."""
         return self.image is not None and self.image.downscaled
 
     @property
@@ -139,6 +142,7 @@ class ScaledPrediction:
 
     @property
     def score(self) -> float:
+        """The processed prediction's score (mean object probability of its mask's patches)."""
         return self.processed.score
 
     @cached_property
@@ -155,10 +159,12 @@ class ScaledPrediction:
 
     @property
     def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the full-size input, as ``Prediction.image_hw``."""
         return self.size[1], self.size[0]
 
     @property
     def mask(self) -> np.ndarray:
+        """bool [H, W] mask at full size: the processed mask stretched bilinearly, computed once when first read."""
         if self._mask is None:
             im = Image.fromarray(self.processed.mask.astype(np.uint8) * 255).resize(self.size, Image.Resampling.BILINEAR)
             self._mask = np.asarray(im) > 127
@@ -234,30 +240,37 @@ class Engine:
 
     @property
     def mode(self) -> str:
+        """The run's mode ("multi" or "single"), from its options."""
         return self.options.mode
 
     @property
     def refine(self) -> bool:
+        """Whether masks are refined by the bilateral solver, from the run's options."""
         return self.options.refine
 
     @property
     def batch_size(self) -> int:
+        """Images per forward pass, from the run's options."""
         return self.options.batch_size
 
     @property
     def max_side(self) -> int | None:
+        """The working scale: the longer side inputs are reduced to when over it (0/None: native), from the options."""
         return self.options.max_side
 
     @property
     def edges(self) -> str:
+        """How cut-outs of reduced inputs reach full size ("guided" or "bilinear"), from the run's options."""
         return self.options.edges
 
     @property
     def debug(self) -> bool:
+        """Whether an inference error is raised instead of returned as the input's result, from the run's options."""
         return self.options.debug
 
     @property
     def instance_filter(self) -> InstanceFilter | None:
+        """Which connected components count as instances (None: all), from the run's options."""
         return self.options.instance_filter
 
     @property

@@ -43,6 +43,7 @@ class Prediction:
 
     @property
     def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the image, the size of ``mask`` and ``soft``."""
         return tuple(self.mask.shape)  # type: ignore[return-value]
 
     @cached_property

@@ -231,3 +231,18 @@ def test_no_private_name_is_imported_across_modules():
                 bad += [f"found.{module} imports {a.name} from {'.' * node.level}{node.module or ''}"
                         for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not bad, bad
+
+
+def test_every_public_function_and_class_says_what_it_does():
+    """Every public function, method, property and class has a docstring (the project's standard: what it
+    is or does and, where not obvious, why); functions defined inside another function are exempt."""
+    missing = []
+    for path in _modules().values():
+        tree = ast.parse(path.read_text())
+        nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for stmt in f.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_") \
+                    and id(node) not in nested and ast.get_docstring(node) is None:
+                missing.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert not missing, "\n".join(missing)

@@ -105,6 +105,7 @@ def photo_split(model: Found, path: str | Path, max_side: int | None, reps: int 
     target = capped_size(full, max_side, model.patch_size)
 
     def decode() -> Image.Image:
+        """Decode the photo as ``found segment`` does: JPEG drafted towards the working scale, then RGB."""
         with Image.open(path) as im:
             if target != full:
                 im.draft("RGB", target)
@@ -122,6 +123,7 @@ def photo_split(model: Found, path: str | Path, max_side: int | None, reps: int 
         out["backbone"] = best_time(lambda: model.features(x), reps)
 
         def head() -> object:
+            """Head, sigmoid and upsampling at the working scale on the timed backbone features: one Prediction."""
             logits = model.logits_from_features(feats)
             soft = model.soft_from_logits(logits, rgb.shape[:2])[0].cpu().numpy()
             probs = model.probabilities(logits)[0, 0].cpu().numpy()

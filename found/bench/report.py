@@ -35,7 +35,9 @@ def check_targets(rows: list[dict], device: torch.device) -> list[tuple[str, flo
     """(what, measured, target, met) for the project's performance targets that these rows cover."""
     out: list[tuple[str, float | None, float, bool]] = []
 
-    def pick(bench: str, size: str, path_prefix: str, key: str, batch_pred=lambda b: True) -> list[dict]:
+    def pick(bench: str, size: str, path_prefix: str, key: str,
+             batch_pred: Callable[[int], bool] = lambda b: True) -> list[dict]:
+        """The rows of one bench, size and path prefix (with a batch ``batch_pred`` accepts) that measured ``key``."""
         return [r for r in rows if r["bench"] == bench and r["size"] == size and r["path"].startswith(path_prefix)
                 and batch_pred(r["batch"]) and r.get(key) is not None]
 

@@ -42,6 +42,7 @@ def cli_message(e: BaseException) -> str:
         text = one_line(f"{FIELD_FLAGS[e.field]} {e.detail}")
 
     def flag(m: re.Match) -> str:
+        """One ``name=VALUE`` match worded as its flag: ``--name VALUE``, or ``--name`` alone for True."""
         value = m.group(2).strip("'\"")
         return FIELD_FLAGS[m.group(1)] + ("" if value == "True" else f" {value}")
 

@@ -62,6 +62,7 @@ def _looks_like_address(s: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``found segment --ray``: the run on a Ray cluster and its report; exit status 1 when an input failed."""
     from ..ray import TABLE_FILE, segment_with_ray
 
     kinds, options = _check(args)

@@ -8,7 +8,8 @@ from ..hub import weights as hub
 from ..hub.registry import DEFAULT_MODEL, MODELS, get_model_spec
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found download`` (pre-fetch weights, or install files fetched by hand) to the sub-commands."""
     p = sub.add_parser("download", help="pre-fetch published weights into the torch hub cache")
     p.add_argument("models", nargs="*", default=[DEFAULT_MODEL], help=f"models to fetch (default {DEFAULT_MODEL}; known: {', '.join(MODELS)})")
     p.add_argument("--from-file", nargs=2, action="append", metavar=("NAME", "PATH"), default=[],
@@ -19,6 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fetch, install (``--from-file``) or list (``--list``) the models' weights, so later runs work offline."""
     from ..errors import FoundError
 
     try:

@@ -42,7 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_model_args(p, runtime=False, precision="fp32")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found evaluate`` and its four benchmark tasks (saliency, discovery, detection, retrieval)."""
     p = sub.add_parser("evaluate", help="run the paper's benchmarks: saliency, discovery (CorLoc), detection (AP/AR), retrieval")
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
@@ -134,6 +135,7 @@ def _write_json(path: Path, obj) -> None:
 
 # ---------------------------------------------------------------------------- saliency
 def run_saliency(args: argparse.Namespace) -> int:
+    """``found evaluate saliency``: score the model on a saliency set, print the tables and write the reports."""
     from ..evaluate.datasets import saliency_dirs, saliency_samples
     from ..evaluate.saliency import evaluate_saliency, report_text, write_saliency_outputs
 
@@ -164,6 +166,7 @@ def run_saliency(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- discovery
 def run_discovery(args: argparse.Namespace) -> int:
+    """``found evaluate discovery``: CorLoc on VOC07, VOC12 or COCO20k; writes results, boxes and misses."""
     from ..evaluate import datasets as ds
     from ..evaluate.discovery import evaluate_discovery
     from ..io.files import atomic_write_text
@@ -208,6 +211,7 @@ def _detection_samples(args):
 
 
 def run_detection(args: argparse.Namespace) -> int:
+    """``found evaluate detection``: class-agnostic AP/AR of the instances (pycocotools) beside CorLoc."""
     from ..io.coco import require_pycocotools
     from ..evaluate.detection import evaluate_detection
 
@@ -238,6 +242,7 @@ def run_detection(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- retrieval
 def run_retrieval(args: argparse.Namespace) -> int:
+    """``found evaluate retrieval``: VOC12 object retrieval mIoU per class set, with a train memory bank."""
     from ..evaluate.datasets import voc_segmentation_samples
     from ..evaluate.retrieval import evaluate_retrieval
 

@@ -12,7 +12,8 @@ FORMATS = ("onnx",)
 MAX_OPSET = 20
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found export`` and its ``onnx`` format (options of the file, int8 copy and its check)."""
     p = sub.add_parser("export", help="export the model for deployment (ONNX)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT")
     o = formats.add_parser("onnx", help="ONNX file for ONNX Runtime: padded images → patch logits, CLS attention, keys")
@@ -47,6 +48,7 @@ def _int8_path(args: argparse.Namespace, out: Path) -> Path | None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    """``found export onnx``: check the options, write the fp32 ONNX file and, with --int8, its quantised copy."""
     from ..hub.build import load_backbone, load_head
     from ..export.onnx import export_onnx
     from ..hub.registry import get_model_spec

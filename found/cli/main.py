@@ -19,6 +19,7 @@ COMMANDS = ["segment", "evaluate", "train", "download", "bench", "export", "serv
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``found`` parser with every sub-command built into this version (``--debug`` accepted after each)."""
     parser = argparse.ArgumentParser(prog="found", description="FOUND: unsupervised object localization (CVPR 2023).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -45,7 +45,8 @@ PENDING_WRITE_CHUNKS = 2
 __all__ = ["READ_AHEAD_CHUNKS", "PENDING_WRITE_CHUNKS", "add_parser", "default_workers", "run"]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found segment``: inputs, outputs, run options, video, instance, Ray and model flags."""
     p = sub.add_parser("segment", help="segment the main object(s) of images", description=__doc__)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
@@ -105,6 +106,7 @@ class Report:
     temporaries_removed: int = 0  # left by a killed earlier run, removed at the start
 
     def fail(self, path: object, why: str) -> None:
+        """Record ``path`` as failed with ``why``, without the path prefix the message may already carry."""
         self.failures.append((str(path), why.removeprefix(f"{path}: ")))
 
     def to_dict(self) -> dict:
@@ -115,6 +117,7 @@ class Report:
                 "temporaries_removed": self.temporaries_removed}
 
     def print(self, max_side: int) -> None:
+        """Print the run report to stderr: counts, failures, notes, downscaled images and why the run stopped."""
         err = sys.stderr
         line = f"found segment: {self.ok} ok, {self.skipped} skipped (outputs exist), {len(self.failures)} failed"
         if self.not_processed:
@@ -215,6 +218,7 @@ def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
         raise
 
     def done(j: Job) -> bool:
+        """True when a job's outputs all exist and the journal records it finished (so a rerun skips it)."""
         if path_key(j.path) in is_video:
             return video.exist(j.stem) and outputs.video_finished(str(j.path))
         return images.exist(j.stem) and outputs.finished(str(j.path))
@@ -226,6 +230,7 @@ def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``found segment``: every input through the engine into OUTDIR, then the report; exit 0, 1 (failures) or 130."""
     if getattr(args, "ray", None) is not None:  # the same run on a Ray cluster (found.ray)
         from .distributed import run as run_on_ray
 

@@ -16,7 +16,8 @@ from .common import add_model_args, check_model_args, model_from_args, run_optio
 MiB = 1 << 20
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found serve``: address, default run options, batching and limits, access and model flags."""
     from ..serve.settings import ENV_API_KEY, Settings
 
     d = Settings()
@@ -60,6 +61,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """``found serve``: load the model once, serve it with uvicorn until stopped (warns if open without a key)."""
     uvicorn = require("uvicorn", "serve", "found serve")
     create_app = require("found.serve.app", "serve", "found serve").create_app
     settings = settings_from_args(args)

@@ -25,7 +25,8 @@ _FLAG_KEYS = {
 }
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``found train``: data, run folder, schedule overrides, monitoring and backbone flags."""
     p = sub.add_parser("train", help="self-train a FOUND head (the authors' schedule; resumable)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, metavar="DIR", help="DUTS-TR root (or its DUTS-TR-Image folder) or any folder of images")
@@ -89,6 +90,7 @@ def make_eval_fn(args: argparse.Namespace, backbone, device, precision):
     samples = saliency_samples(image_dir, mask_dir, limit=args.eval_limit)  # checked before training starts
 
     def eval_fn(head, n_iter: int) -> dict:
+        """Saliency scores of a copy of ``head`` (the training head stays trainable) at iteration ``n_iter``."""
         model = Found(backbone, copy.deepcopy(head), device=device, precision=precision)  # Found freezes its head
         rep = evaluate_saliency(model, samples, dataset=args.eval_dataset, standard=False, progress=False)
         return {k: v for k, v in rep.authors.items() if isinstance(v, (int, float))}
@@ -97,6 +99,7 @@ def make_eval_fn(args: argparse.Namespace, backbone, device, precision):
 
 
 def run(args: argparse.Namespace) -> int:
+    """``found train``: build the config, train a head on the frozen backbone; exit 130 if interrupted (resumable)."""
     from ..hub.build import load_backbone
     from ..runtime.device import as_device, training_precision
     from ..train.data import find_images

@@ -57,6 +57,8 @@ SALIENCY_ALIASES = {"DUTS-TEST": "DUTS-TE", "DUTS": "DUTS-TE", "DUT_OMRON": "DUT
 
 @dataclass(frozen=True)
 class SaliencySample:
+    """One image of a saliency set and its ground-truth mask file."""
+
     name: str
     image: Path
     mask: Path
@@ -108,6 +110,8 @@ def authors_gt(mask_gray: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- VOC detection
 @dataclass
 class DetectionSample:
+    """One image of a box dataset (VOC, COCO20k) with its ground-truth boxes and their class labels."""
+
     name: str
     image: Path
     boxes: np.ndarray  # [K, 4] int64 x1, y1, x2, y2 (max exclusive, VOC x1/y1 shifted by −1)
@@ -163,6 +167,7 @@ def parse_voc_xml(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def voc_detection_samples(data_dir: str | os.PathLike, year: str, split: str = "trainval", limit: int | None = None) -> list[DetectionSample]:
+    """The images of a VOC ``year``'s Main ``split`` with their annotated boxes (the first ``limit`` only)."""
     root = voc_root(data_dir, year)
     ids = _split_ids(root, "Main", split, limit)
     out = []
@@ -199,6 +204,7 @@ def coco20k_list_path(explicit: str | os.PathLike | None = None, progress: bool 
 
 
 def read_coco20k_list(path: Path) -> list[str]:
+    """The image names of a COCO20k list file, one a line; an empty list is an error."""
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not names:
         raise FoundError(f"{path} lists no image")
@@ -271,6 +277,8 @@ VOC_CLASSES = (
 
 @dataclass(frozen=True)
 class SegmentationSample:
+    """One VOC12 segmentation image and its class-label PNG."""
+
     name: str
     image: Path
     label: Path

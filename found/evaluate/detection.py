@@ -29,7 +29,8 @@ COCO_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR1": 6, "AR10": 7, "AR100": 8}
 MAX_DETS = (1, 10, 100)
 
 
-def xyxy_to_xywh(box) -> list[float]:
+def xyxy_to_xywh(box: Sequence[float] | np.ndarray) -> list[float]:
+    """A box (x1, y1, x2, y2) as COCO's (x, y, width, height)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     return [x1, y1, x2 - x1, y2 - y1]
 
@@ -85,6 +86,8 @@ def coco_detection_metrics(gt_boxes: Sequence[np.ndarray], image_hws: Sequence[t
 
 @dataclass
 class DetectionRecord:
+    """One image's ground-truth boxes and predicted instances, as scored by COCOeval."""
+
     name: str
     image_hw: tuple[int, int]
     gt_boxes: list[list[int]]
@@ -109,6 +112,7 @@ class DetectionResult:
         return rec
 
     def metrics(self) -> dict[str, float]:
+        """COCO AP/AR (class-agnostic bbox) of every recorded image's instances, scored by their score."""
         return coco_detection_metrics(
             [np.asarray(r.gt_boxes).reshape(-1, 4) for r in self.records],
             [r.image_hw for r in self.records],
@@ -116,6 +120,7 @@ class DetectionResult:
         )
 
     def summary(self) -> dict:
+        """The detection metrics with CorLoc and counts of images, boxes and instances (``results.json``)."""
         d = self.discovery.summary()
         return {
             **self.metrics(),

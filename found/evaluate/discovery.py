@@ -46,11 +46,14 @@ def box_ious(box: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
 
 
 def is_hit(ious: np.ndarray, threshold: float = IOU_THRESHOLD) -> bool:
+    """True when one IoU reaches ``threshold`` (CorLoc's hit: IoU >= 0.5 with some ground-truth box)."""
     return bool(np.any(np.asarray(ious) >= threshold))
 
 
 @dataclass
 class DiscoveryRecord:
+    """One image's predicted box, ground-truth boxes, their IoUs and whether it is a CorLoc hit."""
+
     name: str
     image_hw: tuple[int, int]
     box: list[int] | None  # None: empty prediction
@@ -61,6 +64,8 @@ class DiscoveryRecord:
 
 @dataclass
 class DiscoveryResult:
+    """The per-image records of a single-object discovery run, and CorLoc over them."""
+
     records: list[DiscoveryRecord] = field(default_factory=list)
 
     def add(self, name: str, patch_pred: np.ndarray | None, image_hw: tuple[int, int], gt_boxes: np.ndarray, patch: int, box: np.ndarray | None = None) -> DiscoveryRecord:
@@ -82,20 +87,25 @@ class DiscoveryResult:
 
     @property
     def n_images(self) -> int:
+        """Images scored so far."""
         return len(self.records)
 
     @property
     def n_hits(self) -> int:
+        """Images whose predicted box is a hit."""
         return sum(r.hit for r in self.records)
 
     @property
     def corloc(self) -> float:
+        """Share of images that are hits (NaN before any image)."""
         return self.n_hits / self.n_images if self.records else float("nan")
 
     def misses(self) -> list[str]:
+        """Names of the images that are not hits (``misses.txt``), to look at the failures."""
         return [r.name for r in self.records if not r.hit]
 
     def summary(self) -> dict:
+        """CorLoc (fraction and percent) with the counts behind it (``results.json``)."""
         return {
             "corloc": self.corloc,
             "corloc_percent": 100 * self.corloc if self.records else float("nan"),

@@ -251,6 +251,7 @@ class AuthorsMeter:
         self.scores: list[AuthorsScores] = []
 
     def update(self, scores: AuthorsScores) -> None:
+        """Add one image's scores to the averages."""
         self.scores.append(scores)
 
     def __len__(self) -> int:
@@ -310,6 +311,7 @@ def to_uint8_map(pred: np.ndarray) -> np.ndarray:
 
 
 def pysodmetrics_available() -> bool:
+    """True when pysodmetrics is installed (the standard SOD metrics are then computed too)."""
     try:
         import py_sod_metrics  # noqa: F401
     except ImportError:

@@ -190,6 +190,7 @@ class SemsegMeter:
         self.fn = np.zeros(n_classes, dtype=np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add one image's confusions; pixels labelled 255 are ignored, classes outside the table count as errors."""
         valid = gt != IGNORE
         p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
         inside = (p < self.n) & (g < self.n)
@@ -200,6 +201,7 @@ class SemsegMeter:
         self.fn += conf.sum(1) - tp + np.bincount(g[~inside & (g < self.n)], minlength=self.n)
 
     def jaccards(self) -> np.ndarray:
+        """IoU per class, TP / (TP + FP + FN), over every image so far (0 for a class never seen)."""
         return self.tp / np.maximum((self.tp + self.fp + self.fn).astype(np.float64), 1e-8)
 
 
@@ -230,6 +232,8 @@ def forward_saliency_and_features(model, image: np.ndarray, features: str = "key
 
 @dataclass
 class RetrievalResult:
+    """A retrieval run's settings, mIoU and per-class IoU per class set, and the counts behind them."""
+
     class_sets: tuple[str, ...]
     objects: str = "single"
     pooling: str = "mean"
@@ -249,6 +253,7 @@ class RetrievalResult:
     n_refined_val: int = 0
 
     def settings(self) -> dict:
+        """The protocol's settings of this run (objects, pooling, solver, thresholds) as reported."""
         return {
             "objects": self.objects,
             "pooling": self.pooling,
@@ -263,6 +268,7 @@ class RetrievalResult:
         }
 
     def summary(self) -> dict:
+        """Settings, mIoU (fraction and percent), per-class IoU and counts (``results.json``)."""
         out = {
             **self.settings(),
             "miou": self.miou,

@@ -38,6 +38,8 @@ from .metrics import (
 
 @dataclass
 class SaliencyReport:
+    """A saliency evaluation: the authors' and the standard metrics, per-image scores and curves."""
+
     dataset: str
     mode: str
     refine: bool
@@ -50,9 +52,11 @@ class SaliencyReport:
 
     @property
     def n_images(self) -> int:
+        """Images evaluated."""
         return len(self.per_image)
 
     def to_json(self, extra: dict | None = None) -> dict:
+        """The report's summary as JSON-safe data (``results.json``), with ``extra`` keys merged in."""
         d = {
             "task": "saliency",
             "dataset": self.dataset,
@@ -175,6 +179,7 @@ def format_table(title: str, metrics: dict, digits: int = 4) -> str:
 
 
 def report_text(rep: SaliencyReport) -> str:
+    """The report as printed: the authors' table, the standard one when computed, and the notes."""
     head = f"{rep.dataset} — {rep.mode} mode{' + bilateral solver' if rep.refine else ''} — {rep.n_images} images"
     parts = [format_table(f"{head}\nauthors' protocol (paper: Acc, IoU, maxFβ)", rep.authors)]
     if rep.standard is not None:

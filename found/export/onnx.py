@@ -163,6 +163,7 @@ class FoundOnnxGraph(nn.Module):
         return attn.proj(out.transpose(1, 2).reshape(b, n, d))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The exported graph: padded images [B, 3, H, W] → (head logits,) CLS→patch attention and patch keys."""
         vit = self.backbone
         fmap = vit.patch_embed.proj(x)  # [B, D, h, w]
         h, w = fmap.shape[2], fmap.shape[3]

@@ -41,6 +41,8 @@ class Weights:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A named model of the registry: backbone architecture and weights, the FOUND head's if published, aliases."""
+
     name: str
     arch: Arch
     backbone: Weights
@@ -127,4 +129,5 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def list_models() -> list[str]:
+    """The registry's model names (aliases not included)."""
     return list(MODELS)

@@ -35,10 +35,12 @@ DOWNLOAD_TIMEOUT_S = 10
 
 
 def cache_dir() -> Path:
+    """The folder downloaded weights are cached in: torch hub's ``checkpoints`` (shared with torch.hub)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's SHA-256 hex digest, read ``chunk`` bytes at a time (weights files are large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -295,7 +297,8 @@ def copy_into_cache(path: Path, weights: Weights) -> Path:
     return dest
 
 
-def atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically (parents created): a crash never leaves a partial file there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

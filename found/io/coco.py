@@ -111,6 +111,7 @@ class CocoImage:
 
 
 def image_entry(image_id: int, file_name: str, height: int, width: int) -> dict:
+    """A COCO ``images`` entry: id, file name, width and height."""
     return {"id": int(image_id), "file_name": str(file_name), "width": int(width), "height": int(height)}
 
 
@@ -176,6 +177,7 @@ class CocoBuilder:
                 "categories": [dict(OBJECT_CATEGORY)], "annotations": list(self.annotations)}
 
     def write(self, path: str | os.PathLike) -> None:
+        """Write the dataset to ``path`` as COCO JSON, atomically (a complete file or none)."""
         write_coco(path, self.dataset())
 
 

@@ -122,6 +122,7 @@ class AtomicGroup:
         self._pending.clear()
 
     def abort(self) -> None:
+        """Remove every temporary written so far (none of the outputs appears), and forget them."""
         for tmp, _ in self._pending:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -148,11 +149,13 @@ def check_writable(folder: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: the old content stays if the write fails."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically: the old content stays if the write fails."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -66,10 +66,12 @@ class LoadedImage:
 
     @property
     def size(self) -> tuple[int, int]:
+        """(width, height) of the image as processed (reduced when over ``max_side``)."""
         return self.image.size
 
     @property
     def downscaled(self) -> bool:
+        """True when the image is processed at a smaller size than the file's."""
         return self.image.size != self.original_size
 
     def rgb(self) -> np.ndarray:

@@ -66,9 +66,11 @@ class ImageOutputs:
         self.outdir, self.kinds = Path(outdir), list(kinds)
 
     def paths(self, stem: str) -> list[Path]:
+        """The output files of input ``stem``, one per chosen kind."""
         return [self.outdir / (stem + OUTPUT_SUFFIXES[k]) for k in self.kinds]
 
     def exist(self, stem: str) -> bool:
+        """True when every chosen output of input ``stem`` is on disk (a rerun may skip it)."""
         return all(p.exists() for p in self.paths(stem))
 
     def write(self, result: Result, stem: str) -> None:
@@ -90,6 +92,7 @@ class RunFile:
         self.records: dict[str, dict] = {}
 
     def has(self, file: str) -> bool:
+        """True when the input ``file`` has a record in this run file."""
         return file in self.records
 
     def add(self, record: dict) -> None:
@@ -97,6 +100,7 @@ class RunFile:
         self.records[record["file"]] = record
 
     def document(self) -> dict:
+        """The file's JSON content, built from the records (each kind of run file says how)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -117,6 +121,7 @@ class BoxesFile(RunFile):
         self.mode, self.instances = mode, instances
 
     def document(self) -> dict:
+        """The ``boxes.json`` document: the records sorted by file name, with their objects when asked."""
         return boxes_document(self.records.values(), self.mode, self.instances)
 
 
@@ -135,6 +140,7 @@ class CocoFile(RunFile):
         self.created = created
 
     def document(self) -> dict:
+        """The COCO dataset of the records (pycocotools imported only now)."""
         from .coco import coco_from_records
 
         return coco_from_records(self.records.values(), created=self.created)
@@ -256,6 +262,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """True when the input was written (no error)."""
         return self.error is None
 
 
@@ -300,6 +307,7 @@ class ResultWriter:
         self.queue.abort()
 
     def close(self) -> None:
+        """Stop the writer thread: writes not started are dropped, a running one is waited for."""
         self.queue.close()
 
     def _outcomes(self, finished: Iterator[tuple[object, Future]], salvage: bool = False) -> Iterator[Outcome]:

@@ -60,6 +60,7 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
     out_key = path_key(outdir) if outdir is not None and outdir.exists() else None
 
     def own_output(f: Path) -> bool:
+        """True for a file inside the output folder named like this command's outputs (never an input)."""
         return out_key is not None and out_key in path_key(f).parents and f.name.endswith(_OWN_OUTPUTS)
 
     jobs: list[Job] = []
@@ -67,6 +68,7 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path | None = Non
     seen: set[Path] = set()
 
     def add(path: Path, rel: Path) -> None:
+        """Queue ``path`` as a job whose outputs are named after ``rel``, unless the same file is already queued."""
         key = path_key(path)
         if key not in seen:
             seen.add(key)

@@ -26,9 +26,11 @@ class FoundHead(nn.Module):
 
     @property
     def in_dim(self) -> int:
+        """Channels of the key map the head takes (the backbone's embedding width)."""
         return self.decoder.in_channels
 
     def forward(self, key_map: torch.Tensor) -> torch.Tensor:
+        """Object logits [B, 1, h, w] of a key map [B, D, h, w]."""
         return self.decoder(key_map)
 
     def state_for_saving(self) -> dict:

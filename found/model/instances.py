@@ -182,6 +182,7 @@ def _touched_cells(crop: np.ndarray, origin: tuple[int, int], cell: tuple[float,
     crop's size (no list of pixel coordinates, which would be 16 bytes a pixel on huge images).
     """
     def spans(start: int, n: int, size: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where the crop's rows (or columns) enter a new patch cell: offsets for ``reduceat``, and each run's cell."""
         idx = np.minimum((np.arange(start, start + n) // size).astype(np.int64), limit - 1)
         starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
         return starts, idx[starts]

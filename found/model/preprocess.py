@@ -29,6 +29,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def padded_size(h: int, w: int, patch: int) -> tuple[int, int]:
+    """(H, W) rounded up to multiples of ``patch``: the size :func:`pad_to_multiple` pads to."""
     return -(-h // patch) * patch, -(-w // patch) * patch
 
 

@@ -411,12 +411,15 @@ def cg_single(A, b: np.ndarray, x: np.ndarray, inv_diag: np.ndarray, tol: float,
         dot = bdot
 
         def axpy(a: float, u: np.ndarray, v: np.ndarray) -> None:  # v += a·u, in place
+            """v += a·u in place: one BLAS call (the vectors fit in one piece)."""
             baxpy(u, v, a=a)
     else:
         def dot(u: np.ndarray, v: np.ndarray) -> float:
+            """u·v summed over pieces small enough that OpenBLAS stays on one thread (see ``_BLAS_PIECE``)."""
             return sum(bdot(u, v, n=k, offx=lo, offy=lo) for lo, k in pieces)
 
         def axpy(a: float, u: np.ndarray, v: np.ndarray) -> None:  # v += a·u, in place
+            """v += a·u in place, piece by piece so that OpenBLAS stays on one thread (see ``_BLAS_PIECE``)."""
             for lo, k in pieces:
                 baxpy(u, v, n=k, a=a, offx=lo, offy=lo)
 
@@ -458,6 +461,7 @@ def cg_ragged(A, n_vert: Sequence[int], b: np.ndarray, x0: np.ndarray, inv_diag:
     starts = np.concatenate([[0], np.cumsum(nv)[:-1]])
 
     def dot(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Per-image dot products of two stacked vectors (one sum per image's slice)."""
         return np.add.reduceat(u * v, starts)
 
     b_norm = np.sqrt(dot(b, b))

@@ -116,6 +116,7 @@ def solve_normalised(rgbs: Sequence[torch.Tensor], targets: Sequence[torch.Tenso
             colour_table(settings, (wu // wl, wv // wl), device, build=True)
 
     def solve(chunk: tuple[int, int]) -> SolveOutput:
+        """Solve the images ``lo:hi`` of one chunk together (one image alone without concatenating)."""
         lo, hi = chunk
         if hi - lo == 1:
             return _solve(rgbs[lo].reshape(-1, 3), targets[lo], sizes[lo:hi], settings)

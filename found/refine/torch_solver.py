@@ -56,6 +56,7 @@ def _system_torch(grid: Grid, w_splat: torch.Tensor, b: torch.Tensor, settings: 
     b = b.to(dtype).view(n_img, v_max)
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
+        """A·v for every image's system at once, on [B, V_max] vectors."""
         return (A @ v.reshape(-1)).view(n_img, v_max)
 
     # Jacobi-preconditioned CG for all images at once, with scipy's per-system stopping rule

@@ -53,6 +53,8 @@ class HttpError(Exception):
 
 
 class InstanceAnswer(BaseModel):
+    """One object of a JSON answer: its boxes (xyxy, COCO xywh), area in pixels and score."""
+
     box_xyxy: list[int]
     box_xywh: list[int]
     area: int
@@ -81,6 +83,8 @@ class SegmentAnswer(BaseModel):
 
 
 class ErrorAnswer(BaseModel):
+    """Every answer other than 200: one line saying what went wrong."""
+
     detail: str
 
 
@@ -108,12 +112,14 @@ def create_app(model_or_engine, settings: Settings | None = None) -> FastAPI:
     engines: dict[Key, Engine] = {}
 
     def engine_for(key: Key) -> Engine:
+        """The engine for one (mode, refine) key, built on first use around the one loaded model."""
         if key not in engines:
             engines[key] = Engine(base.model, options.replace(mode=key[0], refine=key[1]))
         return engines[key]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Start the batcher and warm the model up before serving (then ready); stop the batcher at shutdown."""
         batcher = Batcher(engine_for, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                           queue_size=settings.queue_size, workers=settings.workers)
         app.state.batcher = batcher
@@ -280,6 +286,7 @@ def _key_check(settings: Settings):
     expected = hashlib.sha256(settings.api_key.encode()).digest() if settings.api_key else None
 
     async def check(request: Request) -> None:
+        """Refuse the request (401) unless it carries the API key, compared by hash in constant time."""
         if expected is None:
             return
         given = request.headers.get("x-api-key")
@@ -298,10 +305,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, e: HttpError) -> JSONResponse:
+        """An HttpError as its status, one-line detail and headers."""
         return JSONResponse({"detail": e.detail}, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        """A request FastAPI could not validate as one 422 line naming each bad field."""
         parts = []
         for err in e.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body"))
@@ -310,10 +319,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FoundError)
     async def found_error(request: Request, e: FoundError) -> JSONResponse:
+        """A library error: 422 for a bad input or option, else 500, with its one-line reason."""
         return JSONResponse({"detail": reason(e)}, status_code=422 if isinstance(e, (InputError, OptionsError)) else 500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
+        """Any other error: logged with its traceback, answered 500 naming only its type (no internals leak)."""
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"detail": f"internal server error ({type(e).__name__})"}, status_code=500)
 
@@ -325,6 +336,7 @@ def _add_page(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
+        """The web page, with its Content-Security-Policy and no caching."""
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=page_headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

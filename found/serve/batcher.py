@@ -118,6 +118,7 @@ class Batcher:
 
     # -------------------------------------------------------------- the collector
     def start(self) -> None:
+        """Start the collector task on the running event loop (once; a second call does nothing)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._collect(), name="found-batcher")
 

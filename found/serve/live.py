@@ -70,6 +70,7 @@ class _Session:
         self.closed = False
 
     async def read(self) -> None:
+        """Receive frames until the client leaves, keeping only the newest one waiting (older ones are dropped)."""
         try:
             while True:
                 msg = await self.ws.receive()
@@ -88,6 +89,7 @@ class _Session:
             self.ready.set()
 
     async def work(self) -> None:
+        """Answer the waiting frame whenever there is one, until the connection closes."""
         while True:
             await self.ready.wait()
             self.ready.clear()
@@ -101,6 +103,7 @@ class _Session:
             await self.ws.send_text(json.dumps(answer))
 
     async def run(self) -> None:
+        """Run the reader and the worker until either ends, then stop both."""
         reader = asyncio.create_task(self.read())
         worker = asyncio.create_task(self.work())
         try:
@@ -119,7 +122,8 @@ def _locked_threadpool() -> Callable[..., Awaitable[dict]]:
 
     lock = threading.Lock()
 
-    def locked(fn: Callable[..., dict], *args) -> dict:
+    def locked(fn: Callable[..., dict], *args: object) -> dict:
+        """``fn(*args)`` while holding the lock, so one live frame is in the model at a time."""
         with lock:
             return fn(*args)
 
@@ -146,6 +150,7 @@ def register_live(app, engine: Engine | Callable[[], Engine], *, path: str = "/v
 
     @app.websocket(path)
     async def live(ws: WebSocket) -> None:
+        """One live connection: check the key (close 1008 if wrong), then answer its frames until it closes."""
         if expected is not None:
             given = hashlib.sha256(ws.query_params.get("key", "").encode()).digest()
             if not hmac.compare_digest(given, expected):
@@ -159,10 +164,12 @@ def register_live(app, engine: Engine | Callable[[], Engine], *, path: str = "/v
 
     @app.get(page, include_in_schema=False)
     async def live_page() -> HTMLResponse:
+        """The camera page, pointed at this app's script and WebSocket paths."""
         return HTMLResponse(LIVE_HTML.replace("__SCRIPT__", page + ".js").replace("__WS__", path))
 
     @app.get(page + ".js", include_in_schema=False)
     async def live_script() -> Response:
+        """The live client script (``FoundLive``) the camera page and the main page load."""
         return Response(LIVE_JS, media_type="text/javascript")
 
 

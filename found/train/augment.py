@@ -39,6 +39,7 @@ def resize(im: Image.Image, h: int, w: int) -> Image.Image:
 
 
 def resize_shorter(im: Image.Image, size: int) -> Image.Image:
+    """Bilinear resize so the shorter side is ``size`` (step 1 of the authors' augmentation)."""
     w, h = im.size
     return resize(im, *shorter_side_size(h, w, size))
 

@@ -38,6 +38,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states saved by :func:`rng_state`, so a resumed run draws the same numbers."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -65,6 +66,7 @@ class TrainState:
 
 
 def save_state(path: Path, st: TrainState) -> None:
+    """Write the training state ``st`` to ``path`` atomically (the current RNG states unless ``st`` holds them)."""
     atomic_torch_save(
         {
             "format": FORMAT,

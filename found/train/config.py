@@ -68,6 +68,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`FoundError` on values the loop cannot use."""
         def need(ok: bool, msg: str) -> None:
+            """Raise a FoundError naming the training config unless ``ok``."""
             if not ok:
                 raise FoundError(f"training config: {msg}")
 
@@ -91,6 +92,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, Any]:
+        """The config as flat JSON-ready keys (``scale_range`` as a list)."""
         d = dataclasses.asdict(self)
         d["scale_range"] = list(self.scale_range)
         return d
@@ -105,6 +107,7 @@ class TrainConfig:
         return cls(**{k: _coerce(k, v) for k, v in d.items()})
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied, validated again."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 

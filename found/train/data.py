@@ -87,6 +87,7 @@ class EpochBatchSampler(Sampler):
 
     @property
     def batches_per_epoch(self) -> int:
+        """Batches in one epoch (the last, partial one counted unless ``drop_last``)."""
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def advance(self, pos: Position) -> Position:
@@ -118,6 +119,7 @@ class TrainImages(Dataset):
         return len(self.files)
 
     def sample_rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The augmentation generator of one sample in one epoch, seeded from both alone (so resuming repeats it)."""
         return np.random.default_rng([self.cfg.seed, _AUG_STREAM, epoch, index])
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int, int, int]:
@@ -138,11 +140,13 @@ class Batch:
     indices: list[int]
 
     def pin_memory(self) -> "Batch":
+        """Pin the images in page-locked memory (DataLoader's ``pin_memory`` hook) and return the batch."""
         self.images = self.images.pin_memory()
         return self
 
 
 def collate(items: list[tuple[torch.Tensor, int, int, int]]) -> Batch:
+    """One :class:`Batch` of dataset items: images stacked, the first item's position, every item's index."""
     return Batch(torch.stack([it[0] for it in items]), Position(items[0][1], items[0][2]), [it[3] for it in items])
 
 

@@ -47,6 +47,8 @@ HEAD_NAME = "head.pt"
 
 @dataclass
 class TrainResult:
+    """What a training run ended with: the head, its files, iterations done, whether interrupted, the last loss."""
+
     head: FoundHead
     out_dir: Path
     iterations_done: int  # iterations trained so far (the next iteration index)
@@ -84,6 +86,7 @@ class _StopOnSigint:
         self._prev = None
 
     def request(self) -> None:
+        """Ask the loop to stop after the current iteration, as a first Ctrl-C does."""
         self.requested = True
 
     def _handler(self, signum, frame) -> None:
@@ -106,6 +109,7 @@ def _clear_outputs(out: Path, keep_before: int) -> None:
     """Drop this loop's outputs from iterations ≥ ``keep_before`` (all of them for a fresh run),
     so an overwritten or resumed run does not mix in results it will produce again."""
     def stale(name: str, prefix: str, suffix: str) -> bool:
+        """True for a file ``prefix<n>suffix`` whose iteration ``n`` is at or past ``keep_before``."""
         num = name[len(prefix) : -len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
         return num.isdigit() and int(num) >= keep_before
 

@@ -45,12 +45,14 @@ class CsvLog:
         self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
 
     def write(self, row: dict[str, Any]) -> None:
+        """Append one iteration's row (known fields only, formatted) and flush it, so the log survives a crash."""
         clean = {k: _fmt(row.get(k)) for k in LOG_FIELDS}
         self._writer.writerow(clean)
         self._file.flush()
         self.rows.append(clean)
 
     def close(self) -> None:
+        """Close the log file."""
         self._file.close()
 
 
@@ -91,6 +93,7 @@ def plot_losses(rows: Sequence[dict[str, Any]], path: Path, size: tuple[int, int
     y0, y1 = 0.0, float(max(ys.max(), 1e-6)) * 1.05
 
     def px(x: float, y: float) -> tuple[float, float]:
+        """Pixel position of the data point (x, y) inside the plot's margins."""
         return (left + (x - x0) / (x1 - x0) * (W - left - right), H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom))
 
     d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
@@ -146,10 +149,12 @@ def save_sample_grid(images: torch.Tensor, rows: Sequence[torch.Tensor], path: P
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON atomically (non-JSON values as strings)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
+    """Append ``obj`` to ``path`` as one JSON line (non-JSON values as strings)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
 
@@ -163,6 +168,7 @@ class TensorBoard:
         self.writer = writer_module.SummaryWriter(os.fspath(log_dir))
 
     def log_step(self, n_iter: int, res) -> None:
+        """Log one iteration's losses and learning rate under the authors' scalar names."""
         w = self.writer
         w.add_scalar("Loss/self_bs", res.loss_refined_pred, n_iter)
         if res.loss_coarse is not None:
@@ -173,13 +179,16 @@ class TensorBoard:
         w.add_scalar("params/lr", res.lr, n_iter)
 
     def log_eval(self, n_iter: int, metrics: dict[str, float]) -> None:
+        """Log the numeric evaluation metrics under ``eval/``."""
         for k, v in metrics.items():
             if isinstance(v, (int, float)):
                 self.writer.add_scalar(f"eval/{k}", v, n_iter)
 
     def log_image(self, tag: str, path: Path, n_iter: int) -> None:
+        """Log the PNG at ``path`` (e.g. a sample grid) as image ``tag``."""
         arr = to_rgb_array(path)
         self.writer.add_image(tag, arr, n_iter, dataformats="HWC")
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
         self.writer.close()

@@ -125,6 +125,7 @@ def prefetch(frames: Iterator[VideoFrame], every: int, depth: int) -> Iterator[V
     done = object()
 
     def put(item: object) -> bool:
+        """Hand ``item`` to the consumer, waiting while the queue is full; False once the consumer has stopped."""
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -134,6 +135,7 @@ def prefetch(frames: Iterator[VideoFrame], every: int, depth: int) -> Iterator[V
         return False
 
     def work() -> None:
+        """The thread: decode the frames (RGB of processed ones too) into the queue, then the end mark or the error."""
         try:
             for fr in frames:
                 if fr.index % every == 0:

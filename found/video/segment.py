@@ -46,21 +46,26 @@ class FrameResult:
 
     @property
     def index(self) -> int:
+        """The frame's position in presentation order."""
         return self.frame.index
 
     @property
     def pts(self) -> int:
+        """The frame's presentation timestamp, in the stream's ``time_base``."""
         return self.frame.pts
 
     @property
     def time(self) -> float:
+        """The frame's presentation time in seconds."""
         return self.frame.time
 
     @property
     def prediction(self) -> Any:
+        """The prediction whose mask the frame uses (its own, or the last processed frame's)."""
         return self.result.prediction
 
     def rgb(self) -> np.ndarray:
+        """uint8 [H, W, 3] RGB pixels of the frame at the video's size."""
         return self.frame.rgb()
 
 
@@ -83,6 +88,7 @@ def segment_video(source: str | os.PathLike | VideoReader, engine: Engine, every
     stash: deque[VideoFrame] = deque()  # decoded, not handed out yet
 
     def to_engine() -> Iterator[np.ndarray]:
+        """Pixels of every ``every``-th frame for the model; each frame is stashed to be handed out in order."""
         for fr in frames:
             stash.append(fr)
             if fr.index % every == 0:

@@ -122,6 +122,7 @@ class VideoSummary:
 
     @property
     def notes(self) -> list[str]:
+        """Report lines: frames written and processed, size and rate, and the working scale when reduced."""
         i = self.info
         fps = f", {float(i.fps):.3g} fps" if i.fps else ""
         out = [f"video: {self.frames} frames ({self.processed} processed), {i.width}×{i.height}{fps}"]

@@ -32,6 +32,7 @@ class FoundFeatures:
 
     @property
     def num_heads(self) -> int:
+        """Attention heads of the last block."""
         return self.cls_attention.shape[1]
 
     def key_map(self) -> torch.Tensor:
@@ -41,6 +42,8 @@ class FoundFeatures:
 
 
 class VisionTransformer(nn.Module):
+    """DINO's ViT (its checkpoints load strictly), with the last-block path FOUND reads: CLS attention and keys."""
+
     def __init__(
         self,
         patch_size: int = 8,
@@ -104,6 +107,7 @@ class VisionTransformer(nn.Module):
         return F.interpolate(grid, scale_factor=((h + 0.1) / g0, (w + 0.1) / g0), mode="bicubic")
 
     def grid_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """(h, w) patch grid of images ``x`` [.., H, W] (an error unless both sides are multiples of the patch)."""
         h, w = x.shape[-2:]
         p = self.patch_size
         if h % p or w % p:

@@ -13,6 +13,8 @@ from torch import nn
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention with DINO's parameter names (``qkv``, ``proj``), plus FOUND's CLS-query path."""
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:

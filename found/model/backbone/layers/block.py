@@ -14,6 +14,8 @@ FFN_LAYERS = ("mlp", "swiglu")
 
 
 class Block(nn.Module):
+    """One pre-norm transformer block: attention, then an MLP or SwiGLU feed-forward (layer scales optional)."""
+
     def __init__(
         self,
         dim: int,
@@ -35,5 +37,6 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, N, D] through the residual attention branch, then the residual feed-forward branch."""
         x = x + self.ls1(self.attn(self.norm1(x)))
         return x + self.ls2(self.mlp(self.norm2(x)))

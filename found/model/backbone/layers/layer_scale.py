@@ -13,4 +13,5 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` scaled channel by channel by ``gamma``."""
         return x * self.gamma

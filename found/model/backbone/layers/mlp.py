@@ -6,6 +6,8 @@ from torch import nn
 
 
 class Mlp(nn.Module):
+    """The feed-forward block of DINO's ViT: Linear → GELU → Linear (parameter names ``fc1``, ``fc2``)."""
+
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
@@ -13,4 +15,5 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward output for tokens [.., D] (same shape)."""
         return self.fc2(self.act(self.fc1(x)))

@@ -14,5 +14,6 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, D] of images [B, C, H, W] whose sides are multiples of the patch size."""
         # [B, C, H, W] -> [B, N, D], tokens in row-major order over the patch grid
         return self.proj(x).flatten(2).transpose(1, 2)

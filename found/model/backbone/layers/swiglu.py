@@ -20,5 +20,6 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward output for tokens [.., D] (same shape)."""
         a, b = self.w12(x).chunk(2, dim=-1)
         return self.w3(F.silu(a) * b)
