@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from .model.backbone import FoundFeatures, VisionTransformer
+from .model.background import DEFAULT_TAU
 from .model.head import CoarseHead, FoundHead, probabilities, soft_masks
 from .model.instances import Instance, InstanceFilter, find_instances
 from .model.masks import component_box, largest_component, single_component
@@ -97,13 +98,13 @@ class Found:
         head: FoundHead | CoarseHead | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
-        tau: float = 0.3,
+        tau: float = DEFAULT_TAU,
         *,
         compile: bool | str = False,
     ) -> None:
         if isinstance(core, torch.nn.Module):
             core = TorchCore(core, head, device, precision, tau, compile=compile)
-        elif (head, device, precision, tau, compile) != (None, None, "auto", 0.3, False):
+        elif (head, device, precision, tau, compile) != (None, None, "auto", DEFAULT_TAU, False):
             raise TypeError("Found(core) takes no backbone options: give them to the core (e.g. TorchCore(backbone, head, device))")
         elif not isinstance(core, Core):
             raise TypeError(f"Found needs a core (TorchCore, OnnxCore, EagerCore, SmoothedCore …) or a backbone, got {type(core).__name__}")

@@ -154,11 +154,6 @@ def add_instance_args(parser: argparse.ArgumentParser) -> None:
                    help="drop instances whose score (mean object probability of their patches) is below S, in [0, 1]; default 0")
 
 
-def instance_options_given(args: argparse.Namespace) -> bool:
-    """Whether any of --max-instances, --min-area, --min-score was given."""
-    return args.max_instances is not None or args.min_area != 0 or args.min_score != 0
-
-
 def instance_filter_from_args(args: argparse.Namespace):
     """The InstanceFilter of the parsed options (a bad value: an OptionsError naming the field)."""
     from ..model.instances import InstanceFilter

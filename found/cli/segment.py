@@ -34,8 +34,7 @@ from ..io.sources import Job, collect_inputs, path_key
 from ..video import ALPHA_CODECS, FrameResult, VideoOutputs, VideoReader, input_kind, segment_video
 from ..io.sinks import (BOXES_FILE, INTERRUPTED, OUTPUT_SUFFIXES, BoxesFile, CocoFile, ImageOutputs, Outcome, RunFile,
                         RunOutputs, write_results)
-from .common import (add_instance_args, add_model_args, check_batch_options, cli_message, instance_options_given,
-                     model_from_args)
+from .common import add_instance_args, add_model_args, check_batch_options, cli_message, model_from_args
 from ..options import RunOptions
 from .distributed import add_ray_args
 from .resume import open_journal, sweep_temporaries
@@ -166,18 +165,19 @@ def _output_folder(path: str) -> Path:
     return outdir
 
 
-def _wants_instances(args: argparse.Namespace) -> bool:
-    """Objects are listed (boxes.json) when asked for: --coco, or an instance filter option."""
-    return bool(args.coco) or instance_options_given(args)
+def _wants_instances(args: argparse.Namespace, options: RunOptions) -> bool:
+    """Objects are listed (boxes.json) when asked for: --coco, or an instance filter."""
+    return bool(args.coco) or options.instance_filter is not None
 
 
-def _run_files(args: argparse.Namespace, outdir: Path, inputs: set, want_boxes: bool, created: str) -> list[RunFile]:
+def _run_files(args: argparse.Namespace, outdir: Path, inputs: set, want_boxes: bool, created: str,
+               instances: bool) -> list[RunFile]:
     """boxes.json and the COCO file, when asked for (neither may be an input)."""
     files: list[RunFile] = []
     if want_boxes:
         if path_key(outdir / BOXES_FILE) in inputs:
             raise FoundError(f"{outdir / BOXES_FILE} is an input; choose another -o")
-        files.append(BoxesFile(outdir / BOXES_FILE, args.mode, instances=_wants_instances(args)))
+        files.append(BoxesFile(outdir / BOXES_FILE, args.mode, instances=instances))
     if args.coco:
         if path_key(Path(args.coco)) in inputs:
             raise FoundError(f"--coco {args.coco} is an input; choose another file")
@@ -211,8 +211,9 @@ def plan_run(args: argparse.Namespace, options: RunOptions) -> Plan:
         require_pycocotools()
     journal = open_journal(outdir, options, args)
     try:
-        outputs = RunOutputs(images, _run_files(args, outdir, inputs, want_boxes, journal.created), journal,
-                             instances=_wants_instances(args))
+        instances = _wants_instances(args, options)
+        outputs = RunOutputs(images, _run_files(args, outdir, inputs, want_boxes, journal.created, instances), journal,
+                             instances=instances)
     except BaseException:
         journal.close()
         raise

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..extras import require
 from ..model.backbone import VisionTransformer
+from ..model.background import DEFAULT_TAU
 from ..model.head import FoundHead
 from ..model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.onnx_file import (  # noqa: F401  (the file format, re-exported for the exporter's callers)
@@ -218,7 +219,7 @@ def export_onnx(
     path: str | os.PathLike,
     *,
     model: str = "custom",
-    tau: float = 0.3,
+    tau: float = DEFAULT_TAU,
     opset: int = OPSET,
     sample_hw: tuple[int, int] | None = None,
     attention_chunks: int = ATTENTION_CHUNKS,

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import FoundFeatures
-from .background import discover_background
+from .background import DEFAULT_TAU, discover_background
 from .masks import upsample_logits
 
 
@@ -65,7 +65,7 @@ class CoarseHead(nn.Module):
     #: Logits are ±1: probabilities are the binary mask itself, pixels by nearest upsampling.
     coarse = True
 
-    def __init__(self, tau: float = 0.3) -> None:
+    def __init__(self, tau: float = DEFAULT_TAU) -> None:
         super().__init__()
         self.tau = tau
 

@@ -14,6 +14,7 @@ import torch
 from ..model.backbone import FoundFeatures, VisionTransformer
 from ..model.backbone.layers.attention import Attention
 from ..model.backbone.layers.block import Block
+from ..model.background import DEFAULT_TAU
 from ..model.head import CoarseHead, FoundHead
 from .core import frozen_nets
 from .device import as_device
@@ -65,7 +66,7 @@ class EagerCore:
     precision = "fp32"
 
     def __init__(self, backbone: VisionTransformer, head: FoundHead | CoarseHead | None = None,
-                 device: str | torch.device | None = None, tau: float = 0.3) -> None:
+                 device: str | torch.device | None = None, tau: float = DEFAULT_TAU) -> None:
         self.device = as_device(device)
         self.backbone, self.head = frozen_nets(backbone, head, self.device, tau)
         self.coarse = bool(self.head.coarse)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from ..model.backbone import FoundFeatures, VisionTransformer
+from ..model.background import DEFAULT_TAU
 from ..model.head import CoarseHead, FoundHead
 from .core import CPU_CHUNK_TOKENS, cat_features, frozen_nets, images_per_call, in_chunks
 from .device import PRECISIONS, as_device, autocast, check_precision, default_device, no_tf32, resolve_precision
@@ -42,7 +43,7 @@ class TorchCore:
         head: FoundHead | CoarseHead | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
-        tau: float = 0.3,
+        tau: float = DEFAULT_TAU,
         *,
         compile: bool | str = False,
     ) -> None:
